@@ -1,0 +1,91 @@
+# Shared helpers for scripts/*.sh. Source it; do not run it.
+# shellcheck shell=bash
+
+NGX_OIDC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NGX_OIDC_TARGET="${CARGO_TARGET_DIR:-$NGX_OIDC_ROOT/target}"
+NGX_OIDC_NGINX_OUT="$NGX_OIDC_TARGET/ngx-oidc/sbin/nginx"
+NGX_OIDC_MODULE_OUT="$NGX_OIDC_TARGET/ngx-oidc/modules/ngx_http_oidc_module.so"
+
+# Debian packages the build needs (bindgen needs libclang; nginx needs pcre2, zlib, openssl).
+NGX_OIDC_APT_PACKAGES=(libssl-dev libpcre2-dev zlib1g-dev libclang-dev)
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf '\nERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+_apt_updated=0
+_apt_install() {
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install: $*"
+        sudo=(sudo)
+    fi
+    if [ "$_apt_updated" -eq 0 ]; then
+        say "apt-get update"
+        "${sudo[@]}" apt-get update -qq || die "apt-get update failed"
+        _apt_updated=1
+    fi
+    say "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" \
+        || die "apt-get install $* failed"
+}
+
+_dpkg_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# Install the build packages that are missing (no apt-get at all when none are).
+ensure_build_deps() {
+    command -v dpkg-query >/dev/null 2>&1 || {
+        say "no dpkg: not a Debian system, assuming build dependencies are installed"
+        return 0
+    }
+    local missing=() p
+    for p in "${NGX_OIDC_APT_PACKAGES[@]}"; do
+        _dpkg_installed "$p" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        _apt_install "${missing[@]}"
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) first"
+}
+
+# Node.js for the test OpenID Provider (tests/idp, npm oidc-provider needs Node >= 20.19).
+ensure_node() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        _apt_install nodejs npm
+    fi
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    if [ "$major" -lt 20 ]; then
+        die "node $(node -v) is too old for tests/idp (oidc-provider needs Node >= 20.19)"
+    fi
+}
+
+# npm ci for the test provider when node_modules is missing or package-lock.json changed.
+ensure_idp_deps() {
+    local idp="$NGX_OIDC_ROOT/tests/idp"
+    [ -f "$idp/package-lock.json" ] || die "tests/idp/package-lock.json is missing"
+    ensure_node
+    local want have="" stamp="$idp/node_modules/.ngx-oidc-lock.sha256"
+    want="$(sha256sum "$idp/package-lock.json" | cut -d' ' -f1)"
+    [ -f "$stamp" ] && have="$(cat "$stamp")"
+    if [ ! -d "$idp/node_modules" ] || [ "$want" != "$have" ]; then
+        say "npm ci --prefix tests/idp"
+        npm ci --prefix "$idp" --no-audit --no-fund --loglevel=error \
+            || die "npm ci --prefix tests/idp failed"
+        echo "$want" >"$stamp"
+    fi
+}
+
+# Copy without ever writing into a file that a running nginx may have mapped.
+install_atomically() {
+    local src="$1" dst="$2" tmp
+    mkdir -p "$(dirname "$dst")"
+    tmp="$(dirname "$dst")/.$(basename "$dst").tmp.$$"
+    cp "$src" "$tmp"
+    chmod 0755 "$tmp"
+    mv -f "$tmp" "$dst"
+}

@@ -1,0 +1,3 @@
+//! Configuration values, parsed and checked without nginx types.
+
+pub mod provider;

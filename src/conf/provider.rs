@@ -1,0 +1,303 @@
+//! The body of an `oidc_provider NAME { ... }` block.
+
+use std::path::{Path, PathBuf};
+
+use crate::session::codec::{KeyError, KeyRing};
+
+/// Allowed clock difference between nginx and the provider when checking token times.
+pub const CLOCK_SKEW: u64 = 60;
+
+/// A provider's settings, complete and checked.
+pub struct ProviderConf {
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub keys: KeyRing,
+    pub scope: String,
+    /// Absolute URL, or a path completed from the request's scheme and Host.
+    pub redirect_uri: String,
+    pub cookie_name: String,
+    pub cookie_secure: bool,
+    pub fetch_location: String,
+    /// Longest a login lasts, in seconds.
+    pub session_lifetime: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfError {
+    #[error("\"{0}\" is not a directive of oidc_provider (known: {KNOWN})")]
+    Unknown(String),
+    #[error("\"{0}\" takes exactly one value")]
+    Arity(String),
+    #[error("\"{0}\" is given twice")]
+    Duplicate(String),
+    #[error("\"{directive}\": {why}")]
+    Invalid { directive: &'static str, why: String },
+    #[error("\"{directive}\": cannot read \"{path}\": {err}")]
+    File { directive: &'static str, path: String, err: std::io::Error },
+    #[error("\"cookie_secret_file\" \"{path}\": {err}")]
+    Key { path: String, err: KeyError },
+    #[error("oidc_provider \"{provider}\" has no \"{directive}\"; {fix}")]
+    Missing { provider: String, directive: &'static str, fix: &'static str },
+}
+
+const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cookie_secret_file, \
+                     scope, redirect_uri, cookie_name, cookie_secure, fetch_location, \
+                     session_lifetime";
+
+/// Collects the directives of one provider block.
+#[derive(Default)]
+pub struct ProviderBuilder {
+    name: String,
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    keys: Option<KeyRing>,
+    scope: Option<String>,
+    redirect_uri: Option<String>,
+    cookie_name: Option<String>,
+    cookie_secure: Option<bool>,
+    fetch_location: Option<String>,
+    session_lifetime: Option<u64>,
+}
+
+fn once<T>(slot: &mut Option<T>, directive: &str, value: T) -> Result<(), ConfError> {
+    if slot.is_some() {
+        return Err(ConfError::Duplicate(directive.to_string()));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn read_file(directive: &'static str, path: &Path) -> Result<String, ConfError> {
+    std::fs::read_to_string(path).map_err(|err| ConfError::File {
+        directive,
+        path: path.display().to_string(),
+        err,
+    })
+}
+
+impl ProviderBuilder {
+    pub fn new(name: &str) -> ProviderBuilder {
+        ProviderBuilder { name: name.to_string(), ..Default::default() }
+    }
+
+    /// Applies one directive line. `resolve` turns a relative file path into nginx's
+    /// prefix-relative one.
+    pub fn set(&mut self, directive: &str, args: &[&str], resolve: &dyn Fn(&str) -> PathBuf) -> Result<(), ConfError> {
+        let [value] = args else {
+            return Err(if KNOWN.split(", ").any(|k| k.trim() == directive) {
+                ConfError::Arity(directive.to_string())
+            } else {
+                ConfError::Unknown(directive.to_string())
+            });
+        };
+        let value = *value;
+        match directive {
+            "issuer" => {
+                let issuer = value.trim_end_matches('/');
+                if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+                    return Err(ConfError::Invalid {
+                        directive: "issuer",
+                        why: format!("\"{value}\" is not an http(s) URL, e.g. https://sso.example.com/realms/myrealm"),
+                    });
+                }
+                once(&mut self.issuer, directive, issuer.to_string())
+            }
+            "client_id" => once(&mut self.client_id, directive, value.to_string()),
+            "client_secret" => once(&mut self.client_secret, directive, value.to_string()),
+            "client_secret_file" => {
+                let text = read_file("client_secret_file", &resolve(value))?;
+                let secret = text.trim().to_string();
+                if secret.is_empty() {
+                    return Err(ConfError::Invalid { directive: "client_secret_file", why: format!("\"{value}\" is empty") });
+                }
+                once(&mut self.client_secret, "client_secret", secret)
+            }
+            "cookie_secret_file" => {
+                let path = resolve(value);
+                let text = read_file("cookie_secret_file", &path)?;
+                let keys = KeyRing::parse(&text)
+                    .map_err(|err| ConfError::Key { path: path.display().to_string(), err })?;
+                once(&mut self.keys, directive, keys)
+            }
+            "scope" => {
+                if !value.split(' ').any(|s| s == "openid") {
+                    return Err(ConfError::Invalid { directive: "scope", why: "must contain \"openid\"".into() });
+                }
+                once(&mut self.scope, directive, value.to_string())
+            }
+            "redirect_uri" => {
+                if !(value.starts_with('/') || value.starts_with("http://") || value.starts_with("https://")) {
+                    return Err(ConfError::Invalid {
+                        directive: "redirect_uri",
+                        why: format!("\"{value}\" must be a path like /oauth2/callback or an absolute http(s) URL"),
+                    });
+                }
+                once(&mut self.redirect_uri, directive, value.to_string())
+            }
+            "cookie_name" => {
+                let valid = !value.is_empty()
+                    && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !valid {
+                    return Err(ConfError::Invalid { directive: "cookie_name", why: "use letters, digits, '_' and '-' only".into() });
+                }
+                once(&mut self.cookie_name, directive, value.to_string())
+            }
+            "cookie_secure" => {
+                let on = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(ConfError::Invalid { directive: "cookie_secure", why: "must be \"on\" or \"off\"".into() }),
+                };
+                once(&mut self.cookie_secure, directive, on)
+            }
+            "fetch_location" => {
+                if !value.starts_with('/') {
+                    return Err(ConfError::Invalid { directive: "fetch_location", why: "must be a location path like /_oidc".into() });
+                }
+                once(&mut self.fetch_location, directive, value.to_string())
+            }
+            "session_lifetime" => {
+                let secs = parse_duration(value).ok_or_else(|| ConfError::Invalid {
+                    directive: "session_lifetime",
+                    why: format!("\"{value}\" is not a time like 30m, 8h or 7d"),
+                })?;
+                once(&mut self.session_lifetime, directive, secs)
+            }
+            other => Err(ConfError::Unknown(other.to_string())),
+        }
+    }
+
+    pub fn build(self) -> Result<ProviderConf, ConfError> {
+        let missing = |directive, fix| ConfError::Missing { provider: self.name.clone(), directive, fix };
+        let issuer = self.issuer.clone().ok_or_else(|| missing("issuer", "add e.g. `issuer https://sso.example.com/realms/myrealm;`"))?;
+        let client_id = self.client_id.clone().ok_or_else(|| missing("client_id", "add the client id registered at the provider"))?;
+        let client_secret = self.client_secret.clone().ok_or_else(|| missing("client_secret", "add `client_secret` or `client_secret_file`"))?;
+        let keys = match self.keys {
+            Some(k) => k,
+            None => {
+                return Err(ConfError::Missing {
+                    provider: self.name,
+                    directive: "cookie_secret_file",
+                    fix: "create one with `openssl rand -base64 32 > /etc/nginx/oidc-cookie-keys` and add `cookie_secret_file /etc/nginx/oidc-cookie-keys;` (a random per-start key would log everyone out on reload)",
+                })
+            }
+        };
+        Ok(ProviderConf {
+            name: self.name,
+            issuer,
+            client_id,
+            client_secret,
+            keys,
+            scope: self.scope.unwrap_or_else(|| "openid email profile".into()),
+            redirect_uri: self.redirect_uri.unwrap_or_else(|| "/oauth2/callback".into()),
+            cookie_name: self.cookie_name.unwrap_or_else(|| "_oidc".into()),
+            cookie_secure: self.cookie_secure.unwrap_or(true),
+            fetch_location: self.fetch_location.unwrap_or_else(|| "/_oidc".into()),
+            session_lifetime: self.session_lifetime.unwrap_or(8 * 3600),
+        })
+    }
+}
+
+/// nginx-style time: `90`, `90s`, `30m`, `8h`, `7d`, or combinations like `1h30m`.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut num: Option<u64> = None;
+    for c in s.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = Some(num.unwrap_or(0).checked_mul(10)?.checked_add(d as u64)?);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            'w' => 7 * 86400,
+            _ => return None,
+        };
+        total = total.checked_add(num.take()?.checked_mul(unit)?)?;
+    }
+    if let Some(n) = num {
+        total = total.checked_add(n)?;
+    }
+    (total > 0).then_some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder_with_keyfile(dir: &Path) -> ProviderBuilder {
+        let key = crate::session::codec::generate_key_line().unwrap();
+        std::fs::write(dir.join("keys"), key).unwrap();
+        let mut b = ProviderBuilder::new("kc");
+        let r = |p: &str| dir.join(p);
+        b.set("issuer", &["http://127.0.0.1:8081/realms/test/"], &r).unwrap();
+        b.set("client_id", &["test"], &r).unwrap();
+        b.set("client_secret", &["secret"], &r).unwrap();
+        b.set("cookie_secret_file", &["keys"], &r).unwrap();
+        b
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ngx-oidc-conf-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_minimal_provider_gets_the_documented_defaults() {
+        let p = builder_with_keyfile(&tmp("min")).build().unwrap();
+        assert_eq!(p.issuer, "http://127.0.0.1:8081/realms/test");
+        assert_eq!(p.scope, "openid email profile");
+        assert_eq!(p.redirect_uri, "/oauth2/callback");
+        assert_eq!(p.cookie_name, "_oidc");
+        assert!(p.cookie_secure);
+        assert_eq!(p.fetch_location, "/_oidc");
+    }
+
+    #[test]
+    fn missing_settings_name_the_directive_and_the_fix() {
+        let err = ProviderBuilder::new("kc").build().err().unwrap().to_string();
+        assert!(err.contains("\"issuer\""), "{err}");
+        let mut b = ProviderBuilder::new("kc");
+        let r = |p: &str| PathBuf::from(p);
+        b.set("issuer", &["https://x/realms/a"], &r).unwrap();
+        b.set("client_id", &["c"], &r).unwrap();
+        b.set("client_secret", &["s"], &r).unwrap();
+        let err = b.build().err().unwrap().to_string();
+        assert!(err.contains("cookie_secret_file") && err.contains("openssl rand"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_directive_name() {
+        let d = tmp("bad");
+        let r = |p: &str| d.join(p);
+        let mut b = builder_with_keyfile(&d);
+        assert!(matches!(b.set("issuer", &["http://x"], &r), Err(ConfError::Duplicate(_))));
+        assert!(matches!(b.set("colour", &["x"], &r), Err(ConfError::Unknown(_))));
+        assert!(matches!(b.set("scope", &["a", "b"], &r), Err(ConfError::Arity(_))));
+        assert!(b.set("scope", &["email"], &r).unwrap_err().to_string().contains("openid"));
+        assert!(b.set("cookie_secure", &["yes"], &r).is_err());
+        assert!(b.set("redirect_uri", &["callback"], &r).is_err());
+        std::fs::write(d.join("short"), "c2hvcnQ=\n").unwrap();
+        let err = ProviderBuilder::new("x").set("cookie_secret_file", &["short"], &r).unwrap_err().to_string();
+        assert!(err.contains("cookie_secret_file") && err.contains("32"), "{err}");
+        let err = ProviderBuilder::new("x").set("client_secret_file", &["nope"], &r).unwrap_err().to_string();
+        assert!(err.contains("client_secret_file") && err.contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn durations_read_like_nginx_times() {
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("30m"), Some(1800));
+        assert_eq!(parse_duration("1h30m"), Some(5400));
+        assert_eq!(parse_duration("7d"), Some(604800));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("5x"), None);
+    }
+}

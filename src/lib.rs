@@ -1,0 +1,13 @@
+//! ngx-oidc: OpenID Connect login inside nginx.
+//!
+//! Everything but `glue` is plain Rust without nginx types, unit-tested with `cargo test`. The
+//! glue is compiled only into the module: a test binary that references nginx symbols does not
+//! link.
+
+pub mod conf;
+pub mod oidc;
+pub mod redirect;
+pub mod session;
+
+#[cfg(not(test))]
+mod glue;

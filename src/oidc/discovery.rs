@@ -1,0 +1,76 @@
+//! The provider's discovery document (`<issuer>/.well-known/openid-configuration`).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Discovery {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DiscoveryError {
+    #[error("the discovery document is not valid JSON with issuer, authorization_endpoint, token_endpoint and jwks_uri: {0}")]
+    Malformed(String),
+    #[error(
+        "issuer mismatch: discovery says \"{found}\", the config says \"{configured}\"; \
+         set `issuer` to exactly the value the provider reports (Keycloak 17+ dropped the /auth \
+         prefix; behind a proxy check Keycloak's hostname / frontend URL setting)"
+    )]
+    IssuerMismatch { found: String, configured: String },
+}
+
+/// The URL of the discovery document for `issuer`.
+pub fn url(issuer: &str) -> String {
+    format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
+}
+
+pub fn parse(body: &[u8], configured_issuer: &str) -> Result<Discovery, DiscoveryError> {
+    let d: Discovery =
+        serde_json::from_slice(body).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
+    if d.issuer != configured_issuer {
+        return Err(DiscoveryError::IssuerMismatch {
+            found: d.issuer,
+            configured: configured_issuer.to_string(),
+        });
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"{"issuer":"http://kc/realms/test",
+        "authorization_endpoint":"http://kc/realms/test/protocol/openid-connect/auth",
+        "token_endpoint":"http://kc/realms/test/protocol/openid-connect/token",
+        "jwks_uri":"http://kc/realms/test/protocol/openid-connect/certs",
+        "end_session_endpoint":"http://kc/realms/test/protocol/openid-connect/logout",
+        "grant_types_supported":["authorization_code"]}"#;
+
+    #[test]
+    fn a_keycloak_document_parses() {
+        let d = parse(DOC.as_bytes(), "http://kc/realms/test").unwrap();
+        assert!(d.token_endpoint.ends_with("/protocol/openid-connect/token"));
+        assert_eq!(d.userinfo_endpoint, None);
+        assert_eq!(url("http://kc/realms/test/"), "http://kc/realms/test/.well-known/openid-configuration");
+    }
+
+    #[test]
+    fn an_issuer_mismatch_explains_the_keycloak_auth_prefix() {
+        let err = parse(DOC.as_bytes(), "http://kc/auth/realms/test").unwrap_err();
+        assert!(err.to_string().contains("/auth prefix"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(matches!(parse(b"<html>", "x"), Err(DiscoveryError::Malformed(_))));
+        assert!(matches!(parse(b"{}", "x"), Err(DiscoveryError::Malformed(_))));
+    }
+}

@@ -1,0 +1,98 @@
+//! Query-string parsing for the endpoints (`rd`, and the callback's `code`/`state`/`error`).
+
+use std::borrow::Cow;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("parameter \"{0}\" appears more than once")]
+    Duplicate(&'static str),
+    #[error("parameter \"{0}\" is not valid UTF-8")]
+    NotUtf8(&'static str),
+}
+
+/// The single value of `name` (`+` as space, percent-decoded). A repeated parameter is an error:
+/// which copy wins differs between parsers, and that difference is an attack surface.
+pub fn param<'a>(query: &'a str, name: &'static str) -> Result<Option<Cow<'a, str>>, QueryError> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != name {
+            continue;
+        }
+        if found.is_some() {
+            return Err(QueryError::Duplicate(name));
+        }
+        found = Some(decode(v).ok_or(QueryError::NotUtf8(name))?);
+    }
+    Ok(found)
+}
+
+fn decode(v: &str) -> Option<Cow<'_, str>> {
+    if !v.contains(['+', '%']) {
+        return Some(Cow::Borrowed(v));
+    }
+    let spaced = v.replace('+', " ");
+    let bytes: Vec<u8> = percent_encoding::percent_decode_str(&spaced).collect();
+    String::from_utf8(bytes).ok().map(Cow::Owned)
+}
+
+/// What the provider sent back to the redirect URI.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Callback<'a> {
+    Code { code: Cow<'a, str>, state: Cow<'a, str> },
+    Error { error: Cow<'a, str>, description: Option<Cow<'a, str>>, state: Option<Cow<'a, str>> },
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error("{0}")]
+    Query(#[from] QueryError),
+    #[error("the callback has no \"state\" parameter")]
+    MissingState,
+    #[error("the callback has neither \"code\" nor \"error\"")]
+    MissingCode,
+}
+
+pub fn parse_callback(query: &str) -> Result<Callback<'_>, CallbackError> {
+    let state = param(query, "state")?;
+    if let Some(error) = param(query, "error")? {
+        let description = param(query, "error_description")?;
+        return Ok(Callback::Error { error, description, state });
+    }
+    let code = param(query, "code")?.ok_or(CallbackError::MissingCode)?;
+    let state = state.ok_or(CallbackError::MissingState)?;
+    Ok(Callback::Code { code, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_decoded() {
+        assert_eq!(param("a=1&rd=%2Fx%3Fy%3D1+2", "rd").unwrap().as_deref(), Some("/x?y=1 2"));
+        assert_eq!(param("a=1", "rd").unwrap(), None);
+        assert_eq!(param("rd", "rd").unwrap().as_deref(), Some(""));
+    }
+
+    #[test]
+    fn repeated_or_broken_parameters_are_refused() {
+        assert_eq!(param("rd=/a&rd=/b", "rd"), Err(QueryError::Duplicate("rd")));
+        assert_eq!(param("rd=%ff", "rd"), Err(QueryError::NotUtf8("rd")));
+    }
+
+    #[test]
+    fn callbacks_are_classified() {
+        assert!(matches!(parse_callback("code=c&state=s"), Ok(Callback::Code { .. })));
+        assert!(matches!(
+            parse_callback("error=access_denied&state=s"),
+            Ok(Callback::Error { .. })
+        ));
+        assert_eq!(parse_callback("code=c"), Err(CallbackError::MissingState));
+        assert_eq!(parse_callback("state=s"), Err(CallbackError::MissingCode));
+        assert_eq!(
+            parse_callback("code=a&code=b&state=s"),
+            Err(CallbackError::Query(QueryError::Duplicate("code")))
+        );
+    }
+}

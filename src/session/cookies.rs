@@ -1,0 +1,126 @@
+//! Cookie header parsing, chunking of large values and `Set-Cookie` lines.
+
+/// Browsers drop a cookie whose name and value together exceed 4096 bytes; stay well below so
+/// that attributes and odd browsers fit too.
+pub const MAX_COOKIE_BYTES: usize = 4000;
+
+/// Upper bound on chunks read back; a session never needs more, and it bounds attacker work.
+pub const MAX_CHUNKS: usize = 16;
+
+/// Iterates `name=value` pairs of one or more `Cookie` header values.
+pub fn pairs<'a>(headers: &'a [&'a [u8]]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    headers.iter().flat_map(|h| {
+        h.split(|&b| b == b';').filter_map(|part| {
+            let part = trim(part);
+            let eq = part.iter().position(|&b| b == b'=')?;
+            Some((trim(&part[..eq]), trim(&part[eq + 1..])))
+        })
+    })
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+/// The first value of cookie `name`.
+pub fn find<'a>(headers: &'a [&'a [u8]], name: &str) -> Option<&'a [u8]> {
+    pairs(headers).find(|(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
+}
+
+/// Name of chunk `i` of cookie `name`: the first chunk keeps the plain name.
+pub fn chunk_name(name: &str, i: usize) -> String {
+    if i == 0 {
+        name.to_string()
+    } else {
+        format!("{name}_{i}")
+    }
+}
+
+/// Joins `name`, `name_1`, `name_2`… as sent by the browser. Returns the joined value and how
+/// many chunks were present.
+pub fn join_chunks(headers: &[&[u8]], name: &str) -> Option<(String, usize)> {
+    let first = find(headers, name)?;
+    let mut joined = String::from_utf8(first.to_vec()).ok()?;
+    let mut count = 1;
+    while count < MAX_CHUNKS {
+        match find(headers, &chunk_name(name, count)) {
+            Some(part) => joined.push_str(std::str::from_utf8(part).ok()?),
+            None => break,
+        }
+        count += 1;
+    }
+    Some((joined, count))
+}
+
+/// Splits a value into chunks so that each `name_i=chunk` stays under [`MAX_COOKIE_BYTES`].
+pub fn split_chunks<'a>(name: &str, value: &'a str) -> Vec<&'a str> {
+    let room = MAX_COOKIE_BYTES - name.len() - 4;
+    let bytes = value.as_bytes();
+    // Sealed values are ASCII (base64url), so any byte offset is a char boundary.
+    bytes.chunks(room).filter_map(|c| std::str::from_utf8(c).ok()).collect()
+}
+
+/// Attributes shared by every cookie we write.
+#[derive(Clone, Copy)]
+pub struct CookieAttrs {
+    pub secure: bool,
+}
+
+/// A `Set-Cookie` value; `max_age` of 0 deletes the cookie.
+pub fn set_cookie(name: &str, value: &str, max_age: u64, attrs: CookieAttrs) -> String {
+    let secure = if attrs.secure { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// A `Set-Cookie` value that deletes `name`.
+pub fn delete_cookie(name: &str, attrs: CookieAttrs) -> String {
+    set_cookie(name, "", 0, attrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cookies_across_headers_and_odd_spacing() {
+        let h: [&[u8]; 2] = [b"a=1;b = 2 ;  _oidc=v1.x", b"c=3"];
+        assert_eq!(find(&h, "_oidc"), Some(&b"v1.x"[..]));
+        assert_eq!(find(&h, "b"), Some(&b"2"[..]));
+        assert_eq!(find(&h, "c"), Some(&b"3"[..]));
+        assert_eq!(find(&h, "d"), None);
+    }
+
+    #[test]
+    fn large_values_round_trip_through_chunks() {
+        let value = "v1.".to_string() + &"A".repeat(9000);
+        let parts = split_chunks("_oidc", &value);
+        assert_eq!(parts.len(), 3);
+        let header: String = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}={}", chunk_name("_oidc", i), p))
+            .collect::<Vec<_>>()
+            .join("; ");
+        for (i, p) in parts.iter().enumerate() {
+            assert!(chunk_name("_oidc", i).len() + 1 + p.len() <= MAX_COOKIE_BYTES);
+        }
+        let h = [header.as_bytes()];
+        assert_eq!(join_chunks(&h, "_oidc"), Some((value, 3)));
+    }
+
+    #[test]
+    fn a_missing_middle_chunk_stops_the_join() {
+        let h: [&[u8]; 1] = [b"_oidc=aa; _oidc_2=cc"];
+        assert_eq!(join_chunks(&h, "_oidc"), Some(("aa".to_string(), 1)));
+    }
+
+    #[test]
+    fn set_cookie_lines_carry_the_safe_attributes() {
+        let line = set_cookie("_oidc", "v", 60, CookieAttrs { secure: true });
+        assert_eq!(line, "_oidc=v; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure");
+        let del = delete_cookie("_oidc_1", CookieAttrs { secure: false });
+        assert_eq!(del, "_oidc_1=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
+    }
+}

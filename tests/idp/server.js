@@ -1,0 +1,626 @@
+// Keycloak-shaped OpenID Provider for ngx-oidc end-to-end tests, built on `oidc-provider`.
+// Start: node tests/idp/server.js   (see README.md for env vars, users and endpoints)
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import Provider from 'oidc-provider';
+
+import { bySub, byUsername, keycloakClaims } from './users.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+// ---------------------------------------------------------------- configuration
+const env = process.env;
+const HOST = '127.0.0.1';
+const PORT = parseInt(env.IDP_PORT || '8081', 10);
+const REALM = env.IDP_REALM || 'test';
+const REALM_PATH = `/realms/${REALM}`;
+const ISSUER = `http://${HOST}:${PORT}${REALM_PATH}`;
+const CLIENT_ID = env.IDP_CLIENT_ID || 'test';
+const CLIENT_SECRET = env.IDP_CLIENT_SECRET || 'secret';
+const list = (v, d) => (v || d).split(',').map((s) => s.trim()).filter(Boolean);
+const REDIRECT_URIS = list(env.IDP_REDIRECT_URIS, 'http://127.0.0.1:8080/oauth2/callback');
+const POST_LOGOUT_URIS = list(env.IDP_POST_LOGOUT_REDIRECT_URIS, 'http://127.0.0.1:8080/');
+const ttlEnv = (name, d) => {
+  const n = parseInt(env[name] || String(d), 10);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive integer`);
+  return n;
+};
+const ACCESS_TTL = ttlEnv('IDP_ACCESS_TOKEN_TTL', 300);
+const ID_TTL = ttlEnv('IDP_ID_TOKEN_TTL', 300);
+const REFRESH_TTL = ttlEnv('IDP_REFRESH_TOKEN_TTL', 1800);
+const SESSION_TTL = ttlEnv('IDP_SESSION_TTL', 3600);
+const ROTATE_REFRESH = env.IDP_ROTATE_REFRESH !== '0';
+
+// Resource indicator used (implicitly) for every access token; its audience is "account"
+// like Keycloak 19+ access tokens.
+const ACCOUNT_RESOURCE = `${ISSUER}/account`;
+const SCOPES = ['openid', 'offline_access', 'profile', 'email', 'roles', 'groups', 'web-origins', 'acr'];
+const KC = '/protocol/openid-connect';
+const INTERNAL_HEADER = 'x-test-idp-internal';
+const INTERNAL_TOKEN = crypto.randomBytes(16).toString('hex');
+
+// ---------------------------------------------------------------- signing key
+function loadOrGenerateKey() {
+  let jwk;
+  if (env.IDP_KEYS_FILE) {
+    const file = path.resolve(process.cwd(), env.IDP_KEYS_FILE);
+    const data = JSON.parse(fs.readFileSync(file, 'utf8'));
+    const keys = Array.isArray(data.keys) ? data.keys : [data];
+    jwk = keys.find((k) => k.kty === 'RSA' && k.d);
+    if (!jwk) throw new Error(`${file}: no private RSA JWK found`);
+    jwk = { ...jwk };
+  } else {
+    const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+    jwk = privateKey.export({ format: 'jwk' });
+  }
+  if (!jwk.kid) {
+    const canon = JSON.stringify({ e: jwk.e, kty: 'RSA', n: jwk.n });
+    jwk.kid = crypto.createHash('sha256').update(canon).digest('base64url');
+  }
+  jwk.alg = 'RS256';
+  jwk.use = 'sig';
+  return jwk;
+}
+const SIGNING_JWK = loadOrGenerateKey();
+const PUBLIC_KEY = crypto.createPublicKey({
+  key: { kty: 'RSA', n: SIGNING_JWK.n, e: SIGNING_JWK.e },
+  format: 'jwk',
+});
+
+// ---------------------------------------------------------------- counters
+const stats = {
+  token_requests: { authorization_code: 0, refresh_token: 0 },
+  discovery_requests: 0,
+  jwks_requests: 0,
+  userinfo_requests: 0,
+};
+function resetStats() {
+  stats.token_requests = { authorization_code: 0, refresh_token: 0 };
+  stats.discovery_requests = 0;
+  stats.jwks_requests = 0;
+  stats.userinfo_requests = 0;
+}
+
+// ---------------------------------------------------------------- helpers
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({
+  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+}[c]));
+
+function page(title, body) {
+  return `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>${esc(title)}</title></head>
+<body><div id="kc-content"><h1 id="kc-page-title">${esc(title)}</h1>
+${body}
+</div></body></html>`;
+}
+
+function send(res, status, body, type = 'text/html; charset=utf-8', headers = {}) {
+  res.writeHead(status, {
+    'content-type': type,
+    'cache-control': 'no-store',
+    ...headers,
+  });
+  res.end(body);
+}
+
+function sendJson(res, status, obj, headers = {}) {
+  send(res, status, JSON.stringify(obj), 'application/json; charset=utf-8', headers);
+}
+
+async function readBody(req, limit = 1 << 20) {
+  const chunks = [];
+  let size = 0;
+  for await (const c of req) {
+    size += c.length;
+    if (size > limit) throw new Error('body too large');
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function b64json(part) {
+  return JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+}
+
+// Verifies a JWT issued by this server (signature, iss, exp). Returns payload or null.
+function verifyOwnJwt(token) {
+  if (typeof token !== 'string') return null;
+  const parts = token.split('.');
+  if (parts.length !== 3) return null;
+  try {
+    const header = b64json(parts[0]);
+    if (header.alg !== 'RS256' || header.kid !== SIGNING_JWK.kid) return null;
+    const ok = crypto.verify(
+      'sha256',
+      Buffer.from(`${parts[0]}.${parts[1]}`),
+      PUBLIC_KEY,
+      Buffer.from(parts[2], 'base64url'),
+    );
+    if (!ok) return null;
+    const payload = b64json(parts[1]);
+    if (payload.iss !== ISSUER) return null;
+    if (typeof payload.exp !== 'number' || payload.exp <= Math.floor(Date.now() / 1000)) return null;
+    return { header, payload };
+  } catch {
+    return null;
+  }
+}
+
+function looksLikeJwt(token) {
+  return typeof token === 'string' && token.split('.').length === 3;
+}
+
+function clientFromRequest(req, form) {
+  let id;
+  let secret;
+  const auth = req.headers.authorization || '';
+  if (/^basic /i.test(auth)) {
+    const dec = Buffer.from(auth.slice(6).trim(), 'base64').toString('utf8');
+    const i = dec.indexOf(':');
+    if (i >= 0) {
+      id = decodeURIComponent(dec.slice(0, i).replace(/\+/g, '%20'));
+      secret = decodeURIComponent(dec.slice(i + 1).replace(/\+/g, '%20'));
+    }
+  } else {
+    id = form.get('client_id');
+    secret = form.get('client_secret');
+  }
+  return id === CLIENT_ID && secret === CLIENT_SECRET ? id : null;
+}
+
+// ---------------------------------------------------------------- provider
+const configuration = {
+  clients: [{
+    client_id: CLIENT_ID,
+    client_secret: CLIENT_SECRET,
+    redirect_uris: REDIRECT_URIS,
+    post_logout_redirect_uris: POST_LOGOUT_URIS,
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    // client_secret_basic and client_secret_post are interchangeable in oidc-provider
+    // (both are accepted when either is registered).
+    token_endpoint_auth_method: 'client_secret_basic',
+    id_token_signed_response_alg: 'RS256',
+    require_auth_time: true,
+    // Only used so that oidc-provider puts `sid` into ID tokens (Keycloak always does).
+    backchannel_logout_uri: `http://${HOST}:${PORT}/_test/backchannel-logout`,
+    backchannel_logout_session_required: true,
+  }],
+  jwks: { keys: [SIGNING_JWK] },
+  cookies: {
+    // Plain http on 127.0.0.1: cookies must not be `secure` (oidc-provider only sets
+    // secure when the request itself is https, and we never set `proxy`).
+    keys: [crypto.randomBytes(32).toString('hex')],
+    long: { httpOnly: true, sameSite: 'lax', signed: true },
+    short: { httpOnly: true, sameSite: 'lax', signed: true },
+  },
+  scopes: SCOPES,
+  // Keycloak puts profile/email/roles/groups claims into tokens for the default client
+  // scopes even when only `openid` is requested, so everything hangs off `openid` too.
+  claims: {
+    openid: ['sub', 'preferred_username', 'email', 'email_verified', 'name', 'given_name',
+      'family_name', 'groups', 'realm_access', 'resource_access'],
+    profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+    email: ['email', 'email_verified'],
+    roles: ['realm_access', 'resource_access'],
+    groups: ['groups'],
+  },
+  conformIdTokenClaims: false,
+  async findAccount(ctx, sub) {
+    const user = bySub.get(sub);
+    if (!user) return undefined;
+    return {
+      accountId: sub,
+      async claims() {
+        return keycloakClaims(user, CLIENT_ID);
+      },
+    };
+  },
+  features: {
+    devInteractions: { enabled: false },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    userinfo: { enabled: true },
+    backchannelLogout: { enabled: true },
+    rpInitiatedLogout: {
+      enabled: true,
+      async logoutSource(ctx, form) {
+        // Only reached by clients without id_token_hint (those are handled by the
+        // redirect-only wrapper below). Keycloak-like confirm page.
+        ctx.body = page('Logging out', `<p>Do you want to log out?</p>
+${form.replace('</form>', '<input type="hidden" name="logout" value="yes"/></form>')}
+<button id="kc-logout" type="submit" form="op.logoutForm">Logout</button>`);
+      },
+      async postLogoutSuccessSource(ctx) {
+        ctx.body = page('You are logged out', '<p>You are logged out.</p>');
+      },
+    },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async () => ACCOUNT_RESOURCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (ctx, resourceIndicator) => {
+        if (resourceIndicator !== ACCOUNT_RESOURCE) {
+          throw new Provider.errors.InvalidTarget();
+        }
+        return {
+          scope: SCOPES.join(' '),
+          audience: 'account',
+          accessTokenTTL: ACCESS_TTL,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  },
+  async extraTokenClaims(ctx, token) {
+    if (token.kind !== 'AccessToken') return undefined;
+    const user = bySub.get(token.accountId);
+    const extra = { azp: token.clientId, typ: 'Bearer' };
+    if (token.sid) extra.sid = token.sid;
+    if (user) {
+      const c = keycloakClaims(user, token.clientId);
+      extra.preferred_username = c.preferred_username;
+      extra.email = c.email;
+      extra.email_verified = c.email_verified;
+      extra.name = c.name;
+      extra.realm_access = c.realm_access;
+      if (c.resource_access) extra.resource_access = c.resource_access;
+    }
+    return extra;
+  },
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: () => ROTATE_REFRESH,
+  pkce: { required: () => false },
+  clientBasedCORS: () => true,
+  interactions: {
+    url: async (ctx, interaction) => `${REALM_PATH}/interaction/${interaction.uid}`,
+  },
+  ttl: {
+    AccessToken: ACCESS_TTL,
+    IdToken: ID_TTL,
+    RefreshToken: REFRESH_TTL,
+    Session: SESSION_TTL,
+    Grant: Math.max(SESSION_TTL, REFRESH_TTL) * 2,
+    Interaction: 3600,
+    AuthorizationCode: 60,
+  },
+  routes: {
+    authorization: `${KC}/auth`,
+    token: `${KC}/token`,
+    jwks: `${KC}/certs`,
+    userinfo: `${KC}/userinfo`,
+    end_session: `${KC}/logout`,
+    revocation: `${KC}/revoke`,
+    introspection: `${KC}/token/introspect`,
+  },
+  async renderError(ctx, out) {
+    ctx.type = 'html';
+    ctx.body = page('We are sorry...', Object.entries(out)
+      .map(([k, v]) => `<p class="kc-error"><strong>${esc(k)}</strong>: ${esc(v)}</p>`).join('\n'));
+  },
+};
+
+const provider = new Provider(ISSUER, configuration);
+
+// Keycloak always sends `azp` in the ID token; oidc-provider never does.
+{
+  const origIssue = provider.IdToken.prototype.issue;
+  provider.IdToken.prototype.issue = function issue(opts = {}) {
+    if (opts.use === 'idtoken' && this.client) {
+      this.set('azp', this.client.clientId);
+    }
+    return origIssue.call(this, opts);
+  };
+}
+
+// Token endpoint: count grants; add Keycloak's refresh_expires_in.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.oidc?.route !== 'token') return;
+  const gt = ctx.oidc.params?.grant_type;
+  if (gt === 'authorization_code' || gt === 'refresh_token') stats.token_requests[gt] += 1;
+  if (ctx.status === 200 && ctx.body && typeof ctx.body === 'object' && ctx.body.refresh_token) {
+    const rt = ctx.oidc.entities?.RefreshToken;
+    let left = REFRESH_TTL;
+    if (rt && typeof rt.exp === 'number') left = Math.max(0, rt.exp - Math.floor(Date.now() / 1000));
+    ctx.body = { ...ctx.body, refresh_expires_in: left, 'not-before-policy': 0 };
+    if (ctx.oidc.entities?.Session?.uid) ctx.body.session_state = ctx.oidc.entities.Session.uid;
+  }
+});
+
+provider.on('server_error', (ctx, err) => {
+  console.error(`server_error: ${err?.stack || err}`);
+});
+
+const providerCallback = provider.callback();
+
+// ---------------------------------------------------------------- interactions
+function loginForm(uid, { error, username } = {}) {
+  const action = `${REALM_PATH}/interaction/${encodeURIComponent(uid)}/login`;
+  return page('Sign in to your account', `${error ? `<div id="input-error" class="alert-error"><span class="kc-feedback-text">${esc(error)}</span></div>` : ''}
+<form id="kc-form-login" method="post" action="${esc(action)}">
+  <label for="username">Username or email</label>
+  <input id="username" name="username" type="text" autofocus autocomplete="username" value="${esc(username || '')}"/>
+  <label for="password">Password</label>
+  <input id="password" name="password" type="password" autocomplete="current-password"/>
+  <input type="hidden" id="id-hidden-input" name="credentialId"/>
+  <input id="kc-login" name="login" type="submit" value="Sign In"/>
+</form>`);
+}
+
+// Grant everything that was requested (no consent screen, like a Keycloak client with
+// "Consent required" off).
+async function autoConsent(interaction) {
+  const { prompt: { details = {} }, params, session } = interaction;
+  const accountId = session?.accountId;
+  let grant;
+  if (interaction.grantId) {
+    grant = await provider.Grant.find(interaction.grantId);
+  }
+  if (!grant) {
+    grant = new provider.Grant({ accountId, clientId: params.client_id });
+  }
+  const requested = String(params.scope || 'openid').split(' ').filter(Boolean);
+  grant.addOIDCScope([...new Set([...requested, ...(details.missingOIDCScope || [])])].join(' '));
+  if (details.missingOIDCClaims?.length) grant.addOIDCClaims(details.missingOIDCClaims);
+  grant.addResourceScope(ACCOUNT_RESOURCE, requested.join(' '));
+  for (const [indicator, scopes] of Object.entries(details.missingResourceScopes || {})) {
+    grant.addResourceScope(indicator, scopes.join(' '));
+  }
+  return grant.save();
+}
+
+async function finishInteraction(req, res, result) {
+  const to = await provider.interactionResult(req, res, result, { mergeWithLastSubmission: false });
+  res.writeHead(302, { location: to, 'cache-control': 'no-store' });
+  res.end();
+}
+
+async function handleInteraction(req, res, uid, action) {
+  let interaction;
+  try {
+    interaction = await provider.interactionDetails(req, res);
+  } catch (err) {
+    send(res, 400, page('We are sorry...', `<p class="kc-error">${esc(err.error_description || err.message)}</p>`));
+    return;
+  }
+  if (interaction.uid !== uid) {
+    send(res, 400, page('We are sorry...', '<p class="kc-error">interaction mismatch</p>'));
+    return;
+  }
+  const promptName = interaction.prompt.name;
+
+  if (req.method === 'GET' && !action) {
+    if (promptName === 'login') {
+      send(res, 200, loginForm(uid));
+      return;
+    }
+    if (promptName === 'consent') {
+      const grantId = await autoConsent(interaction);
+      await finishInteraction(req, res, { consent: { grantId } });
+      return;
+    }
+    send(res, 400, page('We are sorry...', `<p class="kc-error">unsupported prompt ${esc(promptName)}</p>`));
+    return;
+  }
+
+  if (req.method === 'POST' && action === 'login') {
+    const form = new URLSearchParams(await readBody(req));
+    const username = (form.get('username') || '').trim();
+    const password = form.get('password') || '';
+    const user = byUsername.get(username)
+      || [...byUsername.values()].find((u) => u.email === username);
+    if (!user || user.password !== password) {
+      send(res, 200, loginForm(uid, { error: 'Invalid username or password.', username }));
+      return;
+    }
+    // Log in and grant consent in one go.
+    const interactionWithAccount = {
+      ...interaction,
+      session: { ...(interaction.session || {}), accountId: user.sub },
+    };
+    const grantId = await autoConsent(interactionWithAccount);
+    await finishInteraction(req, res, {
+      login: { accountId: user.sub, amr: ['pwd'], acr: '1' },
+      consent: { grantId },
+    });
+    return;
+  }
+  send(res, 405, 'method not allowed', 'text/plain');
+}
+
+// ---------------------------------------------------------------- redirect-only logout
+// oidc-provider always shows a confirmation form for RP-initiated logout. Keycloak (with a
+// valid id_token_hint) redirects straight to the post_logout_redirect_uri, so for GET
+// requests carrying id_token_hint we drive oidc-provider's own GET + confirm POST
+// server-side and hand the final redirect (and cookie changes) back to the client.
+function mergeCookies(cookieHeader, setCookies) {
+  const jar = new Map();
+  for (const part of (cookieHeader || '').split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0) jar.set(part.slice(0, i).trim(), part.slice(i + 1).trim());
+  }
+  for (const sc of setCookies) {
+    const first = sc.split(';')[0];
+    const i = first.indexOf('=');
+    if (i <= 0) continue;
+    const name = first.slice(0, i).trim();
+    const value = first.slice(i + 1).trim();
+    if (/expires=Thu, 01 Jan 1970/i.test(sc) || value === '') jar.delete(name);
+    else jar.set(name, value);
+  }
+  return [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+}
+
+async function handleLogoutWithHint(req, res) {
+  const base = `http://${HOST}:${PORT}`;
+  const headers = { [INTERNAL_HEADER]: INTERNAL_TOKEN };
+  if (req.headers.cookie) headers.cookie = req.headers.cookie;
+  const first = await fetch(base + req.url, { headers, redirect: 'manual' });
+  const firstBody = await first.text();
+  const firstCookies = first.headers.getSetCookie();
+  const m = firstBody.match(/name="xsrf" value="([^"]+)"/);
+  if (first.status !== 200 || !m) {
+    // Error (bad hint, unregistered post_logout_redirect_uri, ...): pass it through.
+    const h = { 'content-type': first.headers.get('content-type') || 'text/html' };
+    if (firstCookies.length) h['set-cookie'] = firstCookies;
+    if (first.headers.get('location')) h.location = first.headers.get('location');
+    res.writeHead(first.status, h);
+    res.end(firstBody);
+    return;
+  }
+  const confirm = await fetch(`${base}${REALM_PATH}${KC}/logout/confirm`, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: {
+      ...headers,
+      'content-type': 'application/x-www-form-urlencoded',
+      cookie: mergeCookies(req.headers.cookie, firstCookies),
+    },
+    body: new URLSearchParams({ xsrf: m[1], logout: 'yes' }).toString(),
+  });
+  await confirm.text();
+  const location = confirm.headers.get('location');
+  const allCookies = [...firstCookies, ...confirm.headers.getSetCookie()];
+  const h = { 'cache-control': 'no-store' };
+  if (allCookies.length) h['set-cookie'] = allCookies;
+  if (location) {
+    h.location = location;
+    res.writeHead(302, h);
+    res.end();
+  } else {
+    res.writeHead(confirm.status, h);
+    res.end();
+  }
+}
+
+// ---------------------------------------------------------------- userinfo / introspection
+// oidc-provider refuses audience-restricted (aud=account) JWT access tokens at userinfo and
+// refuses to introspect/revoke structured tokens; Keycloak accepts them, so we serve those
+// cases ourselves.
+async function handleUserinfo(req, res) {
+  let token;
+  const auth = req.headers.authorization || '';
+  if (/^bearer /i.test(auth)) token = auth.slice(7).trim();
+  if (!token && req.method === 'POST') {
+    token = new URLSearchParams(await readBody(req)).get('access_token') || undefined;
+  }
+  const v = verifyOwnJwt(token);
+  const user = v && v.payload.typ === 'Bearer' ? bySub.get(v.payload.sub) : null;
+  if (!user || !String(v.payload.scope || '').split(' ').includes('openid')) {
+    send(res, 401, JSON.stringify({ error: 'invalid_token', error_description: 'Token verification failed' }),
+      'application/json', { 'www-authenticate': 'Bearer realm="' + REALM + '", error="invalid_token", error_description="Token verification failed"' });
+    return;
+  }
+  sendJson(res, 200, keycloakClaims(user, v.payload.azp || CLIENT_ID));
+}
+
+async function handleTokenIntrospectOrRevoke(req, res, kind) {
+  const raw = await readBody(req);
+  const form = new URLSearchParams(raw);
+  const token = form.get('token');
+  if (!looksLikeJwt(token)) return raw; // opaque (refresh token): let oidc-provider do it
+  if (!clientFromRequest(req, form)) {
+    sendJson(res, 401, { error: 'invalid_client', error_description: 'Invalid client credentials' });
+    return null;
+  }
+  if (kind === 'revoke') {
+    send(res, 200, '', 'text/plain');
+    return null;
+  }
+  const v = verifyOwnJwt(token);
+  if (!v) {
+    sendJson(res, 200, { active: false });
+    return null;
+  }
+  sendJson(res, 200, {
+    ...v.payload,
+    client_id: v.payload.azp || v.payload.client_id,
+    username: v.payload.preferred_username,
+    token_type: v.payload.typ || 'Bearer',
+    active: true,
+  });
+  return null;
+}
+
+// ---------------------------------------------------------------- HTTP front
+const server = http.createServer(async (req, res) => {
+  const started = Date.now();
+  const internal = req.headers[INTERNAL_HEADER] === INTERNAL_TOKEN;
+  const [pathname] = req.url.split('?');
+  if (!internal) {
+    res.on('finish', () => {
+      // Path only (no query string): query strings may carry id_token_hint/code.
+      console.log(`${new Date().toISOString()} ${req.method} ${pathname} ${res.statusCode} ${Date.now() - started}ms`);
+    });
+  }
+  try {
+    // --- test hooks
+    if (pathname === '/_test/health') return send(res, 200, 'ok', 'text/plain');
+    if (pathname === '/_test/stats' && req.method === 'GET') return sendJson(res, 200, stats);
+    if (pathname === '/_test/reset' && req.method === 'POST') {
+      resetStats();
+      return sendJson(res, 200, stats);
+    }
+    if (pathname === '/_test/backchannel-logout') {
+      await readBody(req);
+      return send(res, 200, '', 'text/plain');
+    }
+
+    if (pathname !== REALM_PATH && !pathname.startsWith(`${REALM_PATH}/`)) {
+      return send(res, 404, 'Not Found', 'text/plain');
+    }
+    const sub = pathname.slice(REALM_PATH.length) || '/';
+
+    // --- interaction (login) pages
+    const im = sub.match(/^\/interaction\/([^/]+)(?:\/(login))?\/?$/);
+    if (im) return await handleInteraction(req, res, decodeURIComponent(im[1]), im[2]);
+
+    if (sub === '/.well-known/openid-configuration') stats.discovery_requests += 1;
+    if (sub === `${KC}/certs`) stats.jwks_requests += 1;
+    if (sub === `${KC}/userinfo`) {
+      stats.userinfo_requests += 1;
+      if (req.method !== 'OPTIONS') return await handleUserinfo(req, res);
+    }
+    if (!internal && req.method === 'GET' && sub === `${KC}/logout`
+      && new URLSearchParams(req.url.split('?')[1] || '').get('id_token_hint')) {
+      return await handleLogoutWithHint(req, res);
+    }
+
+    let replayBody;
+    if (req.method === 'POST' && (sub === `${KC}/token/introspect` || sub === `${KC}/revoke`)) {
+      replayBody = await handleTokenIntrospectOrRevoke(req, res, sub.endsWith('revoke') ? 'revoke' : 'introspect');
+      if (replayBody === null) return undefined;
+    }
+
+    // --- hand over to oidc-provider, mounted at the realm path (express-style mount)
+    req.originalUrl = req.url;
+    req.url = req.url.slice(REALM_PATH.length) || '/';
+    if (replayBody !== undefined) {
+      // body already consumed: give oidc-provider a parsed copy
+      req.body = Object.fromEntries(new URLSearchParams(replayBody));
+    }
+    return await providerCallback(req, res);
+  } catch (err) {
+    console.error(`error handling ${req.method} ${pathname}: ${err?.stack || err}`);
+    if (!res.headersSent) send(res, 500, 'internal error', 'text/plain');
+    else res.end();
+    return undefined;
+  }
+});
+
+server.listen(PORT, HOST, () => {
+  console.log(`test IdP listening: issuer=${ISSUER} client_id=${CLIENT_ID} rotate_refresh=${ROTATE_REFRESH} kid=${SIGNING_JWK.kid}`);
+});
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    server.close();
+    process.exit(0);
+  });
+}
