@@ -35,7 +35,14 @@ mod tests {
 
     #[test]
     fn plain_paths_are_kept() {
-        for ok in ["/", "/some/page?x=1", "/a/b#frag", "/.well/known", "/a//b", "/%41bc"] {
+        for ok in [
+            "/",
+            "/some/page?x=1",
+            "/a/b#frag",
+            "/.well/known",
+            "/a//b",
+            "/%41bc",
+        ] {
             assert_eq!(safe_return_path(ok), Some(ok), "{ok}");
         }
     }

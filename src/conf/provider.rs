@@ -22,6 +22,10 @@ pub struct ProviderConf {
     pub fetch_location: String,
     /// Longest a login lasts, in seconds.
     pub session_lifetime: u64,
+    /// Associated data of session cookies: binds them to this cookie name and provider.
+    pub session_aad: Vec<u8>,
+    /// Associated data of login-state cookies.
+    pub state_aad: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +37,24 @@ pub enum ConfError {
     #[error("\"{0}\" is given twice")]
     Duplicate(String),
     #[error("\"{directive}\": {why}")]
-    Invalid { directive: &'static str, why: String },
+    Invalid {
+        directive: &'static str,
+        why: String,
+    },
     #[error("\"{directive}\": cannot read \"{path}\": {err}")]
-    File { directive: &'static str, path: String, err: std::io::Error },
+    File {
+        directive: &'static str,
+        path: String,
+        err: std::io::Error,
+    },
     #[error("\"cookie_secret_file\" \"{path}\": {err}")]
     Key { path: String, err: KeyError },
     #[error("oidc_provider \"{provider}\" has no \"{directive}\"; {fix}")]
-    Missing { provider: String, directive: &'static str, fix: &'static str },
+    Missing {
+        provider: String,
+        directive: &'static str,
+        fix: &'static str,
+    },
 }
 
 const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cookie_secret_file, \
@@ -80,12 +95,20 @@ fn read_file(directive: &'static str, path: &Path) -> Result<String, ConfError> 
 
 impl ProviderBuilder {
     pub fn new(name: &str) -> ProviderBuilder {
-        ProviderBuilder { name: name.to_string(), ..Default::default() }
+        ProviderBuilder {
+            name: name.to_string(),
+            ..Default::default()
+        }
     }
 
     /// Applies one directive line. `resolve` turns a relative file path into nginx's
     /// prefix-relative one.
-    pub fn set(&mut self, directive: &str, args: &[&str], resolve: &dyn Fn(&str) -> PathBuf) -> Result<(), ConfError> {
+    pub fn set(
+        &mut self,
+        directive: &str,
+        args: &[&str],
+        resolve: &dyn Fn(&str) -> PathBuf,
+    ) -> Result<(), ConfError> {
         let [value] = args else {
             return Err(if KNOWN.split(", ").any(|k| k.trim() == directive) {
                 ConfError::Arity(directive.to_string())
@@ -111,25 +134,36 @@ impl ProviderBuilder {
                 let text = read_file("client_secret_file", &resolve(value))?;
                 let secret = text.trim().to_string();
                 if secret.is_empty() {
-                    return Err(ConfError::Invalid { directive: "client_secret_file", why: format!("\"{value}\" is empty") });
+                    return Err(ConfError::Invalid {
+                        directive: "client_secret_file",
+                        why: format!("\"{value}\" is empty"),
+                    });
                 }
                 once(&mut self.client_secret, "client_secret", secret)
             }
             "cookie_secret_file" => {
                 let path = resolve(value);
                 let text = read_file("cookie_secret_file", &path)?;
-                let keys = KeyRing::parse(&text)
-                    .map_err(|err| ConfError::Key { path: path.display().to_string(), err })?;
+                let keys = KeyRing::parse(&text).map_err(|err| ConfError::Key {
+                    path: path.display().to_string(),
+                    err,
+                })?;
                 once(&mut self.keys, directive, keys)
             }
             "scope" => {
                 if !value.split(' ').any(|s| s == "openid") {
-                    return Err(ConfError::Invalid { directive: "scope", why: "must contain \"openid\"".into() });
+                    return Err(ConfError::Invalid {
+                        directive: "scope",
+                        why: "must contain \"openid\"".into(),
+                    });
                 }
                 once(&mut self.scope, directive, value.to_string())
             }
             "redirect_uri" => {
-                if !(value.starts_with('/') || value.starts_with("http://") || value.starts_with("https://")) {
+                if !(value.starts_with('/')
+                    || value.starts_with("http://")
+                    || value.starts_with("https://"))
+                {
                     return Err(ConfError::Invalid {
                         directive: "redirect_uri",
                         why: format!("\"{value}\" must be a path like /oauth2/callback or an absolute http(s) URL"),
@@ -139,9 +173,14 @@ impl ProviderBuilder {
             }
             "cookie_name" => {
                 let valid = !value.is_empty()
-                    && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 if !valid {
-                    return Err(ConfError::Invalid { directive: "cookie_name", why: "use letters, digits, '_' and '-' only".into() });
+                    return Err(ConfError::Invalid {
+                        directive: "cookie_name",
+                        why: "use letters, digits, '_' and '-' only".into(),
+                    });
                 }
                 once(&mut self.cookie_name, directive, value.to_string())
             }
@@ -149,13 +188,21 @@ impl ProviderBuilder {
                 let on = match value {
                     "on" => true,
                     "off" => false,
-                    _ => return Err(ConfError::Invalid { directive: "cookie_secure", why: "must be \"on\" or \"off\"".into() }),
+                    _ => {
+                        return Err(ConfError::Invalid {
+                            directive: "cookie_secure",
+                            why: "must be \"on\" or \"off\"".into(),
+                        })
+                    }
                 };
                 once(&mut self.cookie_secure, directive, on)
             }
             "fetch_location" => {
                 if !value.starts_with('/') {
-                    return Err(ConfError::Invalid { directive: "fetch_location", why: "must be a location path like /_oidc".into() });
+                    return Err(ConfError::Invalid {
+                        directive: "fetch_location",
+                        why: "must be a location path like /_oidc".into(),
+                    });
                 }
                 once(&mut self.fetch_location, directive, value.to_string())
             }
@@ -171,10 +218,27 @@ impl ProviderBuilder {
     }
 
     pub fn build(self) -> Result<ProviderConf, ConfError> {
-        let missing = |directive, fix| ConfError::Missing { provider: self.name.clone(), directive, fix };
-        let issuer = self.issuer.clone().ok_or_else(|| missing("issuer", "add e.g. `issuer https://sso.example.com/realms/myrealm;`"))?;
-        let client_id = self.client_id.clone().ok_or_else(|| missing("client_id", "add the client id registered at the provider"))?;
-        let client_secret = self.client_secret.clone().ok_or_else(|| missing("client_secret", "add `client_secret` or `client_secret_file`"))?;
+        let missing = |directive, fix| ConfError::Missing {
+            provider: self.name.clone(),
+            directive,
+            fix,
+        };
+        let issuer = self.issuer.clone().ok_or_else(|| {
+            missing(
+                "issuer",
+                "add e.g. `issuer https://sso.example.com/realms/myrealm;`",
+            )
+        })?;
+        let client_id = self
+            .client_id
+            .clone()
+            .ok_or_else(|| missing("client_id", "add the client id registered at the provider"))?;
+        let client_secret = self.client_secret.clone().ok_or_else(|| {
+            missing(
+                "client_secret",
+                "add `client_secret` or `client_secret_file`",
+            )
+        })?;
         let keys = match self.keys {
             Some(k) => k,
             None => {
@@ -185,15 +249,20 @@ impl ProviderBuilder {
                 })
             }
         };
+        let cookie_name = self.cookie_name.unwrap_or_else(|| "_oidc".into());
         Ok(ProviderConf {
+            session_aad: format!("session|{cookie_name}|{}", self.name).into_bytes(),
+            state_aad: format!("state|{cookie_name}|{}", self.name).into_bytes(),
             name: self.name,
             issuer,
             client_id,
             client_secret,
             keys,
             scope: self.scope.unwrap_or_else(|| "openid email profile".into()),
-            redirect_uri: self.redirect_uri.unwrap_or_else(|| "/oauth2/callback".into()),
-            cookie_name: self.cookie_name.unwrap_or_else(|| "_oidc".into()),
+            redirect_uri: self
+                .redirect_uri
+                .unwrap_or_else(|| "/oauth2/callback".into()),
+            cookie_name,
             cookie_secure: self.cookie_secure.unwrap_or(true),
             fetch_location: self.fetch_location.unwrap_or_else(|| "/_oidc".into()),
             session_lifetime: self.session_lifetime.unwrap_or(8 * 3600),
@@ -235,7 +304,8 @@ mod tests {
         std::fs::write(dir.join("keys"), key).unwrap();
         let mut b = ProviderBuilder::new("kc");
         let r = |p: &str| dir.join(p);
-        b.set("issuer", &["http://127.0.0.1:8081/realms/test/"], &r).unwrap();
+        b.set("issuer", &["http://127.0.0.1:8081/realms/test/"], &r)
+            .unwrap();
         b.set("client_id", &["test"], &r).unwrap();
         b.set("client_secret", &["secret"], &r).unwrap();
         b.set("cookie_secret_file", &["keys"], &r).unwrap();
@@ -261,7 +331,11 @@ mod tests {
 
     #[test]
     fn missing_settings_name_the_directive_and_the_fix() {
-        let err = ProviderBuilder::new("kc").build().err().unwrap().to_string();
+        let err = ProviderBuilder::new("kc")
+            .build()
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("\"issuer\""), "{err}");
         let mut b = ProviderBuilder::new("kc");
         let r = |p: &str| PathBuf::from(p);
@@ -269,7 +343,10 @@ mod tests {
         b.set("client_id", &["c"], &r).unwrap();
         b.set("client_secret", &["s"], &r).unwrap();
         let err = b.build().err().unwrap().to_string();
-        assert!(err.contains("cookie_secret_file") && err.contains("openssl rand"), "{err}");
+        assert!(
+            err.contains("cookie_secret_file") && err.contains("openssl rand"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -277,17 +354,42 @@ mod tests {
         let d = tmp("bad");
         let r = |p: &str| d.join(p);
         let mut b = builder_with_keyfile(&d);
-        assert!(matches!(b.set("issuer", &["http://x"], &r), Err(ConfError::Duplicate(_))));
-        assert!(matches!(b.set("colour", &["x"], &r), Err(ConfError::Unknown(_))));
-        assert!(matches!(b.set("scope", &["a", "b"], &r), Err(ConfError::Arity(_))));
-        assert!(b.set("scope", &["email"], &r).unwrap_err().to_string().contains("openid"));
+        assert!(matches!(
+            b.set("issuer", &["http://x"], &r),
+            Err(ConfError::Duplicate(_))
+        ));
+        assert!(matches!(
+            b.set("colour", &["x"], &r),
+            Err(ConfError::Unknown(_))
+        ));
+        assert!(matches!(
+            b.set("scope", &["a", "b"], &r),
+            Err(ConfError::Arity(_))
+        ));
+        assert!(b
+            .set("scope", &["email"], &r)
+            .unwrap_err()
+            .to_string()
+            .contains("openid"));
         assert!(b.set("cookie_secure", &["yes"], &r).is_err());
         assert!(b.set("redirect_uri", &["callback"], &r).is_err());
         std::fs::write(d.join("short"), "c2hvcnQ=\n").unwrap();
-        let err = ProviderBuilder::new("x").set("cookie_secret_file", &["short"], &r).unwrap_err().to_string();
-        assert!(err.contains("cookie_secret_file") && err.contains("32"), "{err}");
-        let err = ProviderBuilder::new("x").set("client_secret_file", &["nope"], &r).unwrap_err().to_string();
-        assert!(err.contains("client_secret_file") && err.contains("cannot read"), "{err}");
+        let err = ProviderBuilder::new("x")
+            .set("cookie_secret_file", &["short"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cookie_secret_file") && err.contains("32"),
+            "{err}"
+        );
+        let err = ProviderBuilder::new("x")
+            .set("client_secret_file", &["nope"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("client_secret_file") && err.contains("cannot read"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,0 +1,126 @@
+//! The only place with nginx types: module registration, directives, phase handlers, variables.
+
+mod access;
+mod ctx;
+mod directives;
+mod endpoints;
+mod fetch;
+mod http;
+mod login;
+mod variables;
+
+use core::ffi::{c_char, c_void};
+use core::ptr::{addr_of, addr_of_mut};
+use std::cell::RefCell;
+
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
+    NGX_HTTP_MODULE,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
+
+use crate::conf::provider::ProviderConf;
+use crate::oidc::ProviderCache;
+
+/// One `oidc_provider` block and what this worker has learnt about the provider.
+pub struct Provider {
+    pub conf: ProviderConf,
+    /// Discovery document and JWKS, cached per worker (workers share nothing but the config).
+    pub cache: RefCell<ProviderCache>,
+}
+
+#[derive(Default)]
+pub struct MainConf {
+    pub providers: Vec<Provider>,
+}
+
+impl MainConf {
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.conf.name == name)
+    }
+}
+
+/// `oidc_auth` of a location: unset inherits, `off` disables, otherwise a provider index.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    #[default]
+    Unset,
+    Off,
+    Provider(usize),
+}
+
+#[derive(Default)]
+pub struct LocConf {
+    pub auth: AuthMode,
+    /// `oidc_endpoints`: this location serves /oauth2/* for that provider (not inherited).
+    pub endpoints: Option<usize>,
+}
+
+impl Merge for LocConf {
+    fn merge(&mut self, prev: &LocConf) -> Result<(), MergeConfigError> {
+        if self.auth == AuthMode::Unset {
+            self.auth = prev.auth;
+        }
+        Ok(())
+    }
+}
+
+pub struct Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static is only written by nginx while loading the configuration,
+        // before any request handler can run.
+        unsafe { &*addr_of!(ngx_http_oidc_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes the live configuration being parsed.
+        unsafe { variables::register(cf) }
+    }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes the live configuration; the http main conf exists by now.
+        unsafe { access::install(cf) }
+    }
+}
+
+// SAFETY: the configuration types below are the ones created by the HttpModule defaults.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = MainConf;
+}
+
+// SAFETY: see above.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = LocConf;
+}
+
+static NGX_HTTP_OIDC_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: Some(Module::postconfiguration),
+    create_main_conf: Some(Module::create_main_conf),
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(Module::create_loc_conf),
+    merge_loc_conf: Some(Module::merge_loc_conf),
+};
+
+#[no_mangle]
+#[used]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_http_oidc_module: ngx_module_t = ngx_module_t {
+    ctx: addr_of!(NGX_HTTP_OIDC_MODULE_CTX) as *mut c_void,
+    // SAFETY: a pointer to the first element of a static table that nginx only reads.
+    commands: unsafe { addr_of_mut!(directives::NGX_HTTP_OIDC_COMMANDS[0]) },
+    type_: NGX_HTTP_MODULE as ngx_uint_t,
+    ..ngx_module_t::default()
+};
+
+ngx::ngx_modules!(ngx_http_oidc_module);
+
+/// Shorthand for a `char *` result of a directive handler.
+pub type ConfResult = *mut c_char;
+
+/// Keeps `ngx_command_t` tables in one static array without `Sync` noise.
+pub type Commands<const N: usize> = [ngx_command_t; N];

@@ -6,7 +6,11 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 
 /// RFC 3986 unreserved characters stay as they are; everything else is escaped.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 pub fn encode(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
@@ -29,7 +33,11 @@ pub struct AuthorizationRequest<'a> {
 
 impl AuthorizationRequest<'_> {
     pub fn url(&self) -> String {
-        let sep = if self.endpoint.contains('?') { '&' } else { '?' };
+        let sep = if self.endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         format!(
             "{}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&nonce={}\
              &code_challenge={}&code_challenge_method=S256",
@@ -57,7 +65,10 @@ pub fn code_exchange_body(code: &str, redirect_uri: &str, verifier: &str) -> Str
 /// `Authorization: Basic` for client_secret_basic (RFC 6749 2.3.1: form-encode, then base64).
 pub fn client_basic_auth(client_id: &str, secret: &str) -> String {
     let raw = format!("{}:{}", encode(client_id), encode(secret));
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@ pub enum DiscoveryError {
 
 /// The URL of the discovery document for `issuer`.
 pub fn url(issuer: &str) -> String {
-    format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
 }
 
 pub fn parse(body: &[u8], configured_issuer: &str) -> Result<Discovery, DiscoveryError> {
@@ -59,7 +62,10 @@ mod tests {
         let d = parse(DOC.as_bytes(), "http://kc/realms/test").unwrap();
         assert!(d.token_endpoint.ends_with("/protocol/openid-connect/token"));
         assert_eq!(d.userinfo_endpoint, None);
-        assert_eq!(url("http://kc/realms/test/"), "http://kc/realms/test/.well-known/openid-configuration");
+        assert_eq!(
+            url("http://kc/realms/test/"),
+            "http://kc/realms/test/.well-known/openid-configuration"
+        );
     }
 
     #[test]
@@ -70,7 +76,13 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        assert!(matches!(parse(b"<html>", "x"), Err(DiscoveryError::Malformed(_))));
-        assert!(matches!(parse(b"{}", "x"), Err(DiscoveryError::Malformed(_))));
+        assert!(matches!(
+            parse(b"<html>", "x"),
+            Err(DiscoveryError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"{}", "x"),
+            Err(DiscoveryError::Malformed(_))
+        ));
     }
 }

@@ -60,13 +60,19 @@ pub fn key_id(token: &str) -> Option<String> {
 }
 
 /// Verifies signature, algorithm, iss, aud, azp, exp, iat and nonce; returns the claims.
-pub fn verify(token: &str, jwks: &JwkSet, want: &Expectations) -> Result<Map<String, Value>, IdTokenError> {
+pub fn verify(
+    token: &str,
+    jwks: &JwkSet,
+    want: &Expectations,
+) -> Result<Map<String, Value>, IdTokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
     if !ALLOWED.contains(&header.alg) {
         return Err(IdTokenError::Algorithm(format!("{:?}", header.alg)));
     }
     let jwk = match &header.kid {
-        Some(kid) => jwks.find(kid).ok_or_else(|| IdTokenError::UnknownKey(kid.clone()))?,
+        Some(kid) => jwks
+            .find(kid)
+            .ok_or_else(|| IdTokenError::UnknownKey(kid.clone()))?,
         // Without a kid only an unambiguous JWKS can be used.
         None if jwks.keys.len() == 1 => &jwks.keys[0],
         None => return Err(IdTokenError::UnknownKey(String::new())),
@@ -78,34 +84,44 @@ pub fn verify(token: &str, jwks: &JwkSet, want: &Expectations) -> Result<Map<Str
     validation.set_issuer(&[want.issuer]);
     validation.set_audience(&[want.client_id]);
     validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
-        use jsonwebtoken::errors::ErrorKind as K;
-        match e.into_kind() {
-            K::InvalidSignature => IdTokenError::Signature,
-            K::InvalidIssuer => IdTokenError::Issuer(want.issuer.to_string()),
-            K::InvalidAudience => IdTokenError::Audience(want.client_id.to_string()),
-            K::ExpiredSignature => IdTokenError::Expired,
-            K::MissingRequiredClaim(c) => IdTokenError::MissingClaim(c),
-            K::InvalidAlgorithm => IdTokenError::Algorithm(format!("{:?}", header.alg)),
-            K::InvalidRsaKey(_) | K::InvalidEcdsaKey | K::InvalidEddsaKey | K::InvalidKeyFormat => {
-                IdTokenError::BadKey
+    let data =
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.into_kind() {
+                K::InvalidSignature => IdTokenError::Signature,
+                K::InvalidIssuer => IdTokenError::Issuer(want.issuer.to_string()),
+                K::InvalidAudience => IdTokenError::Audience(want.client_id.to_string()),
+                K::ExpiredSignature => IdTokenError::Expired,
+                K::MissingRequiredClaim(c) => IdTokenError::MissingClaim(c),
+                K::InvalidAlgorithm => IdTokenError::Algorithm(format!("{:?}", header.alg)),
+                K::InvalidRsaKey(_)
+                | K::InvalidEcdsaKey
+                | K::InvalidEddsaKey
+                | K::InvalidKeyFormat => IdTokenError::BadKey,
+                _ => IdTokenError::Malformed,
             }
-            _ => IdTokenError::Malformed,
-        }
-    })?;
+        })?;
     let claims = data.claims;
 
-    let iat = claims.get("iat").and_then(Value::as_u64).ok_or_else(|| IdTokenError::MissingClaim("iat".into()))?;
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| IdTokenError::MissingClaim("iat".into()))?;
     if iat > want.now + want.leeway {
         return Err(IdTokenError::IssuedInFuture(want.leeway));
     }
-    let exp = claims.get("exp").and_then(Value::as_u64).ok_or_else(|| IdTokenError::MissingClaim("exp".into()))?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| IdTokenError::MissingClaim("exp".into()))?;
     if exp + want.leeway <= want.now {
         return Err(IdTokenError::Expired);
     }
     let multiple_audiences = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
     match claims.get("azp") {
-        Some(Value::String(azp)) if azp != want.client_id => return Err(IdTokenError::AuthorizedParty),
+        Some(Value::String(azp)) if azp != want.client_id => {
+            return Err(IdTokenError::AuthorizedParty)
+        }
         None if multiple_audiences => return Err(IdTokenError::AuthorizedParty),
         _ => {}
     }
@@ -148,13 +164,17 @@ mod tests {
 
     fn check(token: &str) -> Result<Map<String, Value>, IdTokenError> {
         let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
-        verify(token, &jwks, &Expectations {
-            issuer: "http://kc/realms/test",
-            client_id: "test",
-            nonce: "n1",
-            now: NOW,
-            leeway: 60,
-        })
+        verify(
+            token,
+            &jwks,
+            &Expectations {
+                issuer: "http://kc/realms/test",
+                client_id: "test",
+                nonce: "n1",
+                now: NOW,
+                leeway: 60,
+            },
+        )
     }
 
     fn with(field: &str, v: Value) -> Value {
@@ -167,29 +187,59 @@ mod tests {
     fn a_good_token_verifies() {
         let claims = check(&sign(good(), Some("test-key"), Algorithm::RS256)).unwrap();
         assert_eq!(claims["preferred_username"], "demo");
-        assert_eq!(key_id(&sign(good(), Some("test-key"), Algorithm::RS256)).as_deref(), Some("test-key"));
+        assert_eq!(
+            key_id(&sign(good(), Some("test-key"), Algorithm::RS256)).as_deref(),
+            Some("test-key")
+        );
     }
 
     #[test]
     fn audience_is_checked_on_the_id_token_with_several_audiences_needing_azp() {
-        let t = sign(with("aud", json!(["account", "test"])), Some("test-key"), Algorithm::RS256);
+        let t = sign(
+            with("aud", json!(["account", "test"])),
+            Some("test-key"),
+            Algorithm::RS256,
+        );
         assert!(check(&t).is_ok());
-        let t = sign(with("aud", json!("account")), Some("test-key"), Algorithm::RS256);
+        let t = sign(
+            with("aud", json!("account")),
+            Some("test-key"),
+            Algorithm::RS256,
+        );
         assert_eq!(check(&t), Err(IdTokenError::Audience("test".into())));
         let mut c = with("aud", json!(["account", "test"]));
         c.as_object_mut().unwrap().remove("azp");
-        assert_eq!(check(&sign(c, Some("test-key"), Algorithm::RS256)), Err(IdTokenError::AuthorizedParty));
-        let t = sign(with("azp", json!("other")), Some("test-key"), Algorithm::RS256);
+        assert_eq!(
+            check(&sign(c, Some("test-key"), Algorithm::RS256)),
+            Err(IdTokenError::AuthorizedParty)
+        );
+        let t = sign(
+            with("azp", json!("other")),
+            Some("test-key"),
+            Algorithm::RS256,
+        );
         assert_eq!(check(&t), Err(IdTokenError::AuthorizedParty));
     }
 
     #[test]
     fn each_broken_claim_is_named() {
         let rs = |c| sign(c, Some("test-key"), Algorithm::RS256);
-        assert_eq!(check(&rs(with("iss", json!("http://evil")))), Err(IdTokenError::Issuer("http://kc/realms/test".into())));
-        assert_eq!(check(&rs(with("exp", json!(NOW - 61)))), Err(IdTokenError::Expired));
-        assert_eq!(check(&rs(with("iat", json!(NOW + 120)))), Err(IdTokenError::IssuedInFuture(60)));
-        assert_eq!(check(&rs(with("nonce", json!("other")))), Err(IdTokenError::Nonce));
+        assert_eq!(
+            check(&rs(with("iss", json!("http://evil")))),
+            Err(IdTokenError::Issuer("http://kc/realms/test".into()))
+        );
+        assert_eq!(
+            check(&rs(with("exp", json!(NOW - 61)))),
+            Err(IdTokenError::Expired)
+        );
+        assert_eq!(
+            check(&rs(with("iat", json!(NOW + 120)))),
+            Err(IdTokenError::IssuedInFuture(60))
+        );
+        assert_eq!(
+            check(&rs(with("nonce", json!("other")))),
+            Err(IdTokenError::Nonce)
+        );
         let mut c = good();
         c.as_object_mut().unwrap().remove("nonce");
         assert_eq!(check(&rs(c)), Err(IdTokenError::Nonce));
@@ -197,8 +247,14 @@ mod tests {
 
     #[test]
     fn forged_tokens_are_refused() {
-        assert_eq!(check(&sign(good(), Some("test-key"), Algorithm::HS256)), Err(IdTokenError::Algorithm("HS256".into())));
-        assert_eq!(check(&sign(good(), Some("other"), Algorithm::RS256)), Err(IdTokenError::UnknownKey("other".into())));
+        assert_eq!(
+            check(&sign(good(), Some("test-key"), Algorithm::HS256)),
+            Err(IdTokenError::Algorithm("HS256".into()))
+        );
+        assert_eq!(
+            check(&sign(good(), Some("other"), Algorithm::RS256)),
+            Err(IdTokenError::UnknownKey("other".into()))
+        );
         let t = sign(good(), Some("test-key"), Algorithm::RS256);
         let (head, _) = t.rsplit_once('.').unwrap();
         let forged_payload = base64::Engine::encode(
@@ -210,7 +266,14 @@ mod tests {
         assert_eq!(check(&parts.join(".")), Err(IdTokenError::Signature));
         assert!(check(&format!("{head}.")).is_err());
         assert_eq!(check("not.a.jwt"), Err(IdTokenError::Malformed));
-        let none = format!("{}.{}.", base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, br#"{"alg":"none"}"#), parts[1]);
+        let none = format!(
+            "{}.{}.",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                br#"{"alg":"none"}"#
+            ),
+            parts[1]
+        );
         assert!(check(&none).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! response and ID-token verification.
 
 pub mod authorize;
+pub mod cache;
 pub mod discovery;
 pub mod id_token;
 pub mod query;
@@ -9,6 +10,8 @@ pub mod token;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+
+pub use cache::ProviderCache;
 
 /// `n` random bytes as base64url, for state, nonce and PKCE verifiers.
 pub fn random_token(n: usize) -> Result<String, getrandom::Error> {

@@ -39,8 +39,15 @@ fn decode(v: &str) -> Option<Cow<'_, str>> {
 /// What the provider sent back to the redirect URI.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Callback<'a> {
-    Code { code: Cow<'a, str>, state: Cow<'a, str> },
-    Error { error: Cow<'a, str>, description: Option<Cow<'a, str>>, state: Option<Cow<'a, str>> },
+    Code {
+        code: Cow<'a, str>,
+        state: Cow<'a, str>,
+    },
+    Error {
+        error: Cow<'a, str>,
+        description: Option<Cow<'a, str>>,
+        state: Option<Cow<'a, str>>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +64,11 @@ pub fn parse_callback(query: &str) -> Result<Callback<'_>, CallbackError> {
     let state = param(query, "state")?;
     if let Some(error) = param(query, "error")? {
         let description = param(query, "error_description")?;
-        return Ok(Callback::Error { error, description, state });
+        return Ok(Callback::Error {
+            error,
+            description,
+            state,
+        });
     }
     let code = param(query, "code")?.ok_or(CallbackError::MissingCode)?;
     let state = state.ok_or(CallbackError::MissingState)?;
@@ -70,7 +81,10 @@ mod tests {
 
     #[test]
     fn parameters_are_decoded() {
-        assert_eq!(param("a=1&rd=%2Fx%3Fy%3D1+2", "rd").unwrap().as_deref(), Some("/x?y=1 2"));
+        assert_eq!(
+            param("a=1&rd=%2Fx%3Fy%3D1+2", "rd").unwrap().as_deref(),
+            Some("/x?y=1 2")
+        );
         assert_eq!(param("a=1", "rd").unwrap(), None);
         assert_eq!(param("rd", "rd").unwrap().as_deref(), Some(""));
     }
@@ -83,7 +97,10 @@ mod tests {
 
     #[test]
     fn callbacks_are_classified() {
-        assert!(matches!(parse_callback("code=c&state=s"), Ok(Callback::Code { .. })));
+        assert!(matches!(
+            parse_callback("code=c&state=s"),
+            Ok(Callback::Code { .. })
+        ));
         assert!(matches!(
             parse_callback("error=access_denied&state=s"),
             Ok(Callback::Error { .. })

@@ -37,10 +37,14 @@ impl TokenError {
     /// A hint for the operator, for the errors a misconfigured client causes.
     pub fn hint(&self) -> &'static str {
         match self {
-            TokenError::Refused { error, .. } if error == "invalid_client" || error == "unauthorized_client" => {
+            TokenError::Refused { error, .. }
+                if error == "invalid_client" || error == "unauthorized_client" =>
+            {
                 " (check client_id and client_secret against the provider's client credentials)"
             }
-            TokenError::Refused { error, description } if error == "invalid_grant" && description.contains("redirect") => {
+            TokenError::Refused { error, description }
+                if error == "invalid_grant" && description.contains("redirect") =>
+            {
                 " (the redirect_uri must be registered exactly at the provider)"
             }
             _ => "",
@@ -84,11 +88,20 @@ mod tests {
 
     #[test]
     fn provider_errors_are_reported_with_a_hint() {
-        let e = parse(401, br#"{"error":"unauthorized_client","error_description":"Invalid client secret"}"#)
-            .unwrap_err();
-        assert_eq!(e.to_string(), "the provider refused the request: unauthorized_client: Invalid client secret");
+        let e = parse(
+            401,
+            br#"{"error":"unauthorized_client","error_description":"Invalid client secret"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the provider refused the request: unauthorized_client: Invalid client secret"
+        );
         assert!(e.hint().contains("client_secret"));
-        assert!(matches!(parse(502, b"<html>"), Err(TokenError::Status(502))));
+        assert!(matches!(
+            parse(502, b"<html>"),
+            Err(TokenError::Status(502))
+        ));
         assert!(matches!(parse(200, b"{}"), Err(TokenError::Malformed(_))));
     }
 }

@@ -71,7 +71,13 @@ impl KeyRing {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::getrandom(&mut nonce).map_err(|_| SealError)?;
         let sealed = self.keys[0]
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| SealError)?;
         let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
         raw.extend_from_slice(&nonce);
@@ -153,7 +159,9 @@ mod tests {
         assert_eq!(rotated.open(b"a", &before).unwrap(), b"x");
         let after = rotated.seal(b"a", b"y").unwrap();
         assert!(ring(&[&old]).open(b"a", &after).is_none());
-        assert!(ring(&[&generate_key_line().unwrap()]).open(b"a", &before).is_none());
+        assert!(ring(&[&generate_key_line().unwrap()])
+            .open(b"a", &before)
+            .is_none());
     }
 
     #[test]
@@ -166,6 +174,9 @@ mod tests {
             KeyRing::parse(&STANDARD.encode([1u8; 16])).err(),
             Some(KeyError::WrongLength { line: 1, len: 16 })
         );
-        assert_eq!(KeyRing::parse("not*base64").err(), Some(KeyError::NotBase64 { line: 1 }));
+        assert_eq!(
+            KeyRing::parse("not*base64").err(),
+            Some(KeyError::NotBase64 { line: 1 })
+        );
     }
 }

@@ -19,14 +19,28 @@ pub fn pairs<'a>(headers: &'a [&'a [u8]]) -> impl Iterator<Item = (&'a [u8], &'a
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
 /// The first value of cookie `name`.
 pub fn find<'a>(headers: &'a [&'a [u8]], name: &str) -> Option<&'a [u8]> {
-    pairs(headers).find(|(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
+    pairs(headers)
+        .find(|(n, _)| *n == name.as_bytes())
+        .map(|(_, v)| v)
+}
+
+/// Whether cookie `name` is one of ours: `cookie_name` itself, a chunk or a login state.
+pub fn belongs_to(cookie_name: &str, name: &[u8]) -> bool {
+    let base = cookie_name.as_bytes();
+    name.starts_with(base) && (name.len() == base.len() || name[base.len()] == b'_')
 }
 
 /// Name of chunk `i` of cookie `name`: the first chunk keeps the plain name.
@@ -59,7 +73,10 @@ pub fn split_chunks<'a>(name: &str, value: &'a str) -> Vec<&'a str> {
     let room = MAX_COOKIE_BYTES - name.len() - 4;
     let bytes = value.as_bytes();
     // Sealed values are ASCII (base64url), so any byte offset is a char boundary.
-    bytes.chunks(room).filter_map(|c| std::str::from_utf8(c).ok()).collect()
+    bytes
+        .chunks(room)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect()
 }
 
 /// Attributes shared by every cookie we write.
@@ -93,6 +110,16 @@ mod tests {
     }
 
     #[test]
+    fn our_cookies_are_recognised_by_name() {
+        for n in ["_oidc", "_oidc_1", "_oidc_st_abc"] {
+            assert!(belongs_to("_oidc", n.as_bytes()), "{n}");
+        }
+        for n in ["_oidcx", "_oid", "x_oidc", "_session"] {
+            assert!(!belongs_to("_oidc", n.as_bytes()), "{n}");
+        }
+    }
+
+    #[test]
     fn large_values_round_trip_through_chunks() {
         let value = "v1.".to_string() + &"A".repeat(9000);
         let parts = split_chunks("_oidc", &value);
@@ -119,7 +146,10 @@ mod tests {
     #[test]
     fn set_cookie_lines_carry_the_safe_attributes() {
         let line = set_cookie("_oidc", "v", 60, CookieAttrs { secure: true });
-        assert_eq!(line, "_oidc=v; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure");
+        assert_eq!(
+            line,
+            "_oidc=v; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+        );
         let del = delete_cookie("_oidc_1", CookieAttrs { secure: false });
         assert_eq!(del, "_oidc_1=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
     }

@@ -51,7 +51,12 @@ impl Session {
             _ => None,
         };
         claims.retain(|k, _| !TOKEN_BOOKKEEPING.contains(&k.as_str()));
-        Session { exp: now + lifetime, iat: now, sid, claims }
+        Session {
+            exp: now + lifetime,
+            iat: now,
+            sid,
+            claims,
+        }
     }
 
     pub fn is_valid_at(&self, now: u64) -> bool {
@@ -60,7 +65,8 @@ impl Session {
 
     /// The user name for `X-Auth-Request-User`: `preferred_username`, else `sub`.
     pub fn user(&self) -> Option<String> {
-        self.claim("preferred_username").or_else(|| self.claim("sub"))
+        self.claim("preferred_username")
+            .or_else(|| self.claim("sub"))
     }
 
     /// A top-level claim as header text: arrays joined by `,`, objects as JSON.
@@ -138,8 +144,10 @@ mod tests {
     #[test]
     fn a_session_keeps_identity_claims_and_drops_token_bookkeeping() {
         let s = Session::from_id_token(
-            claims(json!({"sub":"u1","iss":"x","aud":"test","nonce":"n","sid":"s1",
-                "preferred_username":"demo","groups":["/a","/b"],"email_verified":true})),
+            claims(
+                json!({"sub":"u1","iss":"x","aud":"test","nonce":"n","sid":"s1",
+                "preferred_username":"demo","groups":["/a","/b"],"email_verified":true}),
+            ),
             1000,
             60,
         );
@@ -170,7 +178,12 @@ mod tests {
 
     #[test]
     fn login_state_cookies_are_named_per_attempt() {
-        assert_eq!(LoginState::cookie_name("_oidc", "abcdefghijklmnop"), "_oidc_st_abcdefghijkl");
-        assert!(LoginState::cookie_name("_oidc", "x").starts_with(&LoginState::cookie_prefix("_oidc")));
+        assert_eq!(
+            LoginState::cookie_name("_oidc", "abcdefghijklmnop"),
+            "_oidc_st_abcdefghijkl"
+        );
+        assert!(
+            LoginState::cookie_name("_oidc", "x").starts_with(&LoginState::cookie_prefix("_oidc"))
+        );
     }
 }

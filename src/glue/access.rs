@@ -1,0 +1,166 @@
+//! The access-phase handler: a protected request is decided from its cookie, in-process.
+
+use ngx::ffi::{
+    ngx_array_push, ngx_conf_t, ngx_http_finalize_request, ngx_http_handler_pt,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t, NGX_DECLINED, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_UNAUTHORIZED,
+    NGX_LOG_INFO, NGX_OK,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
+use ngx::ngx_log_error;
+
+use super::http::{self, Response};
+use super::{ctx, endpoints, login, AuthMode, Module, Provider};
+use crate::session::{cookies, Session};
+
+/// Installs the access handler when at least one provider is configured.
+///
+/// # Safety
+/// `cf` must be the http configuration being finished.
+pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: postconfiguration runs with the http main confs in place.
+    unsafe {
+        let Some(main) = Module::main_conf(&*cf) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        if main.providers.is_empty() {
+            return NGX_OK as ngx_int_t;
+        }
+        let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(&*cf) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        let h = ngx_array_push(
+            &mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers,
+        ) as *mut ngx_http_handler_pt;
+        if h.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        *h = Some(access_handler);
+    }
+    NGX_OK as ngx_int_t
+}
+
+extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request; the access phase only runs for
+    // main requests.
+    unsafe {
+        if http::strip_identity_headers(r).is_err() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        let req = Request::from_ngx_http_request(r);
+        let (Some(lcf), Some(main)) = (Module::location_conf(req), Module::main_conf(req)) else {
+            return NGX_DECLINED as ngx_int_t;
+        };
+        if let Some(i) = lcf.endpoints {
+            return endpoints::access(r, &main.providers[i]);
+        }
+        match lcf.auth {
+            AuthMode::Provider(i) => protect(r, &main.providers[i]),
+            AuthMode::Off | AuthMode::Unset => NGX_DECLINED as ngx_int_t,
+        }
+    }
+}
+
+/// Cookie → session → identity headers → on to the upstream; or off to log in.
+///
+/// # Safety
+/// `r` must be a live main request in its access phase.
+unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
+    let now = now();
+    // SAFETY: per this function's contract.
+    unsafe {
+        let Some(rctx) = ctx::get_or_create(r) else {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        };
+        if let Some(session) = read_session(r, p, now) {
+            let ours = |n: &[u8]| cookies::belongs_to(&p.conf.cookie_name, n);
+            if set_identity_headers(r, &session).is_none() || http::strip_cookies(r, ours).is_err()
+            {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            }
+            rctx.session = Some(session);
+            return NGX_DECLINED as ngx_int_t;
+        }
+        let method = (*r).method as u32;
+        if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                (*(*r).connection).log,
+                "oidc: no session for a {} request, answering 401",
+                String::from_utf8_lossy(http::bytes(&(*r).method_name))
+            );
+            return finish(r, unauthorized());
+        }
+        let target = String::from_utf8_lossy(http::bytes(&(*r).unparsed_uri)).into_owned();
+        let rd = crate::redirect::safe_return_path(&target)
+            .unwrap_or("/")
+            .to_string();
+        login::start(r, rctx, p, &rd, now)
+    }
+}
+
+pub fn unauthorized<'a>() -> Response<'a> {
+    Response::new(NGX_HTTP_UNAUTHORIZED as usize)
+        .header("WWW-Authenticate", "Bearer".into())
+        .json("{\"error\":\"unauthorized\",\"error_description\":\"login required\"}\n".into())
+}
+
+/// The valid session carried by the request's cookies, if any.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn read_session(r: *mut ngx_http_request_t, p: &Provider, now: u64) -> Option<Session> {
+    // SAFETY: per this function's contract.
+    let headers = unsafe { http::cookie_headers(r) };
+    let (value, _) = cookies::join_chunks(&headers, &p.conf.cookie_name)?;
+    Session::open(&p.conf.keys, &p.conf.session_aad, &value).filter(|s| s.is_valid_at(now))
+}
+
+/// The `X-Auth-Request-*` headers of a session, for the upstream or an `auth_request` answer.
+pub fn identity_headers(s: &Session) -> Vec<(&'static str, String)> {
+    let mut out = Vec::with_capacity(4);
+    let mut add = |k, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            out.push((k, v));
+        }
+    };
+    add("X-Auth-Request-User", s.user());
+    add("X-Auth-Request-Email", s.claim("email"));
+    add(
+        "X-Auth-Request-Preferred-Username",
+        s.claim("preferred_username"),
+    );
+    add("X-Auth-Request-Groups", s.claim("groups"));
+    out
+}
+
+/// # Safety
+/// `r` must be a live request.
+unsafe fn set_identity_headers(r: *mut ngx_http_request_t, s: &Session) -> Option<()> {
+    for (k, v) in identity_headers(s) {
+        // SAFETY: per this function's contract.
+        unsafe { http::push_header(r, &mut (*r).headers_in.headers, k, v.as_bytes())? };
+    }
+    Some(())
+}
+
+/// Sends `resp` as the whole answer from a phase handler.
+///
+/// # Safety
+/// `r` must be a live main request that has not sent its header yet.
+pub unsafe fn finish(r: *mut ngx_http_request_t, resp: Response) -> ngx_int_t {
+    // SAFETY: per this function's contract; NGX_DONE tells the phase engine that the request
+    // has been finalized here.
+    unsafe {
+        let rc = resp.send(r);
+        ngx_http_finalize_request(r, rc);
+    }
+    NGX_DONE as ngx_int_t
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

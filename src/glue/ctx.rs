@@ -1,0 +1,94 @@
+//! Per-request state of this module, kept in the request's module context.
+
+use ngx::ffi::{ngx_http_request_t, ngx_str_t};
+use ngx::http::HttpModule;
+
+use super::Module;
+use crate::oidc::token::TokenResponse;
+use crate::session::Session;
+
+/// A provider call made through the fetch location.
+pub enum FetchSlot {
+    Idle,
+    Pending,
+    /// HTTP status (0 when no response arrived) and body.
+    Done(u16, Vec<u8>),
+}
+
+pub struct RequestCtx {
+    /// The session that let this request through.
+    pub session: Option<Session>,
+    /// The provider call this request is waiting for, or its result.
+    pub fetch: FetchSlot,
+    /// The callback's token response, kept while the keys are being fetched.
+    pub token: Option<TokenResponse>,
+    /// On a fetch subrequest: the provider URL behind `$oidc_fetch_url`.
+    pub fetch_url: Option<ngx_str_t>,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx {
+            session: None,
+            fetch: FetchSlot::Idle,
+            token: None,
+            fetch_url: None,
+        }
+    }
+}
+
+impl RequestCtx {
+    /// Takes a finished fetch result, leaving the slot idle.
+    pub fn take_fetched(&mut self) -> Option<(u16, Vec<u8>)> {
+        match std::mem::replace(&mut self.fetch, FetchSlot::Idle) {
+            FetchSlot::Done(status, body) => Some((status, body)),
+            other => {
+                self.fetch = other;
+                None
+            }
+        }
+    }
+}
+
+/// This request's context, if the module created one.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn get<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCtx> {
+    // SAFETY: r->ctx has one slot per http module; ours holds null or a RequestCtx.
+    unsafe {
+        let slot = *(*r).ctx.add(Module::module().ctx_index);
+        (slot as *mut RequestCtx).as_mut()
+    }
+}
+
+/// This request's context, created on first use. `None` only when the pool is exhausted.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn get_or_create<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCtx> {
+    // SAFETY: as in `get`; the new context lives in the request pool, dropped with it.
+    unsafe {
+        if let Some(c) = get(r) {
+            return Some(c);
+        }
+        set(r, RequestCtx::default())
+    }
+}
+
+/// Installs a fresh context on `r`.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn set<'a>(r: *mut ngx_http_request_t, value: RequestCtx) -> Option<&'a mut RequestCtx> {
+    // SAFETY: the pool allocation registers a cleanup that drops the value with the pool.
+    unsafe {
+        let pool = ngx::core::Pool::from_ngx_pool((*r).pool);
+        let p = pool.allocate(value);
+        if p.is_null() {
+            return None;
+        }
+        *(*r).ctx.add(Module::module().ctx_index) = p.cast();
+        p.as_mut()
+    }
+}

@@ -1,0 +1,222 @@
+//! Directive table and handlers: `oidc_provider {}`, `oidc_auth`, `oidc_endpoints`.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::cell::RefCell;
+use std::path::PathBuf;
+
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_parse, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_str_t, ngx_uint_t,
+    NGX_CONF_BLOCK, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::ngx_conf_log_error;
+
+use super::{AuthMode, Commands, ConfResult, LocConf, MainConf, Module, Provider};
+use crate::conf::provider::ProviderBuilder;
+
+const NGX_HTTP_MAIN_CONF_OFFSET: ngx_uint_t = 0;
+const NGX_HTTP_LOC_CONF_OFFSET: ngx_uint_t = 16;
+
+pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<4> = [
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_provider"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(oidc_provider),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_auth"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1)
+            as ngx_uint_t,
+        set: Some(oidc_auth),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_endpoints"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(oidc_endpoints),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+/// The arguments of the directive being parsed, as UTF-8 strings.
+///
+/// # Safety
+/// `cf` must be the configuration currently being parsed by nginx.
+unsafe fn args<'a>(cf: *mut ngx_conf_t) -> Result<Vec<&'a str>, usize> {
+    // SAFETY: nginx keeps cf->args (an array of ngx_str_t) alive while the handler runs.
+    let elts = unsafe { (*(*cf).args).as_slice::<ngx_str_t>() };
+    elts.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            // SAFETY: each ngx_str_t points to `len` bytes owned by the configuration pool.
+            let bytes = unsafe { core::slice::from_raw_parts(s.data, s.len) };
+            core::str::from_utf8(bytes).map_err(|_| i)
+        })
+        .collect()
+}
+
+fn emerg(cf: *mut ngx_conf_t, msg: &str) -> ConfResult {
+    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}", msg);
+    NGX_CONF_ERROR
+}
+
+struct BlockState {
+    builder: ProviderBuilder,
+    name: String,
+    conf_prefix: PathBuf,
+}
+
+extern "C" fn oidc_provider(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: nginx calls this handler with the configuration being parsed.
+    let Ok(argv) = (unsafe { args(cf) }) else {
+        return emerg(cf, "oidc_provider: the name must be UTF-8");
+    };
+    let name = argv[1].to_string();
+    // SAFETY: `conf` is this module's main conf, created by create_main_conf.
+    let main = unsafe { &mut *(conf as *mut MainConf) };
+    if main.find(&name).is_some() {
+        return emerg(
+            cf,
+            &format!("oidc_provider \"{name}\" is defined twice; give each block its own name"),
+        );
+    }
+    // SAFETY: cf->cycle is the cycle being configured; conf_prefix is set before parsing.
+    let conf_prefix = unsafe { (*(*cf).cycle).conf_prefix.as_bytes() };
+    let mut state = BlockState {
+        builder: ProviderBuilder::new(&name),
+        name: name.clone(),
+        conf_prefix: PathBuf::from(String::from_utf8_lossy(conf_prefix).into_owned()),
+    };
+    // SAFETY: the usual nginx pattern for a block with its own syntax: save cf, install a
+    // line handler, parse the block, restore cf. `state` outlives the nested parse.
+    let rv = unsafe {
+        let saved = *cf;
+        (*cf).handler = Some(provider_line);
+        (*cf).handler_conf = (&mut state as *mut BlockState).cast();
+        let rv = ngx_conf_parse(cf, ptr::null_mut());
+        *cf = saved;
+        rv
+    };
+    if rv != NGX_CONF_OK {
+        return rv;
+    }
+    match state.builder.build() {
+        Ok(conf) => {
+            main.providers.push(Provider {
+                conf,
+                cache: RefCell::new(Default::default()),
+            });
+            NGX_CONF_OK
+        }
+        Err(e) => emerg(cf, &e.to_string()),
+    }
+}
+
+extern "C" fn provider_line(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: handler_conf was set to a live BlockState by oidc_provider.
+    let state = unsafe { &mut *(conf as *mut BlockState) };
+    // SAFETY: called by ngx_conf_parse for one line of the block.
+    let Ok(argv) = (unsafe { args(cf) }) else {
+        return emerg(
+            cf,
+            &format!("oidc_provider \"{}\": values must be UTF-8", state.name),
+        );
+    };
+    let prefix = state.conf_prefix.clone();
+    let resolve = move |p: &str| {
+        if p.starts_with('/') {
+            PathBuf::from(p)
+        } else {
+            prefix.join(p)
+        }
+    };
+    match state.builder.set(argv[0], &argv[1..], &resolve) {
+        Ok(()) => NGX_CONF_OK,
+        Err(e) => emerg(cf, &format!("oidc_provider \"{}\": {e}", state.name)),
+    }
+}
+
+/// Looks a provider up by name for a location directive.
+fn provider_index(cf: *mut ngx_conf_t, directive: &str, name: &str) -> Result<usize, ConfResult> {
+    // SAFETY: cf is an http-level configuration, so it has a main conf for this module.
+    let main = unsafe { Module::main_conf(&*cf) };
+    main.and_then(|m| m.find(name)).ok_or_else(|| {
+        emerg(
+            cf,
+            &format!(
+                "{directive}: unknown provider \"{name}\"; define it before use with \
+                 `oidc_provider {name} {{ issuer ...; client_id ...; }}` in the http block"
+            ),
+        )
+    })
+}
+
+extern "C" fn oidc_auth(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: `conf` is this module's location conf for the current block.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: called by nginx while parsing this directive.
+    let Ok(argv) = (unsafe { args(cf) }) else {
+        return emerg(cf, "oidc_auth: the value must be UTF-8");
+    };
+    if lcf.auth != AuthMode::Unset {
+        return emerg(cf, "oidc_auth is duplicate in this block");
+    }
+    lcf.auth = match argv[1] {
+        "off" => AuthMode::Off,
+        name => match provider_index(cf, "oidc_auth", name) {
+            Ok(i) => AuthMode::Provider(i),
+            Err(e) => return e,
+        },
+    };
+    NGX_CONF_OK
+}
+
+extern "C" fn oidc_endpoints(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: `conf` is this module's location conf for the current block.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: called by nginx while parsing this directive.
+    let Ok(argv) = (unsafe { args(cf) }) else {
+        return emerg(cf, "oidc_endpoints: the value must be UTF-8");
+    };
+    if lcf.endpoints.is_some() {
+        return emerg(cf, "oidc_endpoints is duplicate in this location");
+    }
+    match provider_index(cf, "oidc_endpoints", argv[1]) {
+        Ok(i) => lcf.endpoints = Some(i),
+        Err(e) => return e,
+    }
+    // SAFETY: cf is a location block, so the core module has a location conf for it.
+    let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
+        return emerg(cf, "oidc_endpoints: no location configuration");
+    };
+    let clcf: &mut ngx_http_core_loc_conf_t = clcf;
+    clcf.handler = Some(super::endpoints::content_handler);
+    NGX_CONF_OK
+}

@@ -1,0 +1,155 @@
+//! `/oauth2/*`: callback, sign_in and sign_out run in the access phase (they may call the
+//! provider); auth and userinfo are content handlers, so they also answer `auth_request`
+//! subrequests, which skip the access phase.
+
+use ngx::ffi::{
+    ngx_http_request_t, ngx_int_t, NGX_DECLINED, NGX_HTTP_ACCEPTED, NGX_HTTP_BAD_REQUEST,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MOVED_TEMPORARILY, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
+    NGX_LOG_WARN,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
+use ngx::ngx_log_error;
+
+use super::access::{finish, identity_headers, now, read_session, unauthorized};
+use super::http::{self, Response};
+use super::{ctx, login, Module, Provider};
+use crate::oidc::query;
+use crate::session::cookies::{self, CookieAttrs};
+
+/// The endpoint a request names: the last path segment, or the configured redirect URI.
+fn endpoint<'a>(uri: &'a str, p: &Provider) -> &'a str {
+    let redirect_path = match p.conf.redirect_uri.find("://") {
+        Some(i) => {
+            let rest = &p.conf.redirect_uri[i + 3..];
+            rest.find('/').map_or("/", |j| &rest[j..])
+        }
+        None => p.conf.redirect_uri.as_str(),
+    };
+    if uri == redirect_path {
+        return "callback";
+    }
+    uri.rsplit('/').next().unwrap_or("")
+}
+
+/// # Safety
+/// `r` must be a live main request in its access phase.
+pub unsafe fn access(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
+    // SAFETY: per this function's contract.
+    unsafe {
+        let uri = String::from_utf8_lossy(http::bytes(&(*r).uri)).into_owned();
+        let Some(rctx) = ctx::get_or_create(r) else {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        };
+        match endpoint(&uri, p) {
+            "callback" => login::callback(r, rctx, p),
+            "sign_in" | "start" => match return_path(r) {
+                Ok(rd) => login::start(r, rctx, p, &rd, now()),
+                Err(resp) => finish(r, resp),
+            },
+            "sign_out" => match return_path(r) {
+                Ok(rd) => finish(r, sign_out(r, p, rd)),
+                Err(resp) => finish(r, resp),
+            },
+            _ => NGX_DECLINED as ngx_int_t,
+        }
+    }
+}
+
+/// The `rd` parameter, checked against open redirects; `/` when absent.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn return_path(r: *mut ngx_http_request_t) -> Result<String, Response<'static>> {
+    // SAFETY: per this function's contract.
+    let args = unsafe { http::args(&*r) };
+    let refuse = |why: &str| {
+        // SAFETY: per this function's contract.
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            unsafe { (*(*r).connection).log },
+            "oidc: refused return URL: {}",
+            why
+        );
+        Response::new(NGX_HTTP_BAD_REQUEST as usize).page(
+            "Bad return address",
+            "The rd parameter must be a path on this site, like /app/page.",
+        )
+    };
+    match query::param(args, "rd") {
+        Ok(None) => Ok("/".into()),
+        Ok(Some(rd)) => crate::redirect::safe_return_path(&rd)
+            .map(str::to_string)
+            .ok_or_else(|| refuse("not a same-site path")),
+        Err(e) => Err(refuse(&e.to_string())),
+    }
+}
+
+/// Clears every cookie of ours and sends the browser on.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn sign_out(r: *mut ngx_http_request_t, p: &Provider, rd: String) -> Response<'static> {
+    let attrs = CookieAttrs {
+        secure: p.conf.cookie_secure,
+    };
+    // SAFETY: per this function's contract.
+    let headers = unsafe { http::cookie_headers(r) };
+    let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
+        .page("Signed out", "You are signed out.");
+    for (n, _) in cookies::pairs(&headers) {
+        if cookies::belongs_to(&p.conf.cookie_name, n) {
+            resp = resp.header(
+                "Set-Cookie",
+                cookies::delete_cookie(&String::from_utf8_lossy(n), attrs),
+            );
+        }
+    }
+    resp.header("Location", rd)
+}
+
+/// Content handler of an `oidc_endpoints` location.
+pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live request (main or subrequest).
+    unsafe {
+        let req = Request::from_ngx_http_request(r);
+        let (Some(lcf), Some(main)) = (Module::location_conf(req), Module::main_conf(req)) else {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        };
+        let Some(p) = lcf.endpoints.map(|i| &main.providers[i]) else {
+            return NGX_HTTP_NOT_FOUND as ngx_int_t;
+        };
+        let uri = String::from_utf8_lossy(http::bytes(&(*r).uri)).into_owned();
+        let session = read_session(r, p, now());
+        let resp = match (endpoint(&uri, p), session) {
+            ("auth", Some(s)) => {
+                let mut resp = Response::new(NGX_HTTP_ACCEPTED as usize);
+                for (k, v) in identity_headers(&s) {
+                    resp = resp.header(k, v);
+                }
+                if let Some(c) = ctx::get_or_create(r) {
+                    c.session = Some(s);
+                }
+                resp
+            }
+            ("userinfo", Some(s)) => {
+                let groups: Vec<serde_json::Value> = match s.claims.get("groups") {
+                    Some(serde_json::Value::Array(a)) => a.clone(),
+                    _ => Vec::new(),
+                };
+                let body = serde_json::json!({
+                    "user": s.user(),
+                    "email": s.claim("email"),
+                    "preferred_username": s.claim("preferred_username"),
+                    "groups": groups,
+                });
+                Response::new(NGX_HTTP_OK as usize).json(format!("{body}\n"))
+            }
+            ("auth" | "userinfo", None) => unauthorized(),
+            _ => Response::new(NGX_HTTP_NOT_FOUND as usize).page(
+                "Not found",
+                "Known endpoints: callback, sign_in, sign_out, auth, userinfo.",
+            ),
+        };
+        resp.send(r)
+    }
+}

@@ -1,0 +1,387 @@
+//! Request plumbing: headers in and out, cookies, query, and sending a response.
+
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_alloc_chain_link, ngx_buf_t, ngx_http_discard_request_body, ngx_http_output_filter,
+    ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_init, ngx_list_part_t,
+    ngx_list_push, ngx_list_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
+    ngx_uint_t, NGX_ERROR, NGX_OK,
+};
+
+/// Headers this module sets for the upstream; a client must never be able to send its own.
+pub const IDENTITY_HEADER_PREFIX: &[u8] = b"x-auth-request-";
+
+/// Iterates the elements of an nginx list of `ngx_table_elt_t`.
+///
+/// # Safety
+/// `list` must be a valid, initialised list of table elements that is not modified meanwhile.
+pub unsafe fn list_elts<'a>(
+    list: *const ngx_list_t,
+) -> impl Iterator<Item = &'a mut ngx_table_elt_t> {
+    // SAFETY: per the caller's contract the parts chain is valid.
+    let mut part: *const ngx_list_part_t = unsafe { &(*list).part };
+    core::iter::from_fn(move || {
+        if part.is_null() {
+            return None;
+        }
+        // SAFETY: `part` is a valid list part; nelts elements of table elts follow `elts`.
+        let p = unsafe { &*part };
+        let elts =
+            unsafe { core::slice::from_raw_parts_mut(p.elts as *mut ngx_table_elt_t, p.nelts) };
+        part = p.next;
+        Some(elts.iter_mut())
+    })
+    .flatten()
+}
+
+pub fn bytes(s: &ngx_str_t) -> &[u8] {
+    if s.len == 0 || s.data.is_null() {
+        return &[];
+    }
+    // SAFETY: an ngx_str_t with a non-null pointer refers to `len` readable bytes.
+    unsafe { core::slice::from_raw_parts(s.data, s.len) }
+}
+
+/// Copies `data` into the request pool.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn pool_str(r: *mut ngx_http_request_t, data: &[u8]) -> Option<ngx_str_t> {
+    // SAFETY: the request pool lives as long as the request.
+    let p = unsafe { ngx_pnalloc((*r).pool, data.len().max(1)) } as *mut u8;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` has room for data.len() bytes and does not overlap `data`.
+    unsafe { ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+    Some(ngx_str_t {
+        len: data.len(),
+        data: p,
+    })
+}
+
+/// Appends a header to `list`, with the lower-case key nginx's consumers expect.
+///
+/// # Safety
+/// `r` must be a live request and `list` one of its header lists.
+pub unsafe fn push_header(
+    r: *mut ngx_http_request_t,
+    list: *mut ngx_list_t,
+    key: &str,
+    value: &[u8],
+) -> Option<()> {
+    // SAFETY: per the caller's contract; ngx_list_push returns room for one element.
+    unsafe {
+        let h = ngx_list_push(list) as *mut ngx_table_elt_t;
+        if h.is_null() {
+            return None;
+        }
+        let lower = key.to_ascii_lowercase();
+        (*h).key = pool_str(r, key.as_bytes())?;
+        (*h).value = pool_str(r, value)?;
+        (*h).lowcase_key = pool_str(r, lower.as_bytes())?.data;
+        (*h).hash = 1;
+        (*h).next = ptr::null_mut();
+        Some(())
+    }
+}
+
+/// The values of every `Cookie` header of the request.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn cookie_headers<'a>(r: *mut ngx_http_request_t) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    // SAFETY: headers_in.cookie is null or the head of a `next`-linked list of header elements.
+    let mut h = unsafe { (*r).headers_in.cookie };
+    while !h.is_null() {
+        // SAFETY: see above.
+        unsafe {
+            out.push(bytes(&(*h).value));
+            h = (*h).next;
+        }
+    }
+    out
+}
+
+/// Removes client-sent `X-Auth-Request-*` headers; only rebuilds the list when one is there.
+///
+/// # Safety
+/// `r` must be a live main request before its headers are forwarded.
+pub unsafe fn strip_identity_headers(r: *mut ngx_http_request_t) -> Result<(), ()> {
+    let spoofed = |h: &ngx_table_elt_t| {
+        // SAFETY: lowcase_key holds key.len bytes for every request header.
+        let lk = unsafe { core::slice::from_raw_parts(h.lowcase_key, h.key.len) };
+        lk.len() >= IDENTITY_HEADER_PREFIX.len()
+            && lk[..IDENTITY_HEADER_PREFIX.len()] == *IDENTITY_HEADER_PREFIX
+    };
+    // SAFETY: per this function's contract.
+    unsafe {
+        if !list_elts(&(*r).headers_in.headers).any(|h| spoofed(h)) {
+            return Ok(());
+        }
+        remove_headers_in(r, |h| spoofed(h))
+    }
+}
+
+/// Removes our own cookies from the `Cookie` headers the upstream will receive.
+///
+/// # Safety
+/// `r` must be a live main request before its headers are forwarded.
+pub unsafe fn strip_cookies(
+    r: *mut ngx_http_request_t,
+    ours: impl Fn(&[u8]) -> bool,
+) -> Result<(), ()> {
+    let mut emptied: Vec<*const ngx_table_elt_t> = Vec::new();
+    // SAFETY: headers_in.cookie is null or a `next`-linked chain of live header elements.
+    unsafe {
+        let mut h = (*r).headers_in.cookie;
+        while !h.is_null() {
+            let value = bytes(&(*h).value);
+            let parts: Vec<&[u8]> = value.split(|&b| b == b';').collect();
+            let kept: Vec<&[u8]> = parts
+                .iter()
+                .copied()
+                .filter(|part| {
+                    let name = part.split(|&b| b == b'=').next().unwrap_or(&[]);
+                    !ours(name.trim_ascii())
+                })
+                .collect();
+            if kept.len() != parts.len() {
+                let joined = kept
+                    .iter()
+                    .map(|p| p.trim_ascii())
+                    .collect::<Vec<_>>()
+                    .join(&b"; "[..]);
+                if joined.is_empty() {
+                    emptied.push(h);
+                } else {
+                    (*h).value = pool_str(r, &joined).ok_or(())?;
+                }
+            }
+            h = (*h).next;
+        }
+        if emptied.is_empty() {
+            return Ok(());
+        }
+        remove_headers_in(r, |h| emptied.contains(&(h as *const ngx_table_elt_t)))
+    }
+}
+
+/// nginx lists cannot delete elements, so the request header list is rebuilt without the
+/// removed ones, and the pointers nginx keeps into it (`headers_in.host`, `.cookie`, …, and the
+/// `next` links of repeated headers) are moved to the copies.
+///
+/// # Safety
+/// `r` must be a live request; no one may hold header element pointers across this call other
+/// than `headers_in`'s own fields.
+unsafe fn remove_headers_in(
+    r: *mut ngx_http_request_t,
+    remove: impl Fn(&ngx_table_elt_t) -> bool,
+) -> Result<(), ()> {
+    // SAFETY: per this function's contract. The old elements stay in the pool, so reading
+    // them after re-initialising the list is fine.
+    unsafe {
+        let hin = &mut (*r).headers_in;
+        let old: ngx_list_t = ptr::read(&hin.headers);
+        if ngx_list_init(
+            &mut hin.headers,
+            (*r).pool,
+            20,
+            core::mem::size_of::<ngx_table_elt_t>(),
+        ) != NGX_OK as ngx_int_t
+        {
+            return Err(());
+        }
+        let mut moved: Vec<(*mut ngx_table_elt_t, *mut ngx_table_elt_t)> = Vec::new();
+        let mut removed: Vec<*mut ngx_table_elt_t> = Vec::new();
+        for h in list_elts(&old) {
+            let from = h as *mut ngx_table_elt_t;
+            if remove(h) {
+                removed.push(from);
+                continue;
+            }
+            let slot = ngx_list_push(&mut hin.headers) as *mut ngx_table_elt_t;
+            if slot.is_null() {
+                return Err(());
+            }
+            ptr::write(slot, ptr::read(from));
+            moved.push((from, slot));
+        }
+        let remap = |mut p: *mut ngx_table_elt_t| -> *mut ngx_table_elt_t {
+            while !p.is_null() && removed.contains(&p) {
+                p = (*p).next;
+            }
+            moved
+                .iter()
+                .find(|(from, _)| *from == p)
+                .map_or(p, |(_, to)| *to)
+        };
+        for (_, to) in &moved {
+            (**to).next = remap((**to).next);
+        }
+        // The element pointers of ngx_http_headers_in_t are declared one after another, from
+        // `host` to `cookie`.
+        let first = &mut hin.host as *mut *mut ngx_table_elt_t;
+        let last = &mut hin.cookie as *mut *mut ngx_table_elt_t;
+        let mut slot = first;
+        while slot <= last {
+            *slot = remap(*slot);
+            slot = slot.add(1);
+        }
+    }
+    Ok(())
+}
+
+/// The request's query string (without `?`).
+pub fn args(r: &ngx_http_request_t) -> &str {
+    core::str::from_utf8(bytes(&r.args)).unwrap_or("")
+}
+
+/// `scheme://host[:port]` as the browser addressed this server.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn origin(r: *mut ngx_http_request_t) -> String {
+    // SAFETY: connection and headers are valid for a live request.
+    let (https, host) = unsafe {
+        let https = !(*(*r).connection).ssl.is_null();
+        let host = if (*r).headers_in.host.is_null() {
+            bytes(&(*r).headers_in.server)
+        } else {
+            bytes(&(*(*r).headers_in.host).value)
+        };
+        (https, host)
+    };
+    let host = String::from_utf8_lossy(host);
+    format!("{}://{}", if https { "https" } else { "http" }, host)
+}
+
+/// One response: status, extra headers, an HTML (or other) body.
+pub struct Response<'a> {
+    pub status: ngx_uint_t,
+    pub content_type: &'a str,
+    pub headers: Vec<(&'a str, String)>,
+    pub body: String,
+}
+
+impl<'a> Response<'a> {
+    pub fn new(status: ngx_uint_t) -> Response<'a> {
+        Response {
+            status,
+            content_type: "text/html; charset=utf-8",
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    pub fn header(mut self, key: &'a str, value: String) -> Self {
+        self.headers.push((key, value));
+        self
+    }
+
+    /// A small page that says what happened; `text` is escaped.
+    pub fn page(mut self, title: &str, text: &str) -> Self {
+        self.body = format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+             <body><h1>{t}</h1><p>{x}</p></body></html>\n",
+            t = html_escape(title),
+            x = html_escape(text)
+        );
+        self
+    }
+
+    pub fn json(mut self, body: String) -> Self {
+        self.content_type = "application/json";
+        self.body = body;
+        self
+    }
+
+    /// Sends the whole response; returns what nginx's content phase would return.
+    ///
+    /// # Safety
+    /// `r` must be a live request that has not sent its header yet.
+    pub unsafe fn send(self, r: *mut ngx_http_request_t) -> ngx_int_t {
+        // SAFETY: all pointers come from the live request and its pool.
+        unsafe {
+            if r == (*r).main && ngx_http_discard_request_body(r) != NGX_OK as ngx_int_t {
+                return NGX_ERROR as ngx_int_t;
+            }
+            let out = &mut (*r).headers_out;
+            out.status = self.status;
+            out.content_length_n = self.body.len() as _;
+            let Some(ct) = pool_str(r, self.content_type.as_bytes()) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            out.content_type = ct;
+            out.content_type_len = ct.len;
+            if push_header(
+                r,
+                &mut (*r).headers_out.headers,
+                "Cache-Control",
+                b"no-store",
+            )
+            .is_none()
+            {
+                return NGX_ERROR as ngx_int_t;
+            }
+            for (k, v) in &self.headers {
+                if push_header(r, &mut (*r).headers_out.headers, k, v.as_bytes()).is_none() {
+                    return NGX_ERROR as ngx_int_t;
+                }
+            }
+            let rc = ngx_http_send_header(r);
+            if rc == NGX_ERROR as ngx_int_t
+                || rc > NGX_OK as ngx_int_t
+                || (*r).header_only() != 0
+                || self.body.is_empty()
+            {
+                return rc;
+            }
+            let b = calloc_buf((*r).pool);
+            let cl = ngx_alloc_chain_link((*r).pool);
+            let Some(data) = pool_str(r, self.body.as_bytes()) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            if b.is_null() || cl.is_null() {
+                return NGX_ERROR as ngx_int_t;
+            }
+            (*b).pos = data.data;
+            (*b).last = data.data.add(data.len);
+            (*b).set_memory(1);
+            if r == (*r).main {
+                (*b).set_last_buf(1);
+            } else {
+                (*b).set_last_in_chain(1);
+            }
+            (*cl).buf = b;
+            (*cl).next = ptr::null_mut();
+            ngx_http_output_filter(r, cl)
+        }
+    }
+}
+
+/// A zeroed buffer header (nginx's `ngx_calloc_buf` macro).
+///
+/// # Safety
+/// `pool` must be a live pool.
+pub unsafe fn calloc_buf(pool: *mut ngx_pool_t) -> *mut ngx_buf_t {
+    // SAFETY: per this function's contract; a zeroed ngx_buf_t is a valid empty buffer.
+    unsafe { ngx_pcalloc(pool, core::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t }
+}
+
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,589 @@
+//! The login: redirect to the provider, and the callback that turns a code into a session.
+
+use jsonwebtoken::jwk::JwkSet;
+use ngx::ffi::{
+    ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_BAD_REQUEST,
+    NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MOVED_TEMPORARILY,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
+};
+use ngx::ngx_log_error;
+
+use super::access::{finish, now};
+use super::ctx::{FetchSlot, RequestCtx};
+use super::fetch::{self, FetchRequest};
+use super::http::{self, Response};
+use super::Provider;
+use crate::conf::provider::CLOCK_SKEW;
+use crate::oidc::cache::Keys;
+use crate::oidc::discovery::{self, Discovery};
+use crate::oidc::id_token::{self, constant_time_eq, Expectations};
+use crate::oidc::query::{self, Callback};
+use crate::oidc::{authorize, random_token, token};
+use crate::session::cookies::{self, CookieAttrs};
+use crate::session::{LoginState, Session};
+
+/// How long a login attempt may take at the provider.
+const LOGIN_STATE_LIFETIME: u64 = 600;
+/// Login attempts kept at once (tabs); more means something loops, so the old ones are dropped.
+const MAX_LOGIN_STATES: usize = 4;
+
+/// Where a step that may need the provider stands.
+enum Step<T> {
+    Ready(T),
+    /// A fetch is under way; the handler runs again when it completes.
+    Pending,
+    Failed(Response<'static>),
+}
+
+/// Logs without nginx's request context: the callback's request line (also the one of its
+/// provider subrequests) carries the
+/// authorization code, which has no place in a log.
+macro_rules! log_quiet {
+    ($r:expr, $level:expr, $($arg:tt)+) => {{
+        let log = log($r);
+        // SAFETY: the connection's log is live; its context handler is restored right after.
+        let saved = unsafe { (*log).handler.take() };
+        ngx_log_error!($level, log, $($arg)+);
+        // SAFETY: as above.
+        unsafe { (*log).handler = saved };
+    }};
+}
+
+macro_rules! step {
+    ($r:expr, $e:expr) => {
+        match $e {
+            Step::Ready(v) => v,
+            Step::Pending => return NGX_AGAIN as ngx_int_t,
+            // SAFETY: the caller's request is live and has sent nothing yet.
+            Step::Failed(resp) => return unsafe { finish($r, resp) },
+        }
+    };
+}
+
+fn log(r: *mut ngx_http_request_t) -> *mut ngx::ffi::ngx_log_t {
+    // SAFETY: a live request always has a connection with a log.
+    unsafe { (*(*r).connection).log }
+}
+
+fn error_page(status: u32, title: &str, text: &str) -> Response<'static> {
+    Response::new(status as usize).page(title, text)
+}
+
+fn provider_unreachable(status: u16) -> Response<'static> {
+    if matches!(status, 0 | 502 | 503 | 504) {
+        error_page(
+            NGX_HTTP_SERVICE_UNAVAILABLE,
+            "Login is unavailable",
+            "The identity provider cannot be reached right now. Please try again in a minute.",
+        )
+    } else {
+        error_page(
+            NGX_HTTP_BAD_GATEWAY,
+            "Login is unavailable",
+            "The identity provider gave an unexpected answer. Please try again later.",
+        )
+    }
+}
+
+/// Starts a provider call, or fails with a page.
+///
+/// # Safety
+/// `r` must be the live main request owning `rctx`.
+unsafe fn fetch<T>(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    req: FetchRequest,
+) -> Step<T> {
+    // SAFETY: per this function's contract.
+    match unsafe { fetch::start(r, rctx, &p.conf.fetch_location, req) } {
+        Ok(()) => Step::Pending,
+        Err(()) => Step::Failed(error_page(
+            NGX_HTTP_INTERNAL_SERVER_ERROR,
+            "Login failed",
+            "Internal error.",
+        )),
+    }
+}
+
+/// The provider's discovery document: cached, fetched, or stale when the provider is down.
+///
+/// # Safety
+/// `r` must be the live main request owning `rctx`.
+unsafe fn discovery(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    now: u64,
+) -> Step<Discovery> {
+    if let Some(d) = p.cache.borrow().discovery(now) {
+        return Step::Ready(d.clone());
+    }
+    let url = discovery::url(&p.conf.issuer);
+    let Some((status, body)) = rctx.take_fetched() else {
+        // SAFETY: per this function's contract.
+        return unsafe {
+            fetch(
+                r,
+                rctx,
+                p,
+                FetchRequest {
+                    url: &url,
+                    form: None,
+                    authorization: None,
+                },
+            )
+        };
+    };
+    let failure = if status != 200 {
+        format!(
+            "HTTP {status}{}",
+            fetch_location_hint(status, &p.conf.fetch_location)
+        )
+    } else {
+        match discovery::parse(&body, &p.conf.issuer) {
+            Ok(d) => {
+                p.cache.borrow_mut().set_discovery(d.clone(), now);
+                return Step::Ready(d);
+            }
+            Err(e) => e.to_string(),
+        }
+    };
+    log_quiet!(
+        r,
+        NGX_LOG_ERR,
+        "oidc: provider \"{}\": discovery from {} failed: {}",
+        p.conf.name,
+        url,
+        failure
+    );
+    match p.cache.borrow().stale_discovery() {
+        Some(d) => Step::Ready(d.clone()),
+        None => Step::Failed(provider_unreachable(status)),
+    }
+}
+
+fn fetch_location_hint(status: u16, location: &str) -> String {
+    match status {
+        0 => format!(" (no answer through {location}: is the provider reachable from nginx?)"),
+        404 | 405 => format!(
+            " (is `location {location} {{ internal; proxy_pass $oidc_fetch_url; }}` configured in this server?)"
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Keys that can verify a token signed with `kid`.
+///
+/// # Safety
+/// `r` must be the live main request owning `rctx`.
+unsafe fn keys(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    d: &Discovery,
+    kid: Option<&str>,
+    now: u64,
+) -> Step<JwkSet> {
+    if let Keys::Ready(set) = p.cache.borrow().keys(kid, now) {
+        return Step::Ready(set.clone());
+    }
+    let Some((status, body)) = rctx.take_fetched() else {
+        // SAFETY: per this function's contract.
+        return unsafe {
+            fetch(
+                r,
+                rctx,
+                p,
+                FetchRequest {
+                    url: &d.jwks_uri,
+                    form: None,
+                    authorization: None,
+                },
+            )
+        };
+    };
+    let failure = if status != 200 {
+        format!(
+            "HTTP {status}{}",
+            fetch_location_hint(status, &p.conf.fetch_location)
+        )
+    } else {
+        match serde_json::from_slice::<JwkSet>(&body) {
+            Ok(set) => {
+                p.cache.borrow_mut().set_keys(set.clone(), now);
+                return Step::Ready(set);
+            }
+            Err(e) => format!("not a JWKS: {e}"),
+        }
+    };
+    log_quiet!(
+        r,
+        NGX_LOG_ERR,
+        "oidc: provider \"{}\": JWKS from {} failed: {}",
+        p.conf.name,
+        d.jwks_uri,
+        failure
+    );
+    match p.cache.borrow().stale_keys() {
+        Some(set) => Step::Ready(set.clone()),
+        None => Step::Failed(provider_unreachable(status)),
+    }
+}
+
+/// The redirect URI sent to the provider; a path is completed from how the browser reached us,
+/// so the callback lands on the site that holds the login-state cookie.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn redirect_uri(r: *mut ngx_http_request_t, p: &Provider) -> String {
+    if p.conf.redirect_uri.starts_with('/') {
+        // SAFETY: per this function's contract.
+        format!("{}{}", unsafe { http::origin(r) }, p.conf.redirect_uri)
+    } else {
+        p.conf.redirect_uri.clone()
+    }
+}
+
+fn attrs(p: &Provider) -> CookieAttrs {
+    CookieAttrs {
+        secure: p.conf.cookie_secure,
+    }
+}
+
+/// Sends the browser to the provider's login, remembering `rd` for the way back.
+///
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`.
+pub unsafe fn start(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    rd: &str,
+    now: u64,
+) -> ngx_int_t {
+    // SAFETY: per this function's contract.
+    let d = step!(r, unsafe { discovery(r, rctx, p, now) });
+    let (Ok(state), Ok(nonce), Ok(verifier)) =
+        (random_token(24), random_token(24), random_token(32))
+    else {
+        // SAFETY: per this function's contract.
+        return unsafe {
+            finish(
+                r,
+                error_page(
+                    NGX_HTTP_INTERNAL_SERVER_ERROR,
+                    "Login failed",
+                    "Internal error.",
+                ),
+            )
+        };
+    };
+    let login = LoginState {
+        state,
+        nonce,
+        verifier,
+        rd: rd.to_string(),
+        exp: now + LOGIN_STATE_LIFETIME,
+    };
+    let sealed = serde_json::to_vec(&login)
+        .ok()
+        .and_then(|json| p.conf.keys.seal(&p.conf.state_aad, &json).ok());
+    let Some(sealed) = sealed else {
+        // SAFETY: per this function's contract.
+        return unsafe {
+            finish(
+                r,
+                error_page(
+                    NGX_HTTP_INTERNAL_SERVER_ERROR,
+                    "Login failed",
+                    "Internal error.",
+                ),
+            )
+        };
+    };
+    // SAFETY: per this function's contract.
+    let redirect_uri = unsafe { redirect_uri(r, p) };
+    let url = authorize::AuthorizationRequest {
+        endpoint: &d.authorization_endpoint,
+        client_id: &p.conf.client_id,
+        redirect_uri: &redirect_uri,
+        scope: &p.conf.scope,
+        state: &login.state,
+        nonce: &login.nonce,
+        verifier: &login.verifier,
+    }
+    .url();
+    let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize).page(
+        "Redirecting to login",
+        "You are being sent to the identity provider to log in.",
+    );
+    // SAFETY: per this function's contract.
+    let headers = unsafe { http::cookie_headers(r) };
+    let prefix = LoginState::cookie_prefix(&p.conf.cookie_name);
+    let old: Vec<String> = cookies::pairs(&headers)
+        .filter(|(n, _)| n.starts_with(prefix.as_bytes()))
+        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    if old.len() >= MAX_LOGIN_STATES {
+        for name in old {
+            resp = resp.header("Set-Cookie", cookies::delete_cookie(&name, attrs(p)));
+        }
+    }
+    let name = LoginState::cookie_name(&p.conf.cookie_name, &login.state);
+    resp = resp
+        .header(
+            "Set-Cookie",
+            cookies::set_cookie(&name, &sealed, LOGIN_STATE_LIFETIME, attrs(p)),
+        )
+        .header("Location", url);
+    log_quiet!(
+        r,
+        NGX_LOG_INFO,
+        "oidc: provider \"{}\": no valid session, redirecting to login",
+        p.conf.name
+    );
+    // SAFETY: per this function's contract.
+    unsafe { finish(r, resp) }
+}
+
+/// `/oauth2/callback`: check the state, exchange the code, verify the ID token, set the session.
+///
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`.
+pub unsafe fn callback(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+) -> ngx_int_t {
+    let now = now();
+    // SAFETY: per this function's contract.
+    let args = unsafe { http::args(&*r) }.to_string();
+    let (code, state) = match query::parse_callback(&args) {
+        Ok(Callback::Code { code, state }) => (code.into_owned(), state.into_owned()),
+        Ok(Callback::Error {
+            error, description, ..
+        }) => {
+            let error: String = error
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect();
+            let description: String = description
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            log_quiet!(
+                r,
+                NGX_LOG_WARN,
+                "oidc: provider \"{}\": login not completed, the provider answered error={} ({})",
+                p.conf.name,
+                error,
+                description
+            );
+            let status = if error == "access_denied" {
+                NGX_HTTP_FORBIDDEN
+            } else {
+                NGX_HTTP_UNAUTHORIZED
+            };
+            let text = format!("The identity provider answered \"{error}\": {description}");
+            // SAFETY: per this function's contract.
+            return unsafe { finish(r, error_page(status, "Login was not completed", &text)) };
+        }
+        Err(e) => {
+            log_quiet!(
+                r,
+                NGX_LOG_WARN,
+                "oidc: provider \"{}\": bad callback: {}",
+                p.conf.name,
+                e
+            );
+            // SAFETY: per this function's contract.
+            return unsafe {
+                finish(
+                    r,
+                    error_page(
+                        NGX_HTTP_BAD_REQUEST,
+                        "Login failed",
+                        &format!("Bad callback: {e}."),
+                    ),
+                )
+            };
+        }
+    };
+
+    let state_cookie = LoginState::cookie_name(&p.conf.cookie_name, &state);
+    // SAFETY: per this function's contract.
+    let headers = unsafe { http::cookie_headers(r) };
+    let login = cookies::find(&headers, &state_cookie)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| p.conf.keys.open(&p.conf.state_aad, v))
+        .and_then(|json| serde_json::from_slice::<LoginState>(&json).ok())
+        .filter(|l| l.exp > now && constant_time_eq(l.state.as_bytes(), state.as_bytes()));
+    let Some(login) = login else {
+        log_quiet!(r, NGX_LOG_WARN, "oidc: provider \"{}\": callback with an unknown or expired state (login-state cookie missing, from another browser, or older than {}s)", p.conf.name, LOGIN_STATE_LIFETIME);
+        let page = error_page(
+            NGX_HTTP_BAD_REQUEST,
+            "Login failed",
+            "This login link is not valid in this browser any more (it may have been used already, \
+             expired, or cookies are blocked). Please start again.",
+        );
+        // SAFETY: per this function's contract.
+        return unsafe { finish(r, page) };
+    };
+    let clear_state = cookies::delete_cookie(&state_cookie, attrs(p));
+    let fail = |status: u32, text: &str| {
+        error_page(status, "Login failed", text).header("Set-Cookie", clear_state.clone())
+    };
+
+    // SAFETY: per this function's contract.
+    let d = step!(r, unsafe { discovery(r, rctx, p, now) });
+
+    let token = match rctx.token.take() {
+        Some(t) => t,
+        None => match rctx.take_fetched() {
+            None => {
+                // SAFETY: per this function's contract.
+                let redirect_uri = unsafe { redirect_uri(r, p) };
+                let req = FetchRequest {
+                    url: &d.token_endpoint,
+                    form: Some(authorize::code_exchange_body(
+                        &code,
+                        &redirect_uri,
+                        &login.verifier,
+                    )),
+                    authorization: Some(authorize::client_basic_auth(
+                        &p.conf.client_id,
+                        &p.conf.client_secret,
+                    )),
+                };
+                // SAFETY: per this function's contract.
+                return match unsafe { fetch::start(r, rctx, &p.conf.fetch_location, req) } {
+                    Ok(()) => NGX_AGAIN as ngx_int_t,
+                    Err(()) => unsafe {
+                        finish(r, fail(NGX_HTTP_INTERNAL_SERVER_ERROR, "Internal error."))
+                    },
+                };
+            }
+            Some((status, body)) => match token::parse(status, &body) {
+                Ok(t) => t,
+                Err(e) => {
+                    log_quiet!(
+                        r,
+                        NGX_LOG_WARN,
+                        "oidc: provider \"{}\": code exchange failed: {}{}{}",
+                        p.conf.name,
+                        e,
+                        e.hint(),
+                        fetch_location_hint(status, &p.conf.fetch_location)
+                    );
+                    let resp = match e {
+                        token::TokenError::Refused { .. } => fail(
+                            NGX_HTTP_UNAUTHORIZED,
+                            "The identity provider refused this login (the link may have been used already). Please start again.",
+                        ),
+                        _ => provider_unreachable(status).header("Set-Cookie", clear_state.clone()),
+                    };
+                    // SAFETY: per this function's contract.
+                    return unsafe { finish(r, resp) };
+                }
+            },
+        },
+    };
+    let Some(id_token) = token.id_token.clone() else {
+        log_quiet!(r, NGX_LOG_ERR, "oidc: provider \"{}\": the token response has no id_token (does `scope` contain \"openid\"?)", p.conf.name);
+        // SAFETY: per this function's contract.
+        return unsafe {
+            finish(
+                r,
+                fail(
+                    NGX_HTTP_BAD_GATEWAY,
+                    "The identity provider did not send an ID token.",
+                ),
+            )
+        };
+    };
+    let kid = id_token::key_id(&id_token);
+    let need_keys = matches!(p.cache.borrow().keys(kid.as_deref(), now), Keys::Fetch);
+    if need_keys && matches!(rctx.fetch, FetchSlot::Idle) {
+        rctx.token = Some(token.clone());
+    }
+    // SAFETY: per this function's contract.
+    let set = step!(r, unsafe { keys(r, rctx, p, &d, kid.as_deref(), now) });
+
+    let want = Expectations {
+        issuer: &p.conf.issuer,
+        client_id: &p.conf.client_id,
+        nonce: &login.nonce,
+        now,
+        leeway: CLOCK_SKEW,
+    };
+    let claims = match id_token::verify(&id_token, &set, &want) {
+        Ok(c) => c,
+        Err(e) => {
+            log_quiet!(
+                r,
+                NGX_LOG_WARN,
+                "oidc: provider \"{}\": ID token rejected: {}",
+                p.conf.name,
+                e
+            );
+            // SAFETY: per this function's contract.
+            return unsafe {
+                finish(
+                    r,
+                    fail(
+                        NGX_HTTP_UNAUTHORIZED,
+                        "The identity provider's answer could not be verified. Please start again.",
+                    ),
+                )
+            };
+        }
+    };
+
+    let lifetime = match token.refresh_expires_in {
+        Some(t) if t > 0 => t.min(p.conf.session_lifetime),
+        _ => p.conf.session_lifetime,
+    };
+    let session = Session::from_id_token(claims, now, lifetime);
+    let Ok(sealed) = session.seal(&p.conf.keys, &p.conf.session_aad) else {
+        // SAFETY: per this function's contract.
+        return unsafe { finish(r, fail(NGX_HTTP_INTERNAL_SERVER_ERROR, "Internal error.")) };
+    };
+    let rd = crate::redirect::safe_return_path(&login.rd)
+        .unwrap_or("/")
+        .to_string();
+    let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
+        .page("Logged in", "You are logged in.")
+        .header("Set-Cookie", clear_state);
+    let chunks = cookies::split_chunks(&p.conf.cookie_name, &sealed);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let name = cookies::chunk_name(&p.conf.cookie_name, i);
+        resp = resp.header(
+            "Set-Cookie",
+            cookies::set_cookie(&name, chunk, lifetime, attrs(p)),
+        );
+    }
+    if let Some((_, present)) = cookies::join_chunks(&headers, &p.conf.cookie_name) {
+        for i in chunks.len()..present {
+            resp = resp.header(
+                "Set-Cookie",
+                cookies::delete_cookie(&cookies::chunk_name(&p.conf.cookie_name, i), attrs(p)),
+            );
+        }
+    }
+    resp = resp.header("Location", rd);
+    log_quiet!(
+        r,
+        NGX_LOG_INFO,
+        "oidc: provider \"{}\": user \"{}\" logged in ({} cookie bytes in {} chunk(s))",
+        p.conf.name,
+        session.user().unwrap_or_default(),
+        sealed.len(),
+        chunks.len()
+    );
+    // SAFETY: per this function's contract.
+    unsafe { finish(r, resp) }
+}

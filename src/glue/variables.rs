@@ -1,0 +1,156 @@
+//! `$oidc_fetch_url`, `$oidc_user`, `$oidc_email`, `$oidc_groups`, `$oidc_claim_<name>`.
+
+use ngx::ffi::{
+    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
+    ngx_str_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_HTTP_VAR_PREFIX, NGX_OK,
+};
+
+use super::ctx;
+use super::http::{bytes, pool_str};
+use crate::session::Session;
+
+const CLAIM_PREFIX: &str = "oidc_claim_";
+
+type Getter = unsafe extern "C" fn(
+    *mut ngx_http_request_t,
+    *mut ngx_http_variable_value_t,
+    usize,
+) -> ngx_int_t;
+
+/// # Safety
+/// `cf` must be the http configuration being parsed (preconfiguration).
+pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
+    let vars: [(&str, Getter, u32); 5] = [
+        ("oidc_fetch_url", fetch_url, NGX_HTTP_VAR_NOCACHEABLE),
+        ("oidc_user", user, NGX_HTTP_VAR_NOCACHEABLE),
+        ("oidc_email", email, NGX_HTTP_VAR_NOCACHEABLE),
+        ("oidc_groups", groups, NGX_HTTP_VAR_NOCACHEABLE),
+        (
+            CLAIM_PREFIX,
+            claim,
+            NGX_HTTP_VAR_NOCACHEABLE | NGX_HTTP_VAR_PREFIX,
+        ),
+    ];
+    for (name, get, flags) in vars {
+        let mut name = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr() as *mut u8,
+        };
+        // SAFETY: nginx copies the name; cf is live during preconfiguration.
+        let v = unsafe { ngx_http_add_variable(cf, &mut name, flags as ngx_uint_t) };
+        if v.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        // SAFETY: ngx_http_add_variable returned a valid variable slot.
+        unsafe { (*v).get_handler = Some(get) };
+    }
+    NGX_OK as ngx_int_t
+}
+
+/// # Safety
+/// `r` and `v` must be the live request and value slot nginx passed to a getter.
+unsafe fn set_value(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    value: Option<&[u8]>,
+) -> ngx_int_t {
+    // SAFETY: per this function's contract.
+    unsafe {
+        let Some(value) = value else {
+            (*v).set_not_found(1);
+            return NGX_OK as ngx_int_t;
+        };
+        let Some(s) = pool_str(r, value) else {
+            return NGX_ERROR as ngx_int_t;
+        };
+        (*v).data = s.data;
+        (*v).set_len(s.len as u32);
+        (*v).set_valid(1);
+        (*v).set_no_cacheable(1);
+        (*v).set_not_found(0);
+        NGX_OK as ngx_int_t
+    }
+}
+
+/// The session of this request, or of its main request (variables are often evaluated in
+/// subrequests and upstream contexts).
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn session<'a>(r: *mut ngx_http_request_t) -> Option<&'a Session> {
+    // SAFETY: per this function's contract; r->main is live as long as r.
+    unsafe {
+        if let Some(s) = ctx::get(r).and_then(|c| c.session.as_ref()) {
+            return Some(s);
+        }
+        ctx::get((*r).main).and_then(|c| c.session.as_ref())
+    }
+}
+
+unsafe extern "C" fn fetch_url(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: called by nginx with a live request and value slot.
+    unsafe {
+        let url = ctx::get(r)
+            .and_then(|c| c.fetch_url.as_ref())
+            .map(|u| bytes(u).to_vec());
+        set_value(r, v, url.as_deref())
+    }
+}
+
+unsafe fn from_session(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    f: impl Fn(&Session) -> Option<String>,
+) -> ngx_int_t {
+    // SAFETY: called from a getter with a live request and value slot.
+    unsafe {
+        let value = session(r).and_then(f);
+        set_value(r, v, value.as_deref().map(str::as_bytes))
+    }
+}
+
+unsafe extern "C" fn user(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: called by nginx with a live request and value slot.
+    unsafe { from_session(r, v, Session::user) }
+}
+
+unsafe extern "C" fn email(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: called by nginx with a live request and value slot.
+    unsafe { from_session(r, v, |s| s.claim("email")) }
+}
+
+unsafe extern "C" fn groups(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: called by nginx with a live request and value slot.
+    unsafe { from_session(r, v, |s| s.claim("groups")) }
+}
+
+unsafe extern "C" fn claim(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    data: usize,
+) -> ngx_int_t {
+    // SAFETY: for prefix variables nginx passes the full variable name as `data`.
+    unsafe {
+        let full = bytes(&*(data as *const ngx_str_t));
+        let name = std::str::from_utf8(&full[CLAIM_PREFIX.len().min(full.len())..])
+            .unwrap_or("")
+            .to_string();
+        from_session(r, v, |s| s.claim(&name))
+    }
+}
