@@ -2,6 +2,7 @@
 # Try ngx-oidc in a browser: the test OpenID Provider on 127.0.0.1:8081, a small upstream on
 # 127.0.0.1:8090 and nginx with the module on 127.0.0.1:8080. Ctrl-C stops all three.
 # Usage: scripts/demo.sh        (state, logs and the rendered nginx.conf live in target/demo/)
+#        NGX_OIDC_SKIP_BUILD=1 scripts/demo.sh   uses the last scripts/build.sh output as is
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -10,7 +11,11 @@ cd "$NGX_OIDC_ROOT"
 PORT=8080 IDP_PORT=8081 UPSTREAM_PORT=8090
 demo="$NGX_OIDC_TARGET/demo"
 
-"$NGX_OIDC_ROOT/scripts/build.sh"
+if [ "${NGX_OIDC_SKIP_BUILD:-0}" = 1 ]; then
+    [ -x "$NGX_OIDC_NGINX_OUT" ] && [ -f "$NGX_OIDC_MODULE_OUT" ] || die "run scripts/build.sh first"
+else
+    "$NGX_OIDC_ROOT/scripts/build.sh"
+fi
 ensure_idp_deps
 
 mkdir -p "$demo/tmp"
@@ -37,7 +42,8 @@ cleanup() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
 
 wait_http() { # url what pid
     local i
@@ -64,8 +70,8 @@ pids+=($!)
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/" "the demo upstream" "$!"
 
 say "starting nginx on 127.0.0.1:$PORT (config: $demo/nginx.conf, log: $demo/error.log)"
-"$NGX_OIDC_NGINX_OUT" -p "$demo" -c "$demo/nginx.conf" -t -q || die "nginx -t failed: see above"
-"$NGX_OIDC_NGINX_OUT" -p "$demo" -c "$demo/nginx.conf" &
+"$NGX_OIDC_NGINX_OUT" -p "$demo/" -e "$demo/error.log" -c "$demo/nginx.conf" -t -q || die "nginx -t failed: see above"
+"$NGX_OIDC_NGINX_OUT" -p "$demo/" -e "$demo/error.log" -c "$demo/nginx.conf" &
 nginx_pid=$!
 wait_http "http://127.0.0.1:$PORT/public/" "nginx" "$nginx_pid"
 

@@ -5,6 +5,7 @@
 //! link.
 
 pub mod conf;
+pub mod navigation;
 pub mod oidc;
 pub mod redirect;
 pub mod session;

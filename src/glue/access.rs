@@ -11,6 +11,7 @@ use ngx::ngx_log_error;
 
 use super::http::{self, Response};
 use super::{ctx, endpoints, login, AuthMode, Module, Provider};
+use crate::navigation::{is_navigation, Signals};
 use crate::session::{cookies, Session};
 
 /// Installs the access handler when at least one provider is configured.
@@ -82,11 +83,17 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
             return NGX_DECLINED as ngx_int_t;
         }
         let method = (*r).method as u32;
-        if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
+        let signals = Signals {
+            accept: http::header_in(r, b"accept"),
+            x_requested_with: http::header_in(r, b"x-requested-with"),
+            sec_fetch_mode: http::header_in(r, b"sec-fetch-mode"),
+            authorization: !(*r).headers_in.authorization.is_null(),
+        };
+        if (method != NGX_HTTP_GET && method != NGX_HTTP_HEAD) || !is_navigation(&signals) {
             ngx_log_error!(
                 NGX_LOG_INFO,
                 (*(*r).connection).log,
-                "oidc: no session for a {} request, answering 401",
+                "oidc: no session for a {} request that is not a page navigation, answering 401",
                 String::from_utf8_lossy(http::bytes(&(*r).method_name))
             );
             return finish(r, unauthorized());

@@ -4,9 +4,9 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_http_discard_request_body, ngx_http_output_filter,
-    ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_init, ngx_list_part_t,
-    ngx_list_push, ngx_list_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
-    ngx_uint_t, NGX_ERROR, NGX_OK,
+    ngx_http_request_t, ngx_http_send_header, ngx_http_send_special, ngx_int_t, ngx_list_init,
+    ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_t, ngx_str_t,
+    ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_LAST, NGX_OK,
 };
 
 /// Headers this module sets for the upstream; a client must never be able to send its own.
@@ -103,6 +103,21 @@ pub unsafe fn cookie_headers<'a>(r: *mut ngx_http_request_t) -> Vec<&'a [u8]> {
         }
     }
     out
+}
+
+/// The first request header named `name` (lower case).
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn header_in<'a>(r: *mut ngx_http_request_t, name: &[u8]) -> Option<&'a [u8]> {
+    // SAFETY: the request's header list is valid for the request's lifetime; lowcase_key holds
+    // key.len bytes.
+    unsafe { list_elts(&(*r).headers_in.headers) }
+        .find(|h| {
+            h.key.len == name.len()
+                && unsafe { core::slice::from_raw_parts(h.lowcase_key, h.key.len) } == name
+        })
+        .map(|h| bytes(&h.value))
 }
 
 /// Removes client-sent `X-Auth-Request-*` headers; only rebuilds the list when one is there.
@@ -332,12 +347,11 @@ impl<'a> Response<'a> {
                 }
             }
             let rc = ngx_http_send_header(r);
-            if rc == NGX_ERROR as ngx_int_t
-                || rc > NGX_OK as ngx_int_t
-                || (*r).header_only() != 0
-                || self.body.is_empty()
-            {
+            if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
                 return rc;
+            }
+            if self.body.is_empty() {
+                return ngx_http_send_special(r, NGX_HTTP_LAST as ngx_uint_t);
             }
             let b = calloc_buf((*r).pool);
             let cl = ngx_alloc_chain_link((*r).pool);

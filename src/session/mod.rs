@@ -29,6 +29,13 @@ const TOKEN_BOOKKEEPING: &[&str] = &[
     "amr",
 ];
 
+/// First plaintext byte of a deflated session (plain JSON starts with `{`).
+const DEFLATED: u8 = 0x01;
+/// Smaller sessions stay plain JSON: inflating would cost more per request than it saves.
+const COMPRESS_ABOVE: usize = 1024;
+/// Bound on an inflated session, in case a key ever sealed something hostile.
+const MAX_INFLATED: usize = 256 * 1024;
+
 /// What a logged-in browser carries, sealed in the session cookie.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Session {
@@ -74,15 +81,30 @@ impl Session {
         claim_text(self.claims.get(name)?)
     }
 
+    /// Seals the session; large ones (many groups) are deflated first so that they fit in
+    /// few cookies and nginx's default header buffers.
     pub fn seal(&self, keys: &KeyRing, aad: &[u8]) -> Result<String, codec::SealError> {
         let json = serde_json::to_vec(self).map_err(|_| codec::SealError)?;
+        if json.len() > COMPRESS_ABOVE {
+            let mut packed = vec![DEFLATED];
+            packed.extend(miniz_oxide::deflate::compress_to_vec(&json, 6));
+            if packed.len() < json.len() {
+                return keys.seal(aad, &packed);
+            }
+        }
         keys.seal(aad, &json)
     }
 
     /// Opens a cookie value; `None` for anything not intact, not ours or not a session.
     pub fn open(keys: &KeyRing, aad: &[u8], value: &str) -> Option<Session> {
-        let json = keys.open(aad, value)?;
-        serde_json::from_slice(&json).ok()
+        let plain = keys.open(aad, value)?;
+        if plain.first() == Some(&DEFLATED) {
+            let json =
+                miniz_oxide::inflate::decompress_to_vec_with_limit(&plain[1..], MAX_INFLATED)
+                    .ok()?;
+            return serde_json::from_slice(&json).ok();
+        }
+        serde_json::from_slice(&plain).ok()
     }
 }
 
@@ -174,6 +196,23 @@ mod tests {
         let v = s.seal(&keys, b"_oidc|kc").unwrap();
         assert_eq!(Session::open(&keys, b"_oidc|kc", &v), Some(s));
         assert_eq!(Session::open(&keys, b"_oidc|x", &v), None);
+    }
+
+    #[test]
+    fn a_session_with_150_groups_is_compressed_to_fit_one_cookie() {
+        let keys = KeyRing::parse(&codec::generate_key_line().unwrap()).unwrap();
+        let groups: Vec<String> = (1..=150)
+            .map(|i| format!("/department-{i:04}/team-with-a-long-name-{i:04}"))
+            .collect();
+        let s = Session::from_id_token(claims(json!({"sub":"u1","groups":groups})), 5, 10);
+        let json_len = serde_json::to_vec(&s).unwrap().len();
+        let v = s.seal(&keys, b"a").unwrap();
+        assert!(
+            v.len() < cookies::MAX_COOKIE_BYTES,
+            "{} bytes from {json_len}",
+            v.len()
+        );
+        assert_eq!(Session::open(&keys, b"a", &v), Some(s));
     }
 
     #[test]

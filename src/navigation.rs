@@ -1,0 +1,87 @@
+//! Who is asking: a browser navigating (send it to login) or a script/API client (answer 401).
+
+/// The request headers that tell a navigation from an API call.
+#[derive(Default)]
+pub struct Signals<'a> {
+    pub accept: Option<&'a [u8]>,
+    pub x_requested_with: Option<&'a [u8]>,
+    pub sec_fetch_mode: Option<&'a [u8]>,
+    pub authorization: bool,
+}
+
+/// True when a login redirect makes sense. Browsers send `Sec-Fetch-*` only to secure origins,
+/// so a missing `Sec-Fetch-Mode` means "unknown" and `Accept` decides.
+pub fn is_navigation(s: &Signals) -> bool {
+    if s.authorization {
+        return false;
+    }
+    if s.x_requested_with
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"XMLHttpRequest"))
+    {
+        return false;
+    }
+    match s.sec_fetch_mode {
+        Some(mode) if mode.eq_ignore_ascii_case(b"navigate") => true,
+        Some(_) => false,
+        None => s.accept.is_some_and(|a| contains(a, b"text/html")),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BROWSER_ACCEPT: &[u8] =
+        b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+    #[test]
+    fn a_browser_navigation_is_sent_to_login() {
+        assert!(is_navigation(&Signals {
+            accept: Some(BROWSER_ACCEPT),
+            ..Default::default()
+        }));
+        assert!(is_navigation(&Signals {
+            accept: Some(b"*/*"),
+            sec_fetch_mode: Some(b"navigate"),
+            ..Default::default()
+        }));
+    }
+
+    #[test]
+    fn scripts_and_api_clients_get_401() {
+        for s in [
+            Signals {
+                accept: Some(b"application/json"),
+                ..Default::default()
+            },
+            Signals {
+                accept: Some(b"*/*"),
+                ..Default::default()
+            },
+            Signals::default(),
+            Signals {
+                accept: Some(BROWSER_ACCEPT),
+                x_requested_with: Some(b"XMLHttpRequest"),
+                ..Default::default()
+            },
+            Signals {
+                accept: Some(BROWSER_ACCEPT),
+                sec_fetch_mode: Some(b"cors"),
+                ..Default::default()
+            },
+            Signals {
+                accept: Some(BROWSER_ACCEPT),
+                authorization: true,
+                ..Default::default()
+            },
+        ] {
+            assert!(!is_navigation(&s));
+        }
+    }
+}
