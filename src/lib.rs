@@ -9,6 +9,7 @@ pub mod navigation;
 pub mod oidc;
 pub mod redirect;
 pub mod session;
+pub mod shared;
 
 #[cfg(not(test))]
 mod glue;

@@ -558,7 +558,6 @@ fn an_expired_session_sends_the_browser_to_login() {
 }
 
 #[test]
-#[ignore = "issue #3: token refresh is not implemented yet"]
 fn a_session_outlives_its_access_token_by_refreshing() {
     let env = Env::start_with(EnvOptions::default().token_ttls(2, 2, 120));
     let mut b = logged_in(&env, "demo");

@@ -22,6 +22,10 @@ pub struct ProviderConf {
     pub fetch_location: String,
     /// Longest a login lasts, in seconds.
     pub session_lifetime: u64,
+    /// Refresh the access token this many seconds before it expires.
+    pub refresh_leeway: u64,
+    /// Where the provider sends the browser after logout (a path is completed from the request).
+    pub post_logout_redirect_uri: Option<String>,
     /// Associated data of session cookies: binds them to this cookie name and provider.
     pub session_aad: Vec<u8>,
     /// Associated data of login-state cookies.
@@ -59,7 +63,7 @@ pub enum ConfError {
 
 const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cookie_secret_file, \
                      scope, redirect_uri, cookie_name, cookie_secure, fetch_location, \
-                     session_lifetime";
+                     session_lifetime, refresh_leeway, post_logout_redirect_uri";
 
 /// Collects the directives of one provider block.
 #[derive(Default)]
@@ -75,6 +79,8 @@ pub struct ProviderBuilder {
     cookie_secure: Option<bool>,
     fetch_location: Option<String>,
     session_lifetime: Option<u64>,
+    refresh_leeway: Option<u64>,
+    post_logout_redirect_uri: Option<String>,
 }
 
 fn once<T>(slot: &mut Option<T>, directive: &str, value: T) -> Result<(), ConfError> {
@@ -213,6 +219,33 @@ impl ProviderBuilder {
                 })?;
                 once(&mut self.session_lifetime, directive, secs)
             }
+            "refresh_leeway" => {
+                let secs = parse_duration(value).filter(|s| *s < 3600).ok_or_else(|| {
+                    ConfError::Invalid {
+                        directive: "refresh_leeway",
+                        why: format!("\"{value}\" is not a time under an hour, like 30s"),
+                    }
+                })?;
+                once(&mut self.refresh_leeway, directive, secs)
+            }
+            "post_logout_redirect_uri" => {
+                if !(value.starts_with('/')
+                    || value.starts_with("http://")
+                    || value.starts_with("https://"))
+                {
+                    return Err(ConfError::Invalid {
+                        directive: "post_logout_redirect_uri",
+                        why: format!(
+                            "\"{value}\" must be a path like / or an absolute http(s) URL"
+                        ),
+                    });
+                }
+                once(
+                    &mut self.post_logout_redirect_uri,
+                    directive,
+                    value.to_string(),
+                )
+            }
             other => Err(ConfError::Unknown(other.to_string())),
         }
     }
@@ -266,6 +299,8 @@ impl ProviderBuilder {
             cookie_secure: self.cookie_secure.unwrap_or(true),
             fetch_location: self.fetch_location.unwrap_or_else(|| "/_oidc".into()),
             session_lifetime: self.session_lifetime.unwrap_or(8 * 3600),
+            refresh_leeway: self.refresh_leeway.unwrap_or(30),
+            post_logout_redirect_uri: self.post_logout_redirect_uri,
         })
     }
 }
@@ -327,6 +362,8 @@ mod tests {
         assert_eq!(p.cookie_name, "_oidc");
         assert!(p.cookie_secure);
         assert_eq!(p.fetch_location, "/_oidc");
+        assert_eq!(p.refresh_leeway, 30);
+        assert_eq!(p.post_logout_redirect_uri, None);
     }
 
     #[test]

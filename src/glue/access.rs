@@ -2,17 +2,23 @@
 
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_finalize_request, ngx_http_handler_pt,
-    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t, NGX_DECLINED, NGX_DONE,
-    NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_UNAUTHORIZED,
-    NGX_LOG_INFO, NGX_OK,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED,
+    NGX_DONE, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_log_error;
 
+use super::ctx::RequestCtx;
 use super::http::{self, Response};
-use super::{ctx, endpoints, login, AuthMode, Module, Provider};
+use super::refresh::{self, Refreshed};
+use super::{
+    ctx, endpoints, filter, login, zone, AuthMode, LocConf, Module, Provider, UnauthAction,
+};
 use crate::navigation::{is_navigation, Signals};
-use crate::session::{cookies, Session};
+use crate::session::cookies::{self, CookieAttrs};
+use crate::session::Session;
+use crate::shared;
 
 /// Installs the access handler when at least one provider is configured.
 ///
@@ -37,6 +43,7 @@ pub unsafe fn install(cf: *mut ngx_conf_t) -> ngx_int_t {
             return NGX_ERROR as ngx_int_t;
         }
         *h = Some(access_handler);
+        filter::install();
     }
     NGX_OK as ngx_int_t
 }
@@ -56,40 +63,101 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
             return endpoints::access(r, &main.providers[i]);
         }
         match lcf.auth {
-            AuthMode::Provider(i) => protect(r, &main.providers[i]),
+            AuthMode::Provider(i) => protect(r, &main.providers[i], lcf),
             AuthMode::Off | AuthMode::Unset => NGX_DECLINED as ngx_int_t,
         }
     }
 }
 
-/// Cookie → session → identity headers → on to the upstream; or off to log in.
+/// Cookie → session (refreshed when its access token is about to expire) → identity headers
+/// → on to the upstream; or off to log in.
 ///
 /// # Safety
 /// `r` must be a live main request in its access phase.
-unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
+unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ngx_int_t {
     let now = now();
     // SAFETY: per this function's contract.
     unsafe {
         let Some(rctx) = ctx::get_or_create(r) else {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
-        if let Some(session) = read_session(r, p, now) {
-            let ours = |n: &[u8]| cookies::belongs_to(&p.conf.cookie_name, n);
-            if set_identity_headers(r, &session).is_none() || http::strip_cookies(r, ours).is_err()
-            {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-            }
-            rctx.session = Some(session);
-            return NGX_DECLINED as ngx_int_t;
-        }
-        let method = (*r).method as u32;
-        let signals = Signals {
-            accept: http::header_in(r, b"accept"),
-            x_requested_with: http::header_in(r, b"x-requested-with"),
-            sec_fetch_mode: http::header_in(r, b"sec-fetch-mode"),
-            authorization: !(*r).headers_in.authorization.is_null(),
+        let session = match rctx.session.take() {
+            Some(s) => Some(s),
+            None => read_session(r, p, now),
         };
-        if (method != NGX_HTTP_GET && method != NGX_HTTP_HEAD) || !is_navigation(&signals) {
+        let Some(mut session) = session.filter(|s| !is_revoked(p, s, now)) else {
+            return no_session(r, rctx, p, lcf, now);
+        };
+        if session.needs_refresh(now, p.conf.refresh_leeway) {
+            session = match refresh::refresh(r, rctx, p, session, now) {
+                Refreshed::Ready(s) => s,
+                Refreshed::Pending(s) => {
+                    rctx.session = Some(s);
+                    return NGX_AGAIN as ngx_int_t;
+                }
+                Refreshed::Ended => return no_session(r, rctx, p, lcf, now),
+                Refreshed::Unavailable(s) if s.access_token_valid(now) => s,
+                Refreshed::Unavailable(_) => return finish(r, login::provider_unreachable(0)),
+            };
+        }
+        let ours = |n: &[u8]| cookies::belongs_to(&p.conf.cookie_name, n);
+        if set_upstream_headers(r, &session, lcf).is_none() || http::strip_cookies(r, ours).is_err()
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        rctx.session = Some(session);
+        NGX_DECLINED as ngx_int_t
+    }
+}
+
+/// Whether the provider logged this session out (back-channel logout or sign-out).
+///
+/// # Safety
+/// Must run in a worker (the zone exists).
+unsafe fn is_revoked(p: &Provider, s: &Session, now: u64) -> bool {
+    let Some(sid) = &s.sid else {
+        return false;
+    };
+    // SAFETY: per this function's contract.
+    unsafe {
+        zone::with_table(p.zone, |t| {
+            t.any_revoked() && t.is_revoked(&shared::key(sid.as_bytes()), now)
+        })
+    }
+    .unwrap_or(false)
+}
+
+/// No usable session: a page navigation goes to login, anything else gets 401. Our cookies
+/// are cleared either way, so a dead session is not sent again.
+///
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`.
+unsafe fn no_session(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    lcf: &LocConf,
+    now: u64,
+) -> ngx_int_t {
+    // SAFETY: per this function's contract.
+    unsafe {
+        rctx.set_cookies.extend(clear_session_cookies(r, p));
+        let method = (*r).method as u32;
+        let page_method = method == NGX_HTTP_GET || method == NGX_HTTP_HEAD;
+        let redirect = match lcf.unauth_action.unwrap_or_default() {
+            UnauthAction::Redirect => page_method,
+            UnauthAction::Unauthorized => false,
+            UnauthAction::Auto => {
+                let signals = Signals {
+                    accept: http::header_in(r, b"accept"),
+                    x_requested_with: http::header_in(r, b"x-requested-with"),
+                    sec_fetch_mode: http::header_in(r, b"sec-fetch-mode"),
+                    authorization: !(*r).headers_in.authorization.is_null(),
+                };
+                page_method && is_navigation(&signals)
+            }
+        };
+        if !redirect {
             ngx_log_error!(
                 NGX_LOG_INFO,
                 (*(*r).connection).log,
@@ -104,6 +172,22 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
             .to_string();
         login::start(r, rctx, p, &rd, now)
     }
+}
+
+/// Deletions for the session cookie and chunks the request carries.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn clear_session_cookies(r: *mut ngx_http_request_t, p: &Provider) -> Vec<String> {
+    // SAFETY: per this function's contract.
+    let headers = unsafe { http::cookie_headers(r) };
+    let present = cookies::join_chunks(&headers, &p.conf.cookie_name).map_or(0, |(_, n)| n);
+    let attrs = CookieAttrs {
+        secure: p.conf.cookie_secure,
+    };
+    (0..present)
+        .map(|i| cookies::delete_cookie(&cookies::chunk_name(&p.conf.cookie_name, i), attrs))
+        .collect()
 }
 
 pub fn unauthorized<'a>() -> Response<'a> {
@@ -141,12 +225,36 @@ pub fn identity_headers(s: &Session) -> Vec<(&'static str, String)> {
     out
 }
 
+/// The identity headers, and the access token where the location asks for it.
+///
 /// # Safety
 /// `r` must be a live request.
-unsafe fn set_identity_headers(r: *mut ngx_http_request_t, s: &Session) -> Option<()> {
-    for (k, v) in identity_headers(s) {
-        // SAFETY: per this function's contract.
-        unsafe { http::push_header(r, &mut (*r).headers_in.headers, k, v.as_bytes())? };
+unsafe fn set_upstream_headers(
+    r: *mut ngx_http_request_t,
+    s: &Session,
+    lcf: &LocConf,
+) -> Option<()> {
+    // SAFETY: per this function's contract.
+    unsafe {
+        let list = &mut (*r).headers_in.headers as *mut _;
+        for (k, v) in identity_headers(s) {
+            http::push_header(r, list, k, v.as_bytes())?;
+        }
+        let Some(at) = &s.at else {
+            return Some(());
+        };
+        if lcf.pass_access_token == Some(true) {
+            http::push_header(r, list, "X-Auth-Request-Access-Token", at.as_bytes())?;
+        }
+        if lcf.set_authorization_header == Some(true) {
+            let value = format!("Bearer {at}");
+            let h = (*r).headers_in.authorization;
+            if h.is_null() {
+                http::push_header(r, list, "Authorization", value.as_bytes())?;
+            } else {
+                (*h).value = http::pool_str(r, value.as_bytes())?;
+            }
+        }
     }
     Some(())
 }

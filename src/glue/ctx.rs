@@ -15,6 +15,16 @@ pub enum FetchSlot {
     Done(u16, Vec<u8>),
 }
 
+/// Where this request stands with refreshing its session's access token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RefreshState {
+    Idle,
+    /// This request asked the provider; the answer is in `fetch`.
+    Fetching,
+    /// Another request is refreshing; this one has waited this many times.
+    Waiting(u32),
+}
+
 pub struct RequestCtx {
     /// The session that let this request through.
     pub session: Option<Session>,
@@ -24,6 +34,9 @@ pub struct RequestCtx {
     pub token: Option<TokenResponse>,
     /// On a fetch subrequest: the provider URL behind `$oidc_fetch_url`.
     pub fetch_url: Option<ngx_str_t>,
+    pub refresh: RefreshState,
+    /// `Set-Cookie` lines for whatever response this request ends up sending.
+    pub set_cookies: Vec<String>,
 }
 
 impl Default for RequestCtx {
@@ -33,6 +46,8 @@ impl Default for RequestCtx {
             fetch: FetchSlot::Idle,
             token: None,
             fetch_url: None,
+            refresh: RefreshState::Idle,
+            set_cookies: Vec::new(),
         }
     }
 }

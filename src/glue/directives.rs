@@ -2,7 +2,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
@@ -14,13 +14,17 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
-use super::{AuthMode, Commands, ConfResult, LocConf, MainConf, Module, Provider};
+use super::{
+    zone, AuthMode, Commands, ConfResult, LocConf, MainConf, Module, Provider, UnauthAction,
+};
 use crate::conf::provider::ProviderBuilder;
 
 const NGX_HTTP_MAIN_CONF_OFFSET: ngx_uint_t = 0;
 const NGX_HTTP_LOC_CONF_OFFSET: ngx_uint_t = 16;
 
-pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<4> = [
+const LOC_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<7> = [
     ngx_command_t {
         name: ngx::ngx_string!("oidc_provider"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -42,6 +46,30 @@ pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<4> = [
         name: ngx::ngx_string!("oidc_endpoints"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(oidc_endpoints),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_pass_access_token"),
+        type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(oidc_pass_access_token),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_set_authorization_header"),
+        type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(oidc_set_authorization_header),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_unauth_action"),
+        type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(oidc_unauth_action),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -115,11 +143,20 @@ extern "C" fn oidc_provider(
     if rv != NGX_CONF_OK {
         return rv;
     }
+    // SAFETY: cf is the configuration being parsed.
+    let Some(zone) = (unsafe { zone::add(cf, &name) }) else {
+        return emerg(
+            cf,
+            &format!("oidc_provider \"{name}\": cannot add shared zone oidc_{name}"),
+        );
+    };
     match state.builder.build() {
         Ok(conf) => {
             main.providers.push(Provider {
                 conf,
                 cache: RefCell::new(Default::default()),
+                zone,
+                keep_access_token: Cell::new(false),
             });
             NGX_CONF_OK
         }
@@ -218,5 +255,82 @@ extern "C" fn oidc_endpoints(
     };
     let clcf: &mut ngx_http_core_loc_conf_t = clcf;
     clcf.handler = Some(super::endpoints::content_handler);
+    NGX_CONF_OK
+}
+
+/// Parses an `on`/`off` directive into `slot`, refusing duplicates.
+fn flag(cf: *mut ngx_conf_t, slot: &mut Option<bool>, directive: &str) -> ConfResult {
+    // SAFETY: called by nginx while parsing this directive.
+    let Ok(argv) = (unsafe { args(cf) }) else {
+        return emerg(
+            cf,
+            &format!("{directive}: the value must be \"on\" or \"off\""),
+        );
+    };
+    if slot.is_some() {
+        return emerg(cf, &format!("{directive} is duplicate in this block"));
+    }
+    *slot = match argv[1] {
+        "on" => Some(true),
+        "off" => Some(false),
+        other => {
+            return emerg(
+                cf,
+                &format!("{directive}: \"{other}\" must be \"on\" or \"off\""),
+            )
+        }
+    };
+    NGX_CONF_OK
+}
+
+extern "C" fn oidc_pass_access_token(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: `conf` is this module's location conf for the current block.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    flag(cf, &mut lcf.pass_access_token, "oidc_pass_access_token")
+}
+
+extern "C" fn oidc_set_authorization_header(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: `conf` is this module's location conf for the current block.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    flag(
+        cf,
+        &mut lcf.set_authorization_header,
+        "oidc_set_authorization_header",
+    )
+}
+
+extern "C" fn oidc_unauth_action(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: `conf` is this module's location conf for the current block.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: called by nginx while parsing this directive.
+    let Ok(argv) = (unsafe { args(cf) }) else {
+        return emerg(cf, "oidc_unauth_action: use auto, redirect or 401");
+    };
+    if lcf.unauth_action.is_some() {
+        return emerg(cf, "oidc_unauth_action is duplicate in this block");
+    }
+    lcf.unauth_action = Some(match argv[1] {
+        "auto" => UnauthAction::Auto,
+        "redirect" => UnauthAction::Redirect,
+        "401" => UnauthAction::Unauthorized,
+        other => {
+            return emerg(
+                cf,
+                &format!("oidc_unauth_action: \"{other}\" must be auto, redirect or 401"),
+            )
+        }
+    });
     NGX_CONF_OK
 }

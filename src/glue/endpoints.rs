@@ -3,18 +3,19 @@
 //! subrequests, which skip the access phase.
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, NGX_DECLINED, NGX_HTTP_ACCEPTED, NGX_HTTP_BAD_REQUEST,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MOVED_TEMPORARILY, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK,
-    NGX_LOG_WARN,
+    ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_ACCEPTED,
+    NGX_HTTP_BAD_REQUEST, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MOVED_TEMPORARILY,
+    NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 
 use super::access::{finish, identity_headers, now, read_session, unauthorized};
 use super::http::{self, Response};
-use super::{ctx, login, Module, Provider};
-use crate::oidc::query;
+use super::{ctx, login, zone, Module, Provider};
+use crate::oidc::{authorize, query};
 use crate::session::cookies::{self, CookieAttrs};
+use crate::shared;
 
 /// The endpoint a request names: the last path segment, or the configured redirect URI.
 fn endpoint<'a>(uri: &'a str, p: &Provider) -> &'a str {
@@ -47,7 +48,7 @@ pub unsafe fn access(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
                 Err(resp) => finish(r, resp),
             },
             "sign_out" => match return_path(r) {
-                Ok(rd) => finish(r, sign_out(r, p, rd)),
+                Ok(rd) => sign_out(r, rctx, p, rd),
                 Err(resp) => finish(r, resp),
             },
             _ => NGX_DECLINED as ngx_int_t,
@@ -84,27 +85,60 @@ unsafe fn return_path(r: *mut ngx_http_request_t) -> Result<String, Response<'st
     }
 }
 
-/// Clears every cookie of ours and sends the browser on.
+/// Clears every cookie of ours, marks the provider session as logged out for all workers (a
+/// copied cookie stops working too), and sends the browser to the provider's end-session
+/// endpoint, or to `rd` when there is none.
 ///
 /// # Safety
-/// `r` must be a live request.
-unsafe fn sign_out(r: *mut ngx_http_request_t, p: &Provider, rd: String) -> Response<'static> {
-    let attrs = CookieAttrs {
-        secure: p.conf.cookie_secure,
-    };
+/// `r` must be a live main request in its access phase, owning `rctx`.
+unsafe fn sign_out(
+    r: *mut ngx_http_request_t,
+    rctx: &mut ctx::RequestCtx,
+    p: &Provider,
+    rd: String,
+) -> ngx_int_t {
+    let now = now();
     // SAFETY: per this function's contract.
-    let headers = unsafe { http::cookie_headers(r) };
-    let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
-        .page("Signed out", "You are signed out.");
-    for (n, _) in cookies::pairs(&headers) {
-        if cookies::belongs_to(&p.conf.cookie_name, n) {
-            resp = resp.header(
-                "Set-Cookie",
-                cookies::delete_cookie(&String::from_utf8_lossy(n), attrs),
-            );
+    unsafe {
+        let d = match login::discovery(r, rctx, p, now) {
+            login::Step::Ready(d) => Some(d),
+            login::Step::Pending => return NGX_AGAIN as ngx_int_t,
+            login::Step::Failed(_) => None,
+        };
+        let session = read_session(r, p, now);
+        if let Some(s) = &session {
+            if let Some(sid) = &s.sid {
+                let key = shared::key(sid.as_bytes());
+                zone::with_table(p.zone, |t| t.revoke(&key, s.exp, now));
+            }
         }
+        let attrs = CookieAttrs {
+            secure: p.conf.cookie_secure,
+        };
+        let headers = http::cookie_headers(r);
+        let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
+            .page("Signed out", "You are signed out.");
+        for (n, _) in cookies::pairs(&headers) {
+            if cookies::belongs_to(&p.conf.cookie_name, n) {
+                let name = String::from_utf8_lossy(n);
+                resp = resp.header("Set-Cookie", cookies::delete_cookie(&name, attrs));
+            }
+        }
+        let location = match d.as_ref().and_then(|d| d.end_session_endpoint.as_deref()) {
+            Some(endpoint) => {
+                let origin = http::origin(r);
+                let back = match &p.conf.post_logout_redirect_uri {
+                    Some(u) if u.starts_with('/') => format!("{origin}{u}"),
+                    Some(u) => u.clone(),
+                    None => format!("{origin}{rd}"),
+                };
+                let hint = session.as_ref().and_then(|s| s.idt.as_deref());
+                authorize::end_session_url(endpoint, &p.conf.client_id, hint, &back)
+            }
+            None => rd,
+        };
+        finish(r, resp.header("Location", location))
     }
-    resp.header("Location", rd)
 }
 
 /// Content handler of an `oidc_endpoints` location.

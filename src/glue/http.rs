@@ -61,6 +61,24 @@ pub unsafe fn pool_str(r: *mut ngx_http_request_t, data: &[u8]) -> Option<ngx_st
     })
 }
 
+/// Copies `data` into the configuration pool.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+pub unsafe fn conf_str(cf: *mut ngx::ffi::ngx_conf_t, data: &[u8]) -> Option<ngx_str_t> {
+    // SAFETY: the configuration pool lives as long as the configuration.
+    let p = unsafe { ngx_pnalloc((*cf).pool, data.len().max(1)) } as *mut u8;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` has room for data.len() bytes.
+    unsafe { ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+    Some(ngx_str_t {
+        len: data.len(),
+        data: p,
+    })
+}
+
 /// Appends a header to `list`, with the lower-case key nginx's consumers expect.
 ///
 /// # Safety

@@ -20,7 +20,7 @@ use crate::oidc::id_token::{self, constant_time_eq, Expectations};
 use crate::oidc::query::{self, Callback};
 use crate::oidc::{authorize, random_token, token};
 use crate::session::cookies::{self, CookieAttrs};
-use crate::session::{LoginState, Session};
+use crate::session::{LoginState, Session, Tokens};
 
 /// How long a login attempt may take at the provider.
 const LOGIN_STATE_LIFETIME: u64 = 600;
@@ -28,7 +28,7 @@ const LOGIN_STATE_LIFETIME: u64 = 600;
 const MAX_LOGIN_STATES: usize = 4;
 
 /// Where a step that may need the provider stands.
-enum Step<T> {
+pub enum Step<T> {
     Ready(T),
     /// A fetch is under way; the handler runs again when it completes.
     Pending,
@@ -69,7 +69,7 @@ fn error_page(status: u32, title: &str, text: &str) -> Response<'static> {
     Response::new(status as usize).page(title, text)
 }
 
-fn provider_unreachable(status: u16) -> Response<'static> {
+pub fn provider_unreachable(status: u16) -> Response<'static> {
     if matches!(status, 0 | 502 | 503 | 504) {
         error_page(
             NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -110,7 +110,7 @@ unsafe fn fetch<T>(
 ///
 /// # Safety
 /// `r` must be the live main request owning `rctx`.
-unsafe fn discovery(
+pub unsafe fn discovery(
     r: *mut ngx_http_request_t,
     rctx: &mut RequestCtx,
     p: &Provider,
@@ -543,11 +543,20 @@ pub unsafe fn callback(
         }
     };
 
-    let lifetime = match token.refresh_expires_in {
-        Some(t) if t > 0 => t.min(p.conf.session_lifetime),
-        _ => p.conf.session_lifetime,
+    let tokens = Tokens {
+        refresh_token: token.refresh_token.as_deref(),
+        access_token: Some(&token.access_token),
+        expires_in: token.expires_in,
+        refresh_expires_in: token.refresh_expires_in,
+        id_token: Some(&id_token),
     };
-    let session = Session::from_id_token(claims, now, lifetime);
+    let lifetime = p.conf.session_lifetime;
+    let session = Session::from_id_token(claims, now, lifetime).with_tokens(
+        &tokens,
+        now,
+        lifetime,
+        p.keep_access_token.get(),
+    );
     let Ok(sealed) = session.seal(&p.conf.keys, &p.conf.session_aad) else {
         // SAFETY: per this function's contract.
         return unsafe { finish(r, fail(NGX_HTTP_INTERNAL_SERVER_ERROR, "Internal error.")) };
@@ -558,21 +567,17 @@ pub unsafe fn callback(
     let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
         .page("Logged in", "You are logged in.")
         .header("Set-Cookie", clear_state);
+    let present = cookies::join_chunks(&headers, &p.conf.cookie_name).map_or(0, |(_, n)| n);
+    let lines = cookies::session_cookies(
+        &p.conf.cookie_name,
+        &sealed,
+        session.exp - now,
+        present,
+        attrs(p),
+    );
     let chunks = cookies::split_chunks(&p.conf.cookie_name, &sealed);
-    for (i, chunk) in chunks.iter().enumerate() {
-        let name = cookies::chunk_name(&p.conf.cookie_name, i);
-        resp = resp.header(
-            "Set-Cookie",
-            cookies::set_cookie(&name, chunk, lifetime, attrs(p)),
-        );
-    }
-    if let Some((_, present)) = cookies::join_chunks(&headers, &p.conf.cookie_name) {
-        for i in chunks.len()..present {
-            resp = resp.header(
-                "Set-Cookie",
-                cookies::delete_cookie(&cookies::chunk_name(&p.conf.cookie_name, i), attrs(p)),
-            );
-        }
+    for line in lines {
+        resp = resp.header("Set-Cookie", line);
     }
     resp = resp.header("Location", rd);
     log_quiet!(

@@ -5,17 +5,20 @@ mod ctx;
 mod directives;
 mod endpoints;
 mod fetch;
+mod filter;
 mod http;
 mod login;
+mod refresh;
 mod variables;
+mod zone;
 
 use core::ffi::{c_char, c_void};
 use core::ptr::{addr_of, addr_of_mut};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_uint_t,
-    NGX_HTTP_MODULE,
+    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_shm_zone_t,
+    ngx_uint_t, NGX_HTTP_MODULE,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 
@@ -27,6 +30,10 @@ pub struct Provider {
     pub conf: ProviderConf,
     /// Discovery document and JWKS, cached per worker (workers share nothing but the config).
     pub cache: RefCell<ProviderCache>,
+    /// Refreshes in flight and logged-out sessions, shared by all workers.
+    pub zone: *mut ngx_shm_zone_t,
+    /// Some location passes the access token upstream, so sessions must keep it.
+    pub keep_access_token: Cell<bool>,
 }
 
 #[derive(Default)]
@@ -49,11 +56,24 @@ pub enum AuthMode {
     Provider(usize),
 }
 
+/// `oidc_unauth_action`: what a request without a session gets.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnauthAction {
+    /// Page navigations are sent to login, everything else gets 401.
+    #[default]
+    Auto,
+    Redirect,
+    Unauthorized,
+}
+
 #[derive(Default)]
 pub struct LocConf {
     pub auth: AuthMode,
     /// `oidc_endpoints`: this location serves /oauth2/* for that provider (not inherited).
     pub endpoints: Option<usize>,
+    pub pass_access_token: Option<bool>,
+    pub set_authorization_header: Option<bool>,
+    pub unauth_action: Option<UnauthAction>,
 }
 
 impl Merge for LocConf {
@@ -61,7 +81,18 @@ impl Merge for LocConf {
         if self.auth == AuthMode::Unset {
             self.auth = prev.auth;
         }
+        self.pass_access_token = self.pass_access_token.or(prev.pass_access_token);
+        self.set_authorization_header = self
+            .set_authorization_header
+            .or(prev.set_authorization_header);
+        self.unauth_action = self.unauth_action.or(prev.unauth_action);
         Ok(())
+    }
+}
+
+impl LocConf {
+    pub fn passes_access_token(&self) -> bool {
+        self.pass_access_token == Some(true) || self.set_authorization_header == Some(true)
     }
 }
 
@@ -82,6 +113,29 @@ impl HttpModule for Module {
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the live configuration; the http main conf exists by now.
         unsafe { access::install(cf) }
+    }
+
+    unsafe extern "C" fn merge_loc_conf(
+        cf: *mut ngx_conf_t,
+        prev: *mut c_void,
+        conf: *mut c_void,
+    ) -> *mut c_char {
+        // SAFETY: nginx passes this module's location confs of a block and its parent.
+        unsafe {
+            let prev = &*(prev as *const LocConf);
+            let conf = &mut *(conf as *mut LocConf);
+            if conf.merge(prev).is_err() {
+                return ngx::core::NGX_CONF_ERROR;
+            }
+            // Sessions keep the access token only when some location needs it: it is the
+            // biggest part of a session.
+            if let (AuthMode::Provider(i), true) = (conf.auth, conf.passes_access_token()) {
+                if let Some(p) = Module::main_conf(&*cf).and_then(|m| m.providers.get(i)) {
+                    p.keep_access_token.set(true);
+                }
+            }
+        }
+        core::ptr::null_mut()
     }
 }
 

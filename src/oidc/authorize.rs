@@ -62,6 +62,32 @@ pub fn code_exchange_body(code: &str, redirect_uri: &str, verifier: &str) -> Str
     )
 }
 
+/// The form body of a refresh-token grant.
+pub fn refresh_body(refresh_token: &str) -> String {
+    format!(
+        "grant_type=refresh_token&refresh_token={}",
+        encode(refresh_token)
+    )
+}
+
+/// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+pub fn end_session_url(
+    endpoint: &str,
+    client_id: &str,
+    id_token_hint: Option<&str>,
+    post_logout_redirect_uri: &str,
+) -> String {
+    let sep = if endpoint.contains('?') { '&' } else { '?' };
+    let hint = id_token_hint
+        .map(|t| format!("&id_token_hint={}", encode(t)))
+        .unwrap_or_default();
+    format!(
+        "{endpoint}{sep}client_id={}&post_logout_redirect_uri={}{hint}",
+        encode(client_id),
+        encode(post_logout_redirect_uri)
+    )
+}
+
 /// `Authorization: Basic` for client_secret_basic (RFC 6749 2.3.1: form-encode, then base64).
 pub fn client_basic_auth(client_id: &str, secret: &str) -> String {
     let raw = format!("{}:{}", encode(client_id), encode(secret));
@@ -101,6 +127,23 @@ mod tests {
              &redirect_uri=http%3A%2F%2Fapp%2Foauth2%2Fcallback&scope=openid%20email&state=st\
              &nonce=no&code_challenge=ngF5GsXcbwljx6u133FFr3Xht9xooA_DuaX_3QwODtc\
              &code_challenge_method=S256"
+        );
+    }
+
+    #[test]
+    fn the_end_session_url_carries_the_hint_when_there_is_one() {
+        assert_eq!(
+            end_session_url("http://kc/logout", "test", Some("a.b.c"), "http://app/"),
+            "http://kc/logout?client_id=test&post_logout_redirect_uri=http%3A%2F%2Fapp%2F\
+             &id_token_hint=a.b.c"
+        );
+        assert_eq!(
+            end_session_url("http://kc/logout?x=1", "test", None, "/"),
+            "http://kc/logout?x=1&client_id=test&post_logout_redirect_uri=%2F"
+        );
+        assert_eq!(
+            refresh_body("r+1"),
+            "grant_type=refresh_token&refresh_token=r%2B1"
         );
     }
 

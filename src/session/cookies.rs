@@ -91,6 +91,25 @@ pub fn set_cookie(name: &str, value: &str, max_age: u64, attrs: CookieAttrs) -> 
     format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
 }
 
+/// The `Set-Cookie` lines that store a sealed session in `name`, `name_1`…, deleting chunks
+/// left over from a bigger session (`present` is how many the browser sent).
+pub fn session_cookies(
+    name: &str,
+    sealed: &str,
+    max_age: u64,
+    present: usize,
+    attrs: CookieAttrs,
+) -> Vec<String> {
+    let chunks = split_chunks(name, sealed);
+    let mut out: Vec<String> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| set_cookie(&chunk_name(name, i), c, max_age, attrs))
+        .collect();
+    out.extend((chunks.len()..present).map(|i| delete_cookie(&chunk_name(name, i), attrs)));
+    out
+}
+
 /// A `Set-Cookie` value that deletes `name`.
 pub fn delete_cookie(name: &str, attrs: CookieAttrs) -> String {
     set_cookie(name, "", 0, attrs)
@@ -141,6 +160,16 @@ mod tests {
     fn a_missing_middle_chunk_stops_the_join() {
         let h: [&[u8]; 1] = [b"_oidc=aa; _oidc_2=cc"];
         assert_eq!(join_chunks(&h, "_oidc"), Some(("aa".to_string(), 1)));
+    }
+
+    #[test]
+    fn a_smaller_session_deletes_the_chunks_it_no_longer_needs() {
+        let attrs = CookieAttrs { secure: false };
+        let lines = session_cookies("_oidc", "v1.small", 60, 3, attrs);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("_oidc=v1.small;"));
+        assert!(lines[1].starts_with("_oidc_1=;") && lines[1].contains("Max-Age=0"));
+        assert!(lines[2].starts_with("_oidc_2=;"));
     }
 
     #[test]

@@ -48,7 +48,32 @@ pub struct Session {
     pub sid: Option<String>,
     /// Identity claims from the ID token (`sub`, `preferred_username`, `email`, `groups`…).
     pub claims: Map<String, Value>,
+    /// Refresh token, when the provider issued one: it keeps the session alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt: Option<String>,
+    /// Access token, kept only when a location passes it upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Unix time the access token expires (0: unknown, never refreshed).
+    #[serde(default)]
+    pub at_exp: u64,
+    /// The ID token, kept for `id_token_hint` at logout when it is small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idt: Option<String>,
 }
+
+/// What the token endpoint gave, reduced to what a session keeps.
+pub struct Tokens<'a> {
+    pub refresh_token: Option<&'a str>,
+    pub access_token: Option<&'a str>,
+    pub expires_in: Option<u64>,
+    pub refresh_expires_in: Option<u64>,
+    pub id_token: Option<&'a str>,
+}
+
+/// Largest ID token kept for the logout hint; bigger ones (users in many groups) would cost
+/// a cookie chunk on every request, and providers accept logout with `client_id` instead.
+pub const MAX_ID_TOKEN_HINT: usize = 2048;
 
 impl Session {
     /// Builds a session from verified ID-token claims.
@@ -63,7 +88,49 @@ impl Session {
             iat: now,
             sid,
             claims,
+            rt: None,
+            at: None,
+            at_exp: 0,
+            idt: None,
         }
+    }
+
+    /// Takes the tokens of a login or refresh. The session then lasts as long as the provider
+    /// allows (`refresh_expires_in`), never past `iat + max_lifetime`.
+    pub fn with_tokens(
+        mut self,
+        t: &Tokens,
+        now: u64,
+        max_lifetime: u64,
+        keep_access_token: bool,
+    ) -> Session {
+        if let Some(rt) = t.refresh_token {
+            self.rt = Some(rt.to_string());
+        }
+        if keep_access_token {
+            self.at = t.access_token.map(str::to_string);
+        }
+        self.at_exp = t.expires_in.map_or(0, |e| now + e);
+        if let Some(idt) = t.id_token.filter(|t| t.len() <= MAX_ID_TOKEN_HINT) {
+            self.idt = Some(idt.to_string());
+        }
+        let cap = self.iat + max_lifetime;
+        self.exp = match t.refresh_expires_in {
+            Some(e) if e > 0 => (now + e).min(cap),
+            _ if t.refresh_token.is_some() => cap,
+            _ => self.exp.min(cap),
+        };
+        self
+    }
+
+    /// Whether the access token is within `leeway` seconds of expiry and can be refreshed.
+    pub fn needs_refresh(&self, now: u64, leeway: u64) -> bool {
+        self.rt.is_some() && self.at_exp != 0 && now + leeway >= self.at_exp
+    }
+
+    /// Whether the access token is still valid (or its expiry is unknown).
+    pub fn access_token_valid(&self, now: u64) -> bool {
+        self.at_exp == 0 || now < self.at_exp
     }
 
     pub fn is_valid_at(&self, now: u64) -> bool {
@@ -181,6 +248,51 @@ mod tests {
         assert_eq!(s.claim("email_verified").as_deref(), Some("true"));
         assert_eq!(s.claim("missing"), None);
         assert!(s.is_valid_at(1059) && !s.is_valid_at(1060));
+    }
+
+    fn tokens(rt: Option<&'static str>, exp: Option<u64>, rexp: Option<u64>) -> Tokens<'static> {
+        Tokens {
+            refresh_token: rt,
+            access_token: Some("at"),
+            expires_in: exp,
+            refresh_expires_in: rexp,
+            id_token: Some("idt"),
+        }
+    }
+
+    #[test]
+    fn a_session_lives_as_long_as_the_refresh_token_capped_by_the_lifetime() {
+        let s = Session::from_id_token(claims(json!({"sub":"u"})), 1000, 3600).with_tokens(
+            &tokens(Some("r1"), Some(300), Some(1800)),
+            1000,
+            3600,
+            false,
+        );
+        assert_eq!((s.exp, s.at_exp), (2800, 1300));
+        assert_eq!(s.at, None);
+        assert_eq!(s.idt.as_deref(), Some("idt"));
+        assert!(!s.needs_refresh(1269, 30) && s.needs_refresh(1270, 30));
+        // Keycloak extends the refresh token on use, but never past the configured lifetime.
+        let s = s.with_tokens(&tokens(Some("r2"), Some(300), Some(1800)), 2500, 3600, true);
+        assert_eq!(
+            (s.exp, s.at_exp, s.rt.as_deref(), s.at.as_deref()),
+            (4300, 2800, Some("r2"), Some("at"))
+        );
+        let s = s.with_tokens(&tokens(None, Some(300), Some(1800)), 4000, 3600, true);
+        assert_eq!((s.exp, s.rt.as_deref()), (4600, Some("r2")));
+    }
+
+    #[test]
+    fn without_a_refresh_token_nothing_is_refreshed() {
+        let s = Session::from_id_token(claims(json!({"sub":"u"})), 0, 100).with_tokens(
+            &tokens(None, Some(10), None),
+            0,
+            100,
+            false,
+        );
+        assert_eq!(s.exp, 100);
+        assert!(!s.needs_refresh(50, 30));
+        assert!(!s.access_token_valid(10) && s.access_token_valid(9));
     }
 
     #[test]

@@ -1,0 +1,217 @@
+//! Token refresh: one request per session asks the provider, in all workers together; the
+//! others pass on the still-valid token, or wait and take the result from the shared zone.
+
+use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO};
+use ngx::ngx_log_error;
+
+use super::ctx::{RefreshState, RequestCtx};
+use super::fetch::{self, FetchRequest};
+use super::login::{self, Step};
+use super::{filter, http, zone, Provider};
+use crate::oidc::{authorize, token};
+use crate::session::cookies::{self, CookieAttrs};
+use crate::session::{Session, Tokens};
+use crate::shared::{self, Begin, Outcome};
+
+/// How often a waiting request looks at the shared zone again.
+const WAIT_STEP_MS: usize = 50;
+/// Longest wait for another request's refresh (200 × 50 ms = 10 s).
+const MAX_WAITS: u32 = 200;
+
+pub enum Refreshed {
+    Ready(Session),
+    /// The handler runs again later; the session is handed back to be kept meanwhile.
+    Pending(Session),
+    /// The provider ended the login (`invalid_grant`).
+    Ended,
+    /// The provider cannot be asked now; the old session is handed back.
+    Unavailable(Session),
+}
+
+enum Decision {
+    Go,
+    Running,
+    Done(String),
+    Ended,
+}
+
+/// Queues the cookies that store `sealed` on this request's response.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn queue_session(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    sealed: &str,
+    max_age: u64,
+) {
+    // SAFETY: per this function's contract.
+    let headers = unsafe { http::cookie_headers(r) };
+    let present = cookies::join_chunks(&headers, &p.conf.cookie_name).map_or(0, |(_, n)| n);
+    let attrs = CookieAttrs {
+        secure: p.conf.cookie_secure,
+    };
+    rctx.set_cookies.extend(cookies::session_cookies(
+        &p.conf.cookie_name,
+        sealed,
+        max_age,
+        present,
+        attrs,
+    ));
+}
+
+fn log(r: *mut ngx_http_request_t) -> *mut ngx::ffi::ngx_log_t {
+    // SAFETY: a live request always has a connection with a log.
+    unsafe { (*(*r).connection).log }
+}
+
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`.
+pub unsafe fn refresh(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    session: Session,
+    now: u64,
+) -> Refreshed {
+    let Some(rt) = session.rt.clone() else {
+        return Refreshed::Ready(session);
+    };
+    let key = shared::key(rt.as_bytes());
+    if rctx.refresh == RefreshState::Fetching {
+        rctx.refresh = RefreshState::Idle;
+        let (status, body) = rctx.take_fetched().unwrap_or((0, Vec::new()));
+        // SAFETY: per this function's contract.
+        return unsafe { finish(r, rctx, p, session, &key, token::parse(status, &body), now) };
+    }
+    // SAFETY: per this function's contract.
+    let d = match unsafe { login::discovery(r, rctx, p, now) } {
+        Step::Ready(d) => d,
+        Step::Pending => return Refreshed::Pending(session),
+        Step::Failed(_) => return Refreshed::Unavailable(session),
+    };
+    // SAFETY: the zone belongs to this provider and the worker is running.
+    let decision = unsafe {
+        zone::with_table(p.zone, |t| match t.begin_refresh(&key, now) {
+            Begin::Go => Decision::Go,
+            Begin::Running => Decision::Running,
+            Begin::Done(sealed) => Decision::Done(String::from_utf8_lossy(sealed).into_owned()),
+            Begin::Ended => Decision::Ended,
+        })
+    };
+    match decision.unwrap_or(Decision::Go) {
+        Decision::Go => {
+            let req = FetchRequest {
+                url: &d.token_endpoint,
+                form: Some(authorize::refresh_body(&rt)),
+                authorization: Some(authorize::client_basic_auth(
+                    &p.conf.client_id,
+                    &p.conf.client_secret,
+                )),
+            };
+            // SAFETY: per this function's contract.
+            if unsafe { fetch::start(r, rctx, &p.conf.fetch_location, req) }.is_ok() {
+                rctx.refresh = RefreshState::Fetching;
+                return Refreshed::Pending(session);
+            }
+            // SAFETY: as above.
+            unsafe { zone::with_table(p.zone, |t| t.finish_refresh(&key, Outcome::Failed, now)) };
+            Refreshed::Unavailable(session)
+        }
+        Decision::Running if session.access_token_valid(now) => Refreshed::Ready(session),
+        Decision::Running => {
+            let waits = match rctx.refresh {
+                RefreshState::Waiting(n) => n + 1,
+                _ => 1,
+            };
+            if waits > MAX_WAITS {
+                return Refreshed::Unavailable(session);
+            }
+            rctx.refresh = RefreshState::Waiting(waits);
+            // SAFETY: per this function's contract; the caller returns NGX_AGAIN.
+            unsafe { filter::pause(r, WAIT_STEP_MS) };
+            Refreshed::Pending(session)
+        }
+        Decision::Done(sealed) => match Session::open(&p.conf.keys, &p.conf.session_aad, &sealed) {
+            Some(new) => {
+                // SAFETY: per this function's contract.
+                unsafe { queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now)) };
+                Refreshed::Ready(new)
+            }
+            None => Refreshed::Unavailable(session),
+        },
+        Decision::Ended => Refreshed::Ended,
+    }
+}
+
+/// Applies the provider's answer and tells the other workers.
+///
+/// # Safety
+/// `r` must be a live main request owning `rctx`.
+unsafe fn finish(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    session: Session,
+    key: &shared::Key,
+    answer: Result<token::TokenResponse, token::TokenError>,
+    now: u64,
+) -> Refreshed {
+    let t = match answer {
+        Ok(t) => t,
+        Err(token::TokenError::Refused { error, description }) if error == "invalid_grant" => {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                log(r),
+                "oidc: provider \"{}\": refresh refused ({}): the login of \"{}\" has ended",
+                p.conf.name,
+                description,
+                session.user().unwrap_or_default()
+            );
+            // SAFETY: the zone belongs to this provider.
+            unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Ended, now)) };
+            return Refreshed::Ended;
+        }
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log(r),
+                "oidc: provider \"{}\": token refresh failed: {}{}",
+                p.conf.name,
+                e,
+                e.hint()
+            );
+            // SAFETY: the zone belongs to this provider.
+            unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };
+            return Refreshed::Unavailable(session);
+        }
+    };
+    let tokens = Tokens {
+        refresh_token: t.refresh_token.as_deref(),
+        access_token: Some(&t.access_token),
+        expires_in: t.expires_in,
+        refresh_expires_in: t.refresh_expires_in,
+        id_token: t.id_token.as_deref(),
+    };
+    let old = session.clone();
+    let new = session.with_tokens(
+        &tokens,
+        now,
+        p.conf.session_lifetime,
+        p.keep_access_token.get(),
+    );
+    let Ok(sealed) = new.seal(&p.conf.keys, &p.conf.session_aad) else {
+        // SAFETY: the zone belongs to this provider.
+        unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };
+        return Refreshed::Unavailable(old);
+    };
+    // SAFETY: the zone belongs to this provider; `r` is live per the contract.
+    unsafe {
+        zone::with_table(p.zone, |tb| {
+            tb.finish_refresh(key, Outcome::Done(sealed.as_bytes()), now)
+        });
+        queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now));
+    }
+    Refreshed::Ready(new)
+}

@@ -1,0 +1,256 @@
+//! State all workers share through a shared-memory zone: which token refreshes are under way
+//! (and their outcome, for requests that still carry the old cookie), and which provider
+//! sessions were logged out. Fixed-size tables, no pointers: the zone survives reloads.
+
+use sha2::{Digest, Sha256};
+
+pub type Key = [u8; 16];
+
+/// A short digest of a token or session id: the zone never holds the secret itself.
+pub fn key(data: &[u8]) -> Key {
+    let digest = Sha256::digest(data);
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&digest[..16]);
+    k
+}
+
+const REFRESH_SLOTS: usize = 64;
+/// Largest sealed session kept as a refresh result (about two cookie chunks).
+pub const RESULT_MAX: usize = 8000;
+const REVOKED_SLOTS: usize = 4096;
+/// Slots looked at from a key's home slot before giving up (open addressing).
+const PROBES: usize = 8;
+/// A refresh that has not reported back by then is presumed lost (worker gone).
+pub const REFRESH_TIMEOUT: u64 = 15;
+/// How long a refresh outcome is kept for requests that still carry the old cookie: with
+/// rotating refresh tokens their copy of the token is dead.
+pub const RESULT_TTL: u64 = 60;
+
+const FREE: u32 = 0;
+const RUNNING: u32 = 1;
+const DONE: u32 = 2;
+const ENDED: u32 = 3;
+
+#[repr(C)]
+struct RefreshSlot {
+    key: Key,
+    state: u32,
+    len: u32,
+    stamp: u64,
+    data: [u8; RESULT_MAX],
+}
+
+#[repr(C)]
+struct RevokedSlot {
+    key: Key,
+    until: u64,
+}
+
+/// The zone's content. All-zero bytes are a valid empty table.
+#[repr(C)]
+pub struct Table {
+    revoked_count: u64,
+    refresh: [RefreshSlot; REFRESH_SLOTS],
+    revoked: [RevokedSlot; REVOKED_SLOTS],
+}
+
+/// What a request should do about a refresh of its token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Begin<'a> {
+    /// This request refreshes; it must call [`Table::finish_refresh`].
+    Go,
+    /// Another request is refreshing right now.
+    Running,
+    /// Another request refreshed: here is the new sealed session.
+    Done(&'a [u8]),
+    /// Another request learnt that the session is over (`invalid_grant`).
+    Ended,
+}
+
+pub enum Outcome<'a> {
+    Done(&'a [u8]),
+    Ended,
+    /// The provider could not be asked; let the next request try again.
+    Failed,
+}
+
+fn home(key: &Key, slots: usize) -> usize {
+    u32::from_le_bytes([key[0], key[1], key[2], key[3]]) as usize % slots
+}
+
+impl Table {
+    fn refresh_slot(&self, key: &Key) -> Option<usize> {
+        let h = home(key, REFRESH_SLOTS);
+        (0..PROBES)
+            .map(|i| (h + i) % REFRESH_SLOTS)
+            .find(|&i| self.refresh[i].state != FREE && self.refresh[i].key == *key)
+    }
+
+    fn is_stale(slot: &RefreshSlot, now: u64) -> bool {
+        match slot.state {
+            FREE => true,
+            RUNNING => now >= slot.stamp + REFRESH_TIMEOUT,
+            _ => now >= slot.stamp + RESULT_TTL,
+        }
+    }
+
+    pub fn begin_refresh(&mut self, key: &Key, now: u64) -> Begin<'_> {
+        if let Some(i) = self.refresh_slot(key) {
+            let slot = &mut self.refresh[i];
+            if !Self::is_stale(slot, now) {
+                return match slot.state {
+                    RUNNING => Begin::Running,
+                    DONE => Begin::Done(&self.refresh[i].data[..self.refresh[i].len as usize]),
+                    _ => Begin::Ended,
+                };
+            }
+            slot.state = RUNNING;
+            slot.stamp = now;
+            slot.len = 0;
+            return Begin::Go;
+        }
+        let h = home(key, REFRESH_SLOTS);
+        let free = (0..PROBES)
+            .map(|i| (h + i) % REFRESH_SLOTS)
+            .find(|&i| Self::is_stale(&self.refresh[i], now));
+        if let Some(i) = free {
+            let slot = &mut self.refresh[i];
+            slot.key = *key;
+            slot.state = RUNNING;
+            slot.stamp = now;
+            slot.len = 0;
+        }
+        // With every nearby slot busy the refresh goes ahead uncoordinated: rare, and safe
+        // for providers that do not rotate refresh tokens.
+        Begin::Go
+    }
+
+    pub fn finish_refresh(&mut self, key: &Key, outcome: Outcome, now: u64) {
+        let Some(i) = self.refresh_slot(key) else {
+            return;
+        };
+        let slot = &mut self.refresh[i];
+        slot.stamp = now;
+        match outcome {
+            Outcome::Done(data) if data.len() <= RESULT_MAX => {
+                slot.data[..data.len()].copy_from_slice(data);
+                slot.len = data.len() as u32;
+                slot.state = DONE;
+            }
+            Outcome::Ended => slot.state = ENDED,
+            Outcome::Done(_) | Outcome::Failed => slot.state = FREE,
+        }
+    }
+
+    /// Records a logged-out provider session until `until`. When the table is full around the
+    /// key, the entry closest to expiry is replaced.
+    pub fn revoke(&mut self, key: &Key, until: u64, now: u64) {
+        let h = home(key, REVOKED_SLOTS);
+        let slots: Vec<usize> = (0..PROBES).map(|i| (h + i) % REVOKED_SLOTS).collect();
+        let pick = slots
+            .iter()
+            .copied()
+            .find(|&i| self.revoked[i].key == *key)
+            .or_else(|| {
+                slots
+                    .iter()
+                    .copied()
+                    .find(|&i| self.revoked[i].until <= now)
+            })
+            .unwrap_or_else(|| {
+                slots
+                    .iter()
+                    .copied()
+                    .min_by_key(|&i| self.revoked[i].until)
+                    .unwrap_or(h)
+            });
+        let slot = &mut self.revoked[pick];
+        if slot.until <= now {
+            self.revoked_count += 1;
+        }
+        slot.key = *key;
+        slot.until = slot.until.max(until);
+    }
+
+    /// Whether anything was ever revoked: lets the per-request check skip hashing.
+    pub fn any_revoked(&self) -> bool {
+        self.revoked_count > 0
+    }
+
+    pub fn is_revoked(&self, key: &Key, now: u64) -> bool {
+        let h = home(key, REVOKED_SLOTS);
+        (0..PROBES)
+            .map(|i| &self.revoked[(h + i) % REVOKED_SLOTS])
+            .any(|s| s.key == *key && s.until > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Box<Table> {
+        // SAFETY: all-zero bytes are a valid Table (integers and byte arrays only).
+        unsafe { Box::new_zeroed().assume_init() }
+    }
+
+    #[test]
+    fn one_refresh_runs_and_the_others_get_its_result() {
+        let mut t = table();
+        let k = key(b"refresh-token-1");
+        assert_eq!(t.begin_refresh(&k, 100), Begin::Go);
+        for _ in 0..31 {
+            assert_eq!(t.begin_refresh(&k, 100), Begin::Running);
+        }
+        t.finish_refresh(&k, Outcome::Done(b"v1.new"), 101);
+        assert_eq!(t.begin_refresh(&k, 102), Begin::Done(b"v1.new"));
+        // Another session is independent.
+        assert_eq!(t.begin_refresh(&key(b"other"), 102), Begin::Go);
+        // Results are forgotten after a while, and then a refresh may run again.
+        assert_eq!(t.begin_refresh(&k, 101 + RESULT_TTL), Begin::Go);
+    }
+
+    #[test]
+    fn an_ended_session_stays_ended_and_a_failure_lets_the_next_request_retry() {
+        let mut t = table();
+        let k = key(b"rt");
+        assert_eq!(t.begin_refresh(&k, 0), Begin::Go);
+        t.finish_refresh(&k, Outcome::Ended, 1);
+        assert_eq!(t.begin_refresh(&k, 2), Begin::Ended);
+        let k2 = key(b"rt2");
+        assert_eq!(t.begin_refresh(&k2, 0), Begin::Go);
+        t.finish_refresh(&k2, Outcome::Failed, 1);
+        assert_eq!(t.begin_refresh(&k2, 2), Begin::Go);
+    }
+
+    #[test]
+    fn a_lost_refresh_times_out() {
+        let mut t = table();
+        let k = key(b"rt");
+        assert_eq!(t.begin_refresh(&k, 0), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, REFRESH_TIMEOUT - 1), Begin::Running);
+        assert_eq!(t.begin_refresh(&k, REFRESH_TIMEOUT), Begin::Go);
+    }
+
+    #[test]
+    fn revocations_hold_until_they_expire() {
+        let mut t = table();
+        assert!(!t.any_revoked());
+        let sid = key(b"sid-1");
+        t.revoke(&sid, 500, 100);
+        assert!(t.any_revoked());
+        assert!(t.is_revoked(&sid, 499));
+        assert!(!t.is_revoked(&sid, 500));
+        assert!(!t.is_revoked(&key(b"sid-2"), 200));
+        for i in 0..10_000u32 {
+            t.revoke(&key(&i.to_le_bytes()), 1000, 100);
+        }
+        assert!(t.is_revoked(&key(&9999u32.to_le_bytes()), 999));
+    }
+
+    #[test]
+    fn the_table_fits_a_one_megabyte_zone() {
+        assert!(std::mem::size_of::<Table>() < 900 * 1024);
+        assert!(std::mem::align_of::<Table>() <= 8);
+    }
+}
