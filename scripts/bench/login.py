@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Logs in through nginx + the test OpenID Provider like a browser and prints the session cookie.
+
+Usage: login.py <protected url> <user> <password>
+Prints one line: the Cookie header value holding the session (`_oidc=...; _oidc_1=...`).
+"""
+import html
+import http.cookiejar
+import re
+import sys
+import urllib.parse
+import urllib.request
+
+
+def main():
+    start, user, password = sys.argv[1:4]
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    # A page navigation: the module answers 302 to the provider (not 401).
+    opener.addheaders = [("Accept", "text/html"), ("User-Agent", "ngx-oidc-bench-login")]
+    with opener.open(start, timeout=20) as r:
+        page = r.read().decode("utf-8", "replace")
+        form_url = r.geturl()
+    m = re.search(r'<form[^>]*id="kc-form-login"[^>]*>', page) or re.search(r"<form[^>]*>", page)
+    if not m:
+        sys.exit(f"login.py: no login form at {form_url}")
+    a = re.search(r'action="([^"]*)"', m.group(0))
+    if not a:
+        sys.exit(f"login.py: the login form at {form_url} has no action")
+    action = urllib.parse.urljoin(form_url, html.unescape(a.group(1)))
+    body = urllib.parse.urlencode({"username": user, "password": password}).encode()
+    with opener.open(action, data=body, timeout=20) as r:
+        r.read()
+        final = r.geturl()
+        status = r.status
+    cookies = {c.name: c.value for c in jar if re.fullmatch(r"_oidc(_[0-9]+)?", c.name)}
+    if "_oidc" not in cookies:
+        sys.exit(f"login.py: no _oidc cookie after the login (ended at {final}, HTTP {status})")
+    names = sorted(cookies, key=lambda n: 0 if n == "_oidc" else int(n.split("_")[-1]))
+    print("; ".join(f"{n}={cookies[n]}" for n in names))
+
+
+if __name__ == "__main__":
+    main()
