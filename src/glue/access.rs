@@ -17,7 +17,9 @@ use super::{
 };
 use crate::navigation::{is_navigation, Signals};
 use crate::session::cookies::{self, CookieAttrs};
-use crate::session::Session;
+use std::rc::Rc;
+
+use crate::session::{Session, Verified};
 use crate::shared;
 
 /// Installs the access handler when at least one provider is configured.
@@ -81,31 +83,32 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
         let Some(rctx) = ctx::get_or_create(r) else {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
-        let session = match rctx.session.take() {
-            Some(s) => Some(s),
+        let verified = match rctx.session.take() {
+            Some(v) => Some(v),
             None => read_session(r, p, now),
         };
-        let Some(mut session) = session.filter(|s| !is_revoked(p, s, now)) else {
+        let Some(mut verified) = verified.filter(|v| !is_revoked(p, &v.session, now)) else {
             return no_session(r, rctx, p, lcf, now);
         };
-        if session.needs_refresh(now, p.conf.refresh_leeway) {
-            session = match refresh::refresh(r, rctx, p, session, now) {
-                Refreshed::Ready(s) => s,
-                Refreshed::Pending(s) => {
-                    rctx.session = Some(s);
+        if verified.session.needs_refresh(now, p.conf.refresh_leeway) {
+            verified = match refresh::refresh(r, rctx, p, verified.session.clone(), now) {
+                Refreshed::Ready(v) => v,
+                Refreshed::Pending => {
+                    rctx.session = Some(verified);
                     return NGX_AGAIN as ngx_int_t;
                 }
                 Refreshed::Ended => return no_session(r, rctx, p, lcf, now),
-                Refreshed::Unavailable(s) if s.access_token_valid(now) => s,
-                Refreshed::Unavailable(_) => return finish(r, login::provider_unreachable(0)),
+                Refreshed::Unavailable if verified.session.access_token_valid(now) => verified,
+                Refreshed::Unavailable => return finish(r, login::provider_unreachable(0)),
             };
         }
         let ours = |n: &[u8]| cookies::belongs_to(&p.conf.cookie_name, n);
-        if set_upstream_headers(r, &session, lcf).is_none() || http::strip_cookies(r, ours).is_err()
+        if set_upstream_headers(r, &verified, lcf).is_none()
+            || http::strip_cookies(r, ours).is_err()
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
-        rctx.session = Some(session);
+        rctx.session = Some(verified);
         NGX_DECLINED as ngx_int_t
     }
 }
@@ -181,7 +184,7 @@ unsafe fn no_session(
 pub unsafe fn clear_session_cookies(r: *mut ngx_http_request_t, p: &Provider) -> Vec<String> {
     // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
-    let present = cookies::join_chunks(&headers, &p.conf.cookie_name).map_or(0, |(_, n)| n);
+    let present = cookies::count_chunks(&headers, &p.conf.cookie_name);
     let attrs = CookieAttrs {
         secure: p.conf.cookie_secure,
     };
@@ -196,51 +199,49 @@ pub fn unauthorized<'a>() -> Response<'a> {
         .json("{\"error\":\"unauthorized\",\"error_description\":\"login required\"}\n".into())
 }
 
-/// The valid session carried by the request's cookies, if any.
+/// The valid session carried by the request's cookies, if any: from the per-worker cache when
+/// this cookie was seen before, else opened and cached.
 ///
 /// # Safety
 /// `r` must be a live request.
-pub unsafe fn read_session(r: *mut ngx_http_request_t, p: &Provider, now: u64) -> Option<Session> {
+pub unsafe fn read_session(
+    r: *mut ngx_http_request_t,
+    p: &Provider,
+    now: u64,
+) -> Option<Rc<Verified>> {
     // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
-    let (value, _) = cookies::join_chunks(&headers, &p.conf.cookie_name)?;
-    Session::open(&p.conf.keys, &p.conf.session_aad, &value).filter(|s| s.is_valid_at(now))
-}
-
-/// The `X-Auth-Request-*` headers of a session, for the upstream or an `auth_request` answer.
-pub fn identity_headers(s: &Session) -> Vec<(&'static str, String)> {
-    let mut out = Vec::with_capacity(4);
-    let mut add = |k, v: Option<String>| {
-        if let Some(v) = v.filter(|v| !v.is_empty()) {
-            out.push((k, v));
+    let value = cookies::join_chunks(&headers, &p.conf.cookie_name)?;
+    let cached = p.sessions.borrow().get(&value);
+    let verified = match cached {
+        Some(v) => v,
+        None => {
+            let session = Session::open(&p.conf.keys, &p.conf.session_aad, &value)?;
+            let v = Rc::new(Verified::new(session));
+            p.sessions.borrow_mut().insert(&value, Rc::clone(&v));
+            v
         }
     };
-    add("X-Auth-Request-User", s.user());
-    add("X-Auth-Request-Email", s.claim("email"));
-    add(
-        "X-Auth-Request-Preferred-Username",
-        s.claim("preferred_username"),
-    );
-    add("X-Auth-Request-Groups", s.claim("groups"));
-    out
+    verified.session.is_valid_at(now).then_some(verified)
 }
 
-/// The identity headers, and the access token where the location asks for it.
+/// The identity headers, and the access token where the location asks for it. The identity
+/// values point into `v`, which the request context keeps alive as long as the request.
 ///
 /// # Safety
-/// `r` must be a live request.
+/// `r` must be a live request whose context holds `v`.
 unsafe fn set_upstream_headers(
     r: *mut ngx_http_request_t,
-    s: &Session,
+    v: &Verified,
     lcf: &LocConf,
 ) -> Option<()> {
     // SAFETY: per this function's contract.
     unsafe {
         let list = &mut (*r).headers_in.headers as *mut _;
-        for (k, v) in identity_headers(s) {
-            http::push_header(r, list, k, v.as_bytes())?;
+        for (k, lk, value) in &v.headers {
+            http::push_header_borrowed(list, k, lk, value.as_bytes())?;
         }
-        let Some(at) = &s.at else {
+        let Some(at) = &v.session.at else {
             return Some(());
         };
         if lcf.pass_access_token == Some(true) {

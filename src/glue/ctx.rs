@@ -5,7 +5,9 @@ use ngx::http::HttpModule;
 
 use super::Module;
 use crate::oidc::token::TokenResponse;
-use crate::session::Session;
+use std::rc::Rc;
+
+use crate::session::Verified;
 
 /// A provider call made through the fetch location.
 pub enum FetchSlot {
@@ -26,8 +28,8 @@ pub enum RefreshState {
 }
 
 pub struct RequestCtx {
-    /// The session that let this request through.
-    pub session: Option<Session>,
+    /// The session that let this request through (shared with the per-worker cache).
+    pub session: Option<Rc<Verified>>,
     /// The provider call this request is waiting for, or its result.
     pub fetch: FetchSlot,
     /// The callback's token response, kept while the keys are being fetched.

@@ -18,9 +18,13 @@ use super::{
     zone, AuthMode, Commands, ConfResult, LocConf, MainConf, Module, Provider, UnauthAction,
 };
 use crate::conf::provider::ProviderBuilder;
+use crate::session::cache::SessionCache;
 
 const NGX_HTTP_MAIN_CONF_OFFSET: ngx_uint_t = 0;
 const NGX_HTTP_LOC_CONF_OFFSET: ngx_uint_t = 16;
+
+/// Sessions remembered per worker and provider; a miss only costs one cookie decode.
+const SESSION_CACHE_SIZE: usize = 512;
 
 const LOC_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
@@ -155,6 +159,7 @@ extern "C" fn oidc_provider(
             main.providers.push(Provider {
                 conf,
                 cache: RefCell::new(Default::default()),
+                sessions: RefCell::new(SessionCache::new(SESSION_CACHE_SIZE)),
                 zone,
                 keep_access_token: Cell::new(false),
             });

@@ -10,7 +10,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 
-use super::access::{finish, identity_headers, now, read_session, unauthorized};
+use super::access::{finish, now, read_session, unauthorized};
 use super::http::{self, Response};
 use super::{ctx, login, zone, Module, Provider};
 use crate::oidc::{authorize, query};
@@ -106,7 +106,7 @@ unsafe fn sign_out(
             login::Step::Failed(_) => None,
         };
         let session = read_session(r, p, now);
-        if let Some(s) = &session {
+        if let Some(s) = session.as_ref().map(|v| &v.session) {
             if let Some(sid) = &s.sid {
                 let key = shared::key(sid.as_bytes());
                 zone::with_table(p.zone, |t| t.revoke(&key, s.exp, now));
@@ -132,7 +132,7 @@ unsafe fn sign_out(
                     Some(u) => u.clone(),
                     None => format!("{origin}{rd}"),
                 };
-                let hint = session.as_ref().and_then(|s| s.idt.as_deref());
+                let hint = session.as_ref().and_then(|v| v.session.idt.as_deref());
                 authorize::end_session_url(endpoint, &p.conf.client_id, hint, &back)
             }
             None => rd,
@@ -157,15 +157,16 @@ pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let resp = match (endpoint(&uri, p), session) {
             ("auth", Some(s)) => {
                 let mut resp = Response::new(NGX_HTTP_ACCEPTED as usize);
-                for (k, v) in identity_headers(&s) {
-                    resp = resp.header(k, v);
+                for (k, _, v) in &s.headers {
+                    resp = resp.header(k, v.clone());
                 }
                 if let Some(c) = ctx::get_or_create(r) {
                     c.session = Some(s);
                 }
                 resp
             }
-            ("userinfo", Some(s)) => {
+            ("userinfo", Some(v)) => {
+                let s = &v.session;
                 let groups: Vec<serde_json::Value> = match s.claims.get("groups") {
                     Some(serde_json::Value::Array(a)) => a.clone(),
                     _ => Vec::new(),

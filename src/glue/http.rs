@@ -105,6 +105,38 @@ pub unsafe fn push_header(
     }
 }
 
+/// Appends a header whose key, lower-case key and value live at least as long as the request
+/// (static names, a value held by the request context): no copies.
+///
+/// # Safety
+/// `list` must be a header list of a live request, and `value` must outlive that request.
+pub unsafe fn push_header_borrowed(
+    list: *mut ngx_list_t,
+    key: &'static str,
+    lowcase_key: &'static str,
+    value: &[u8],
+) -> Option<()> {
+    // SAFETY: per the caller's contract; nginx only reads header names and values.
+    unsafe {
+        let h = ngx_list_push(list) as *mut ngx_table_elt_t;
+        if h.is_null() {
+            return None;
+        }
+        (*h).key = ngx_str_t {
+            len: key.len(),
+            data: key.as_ptr() as *mut u8,
+        };
+        (*h).value = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr() as *mut u8,
+        };
+        (*h).lowcase_key = lowcase_key.as_ptr() as *mut u8;
+        (*h).hash = 1;
+        (*h).next = ptr::null_mut();
+        Some(())
+    }
+}
+
 /// The values of every `Cookie` header of the request.
 ///
 /// # Safety

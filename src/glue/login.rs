@@ -418,7 +418,6 @@ pub unsafe fn callback(
     // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
     let login = cookies::find(&headers, &state_cookie)
-        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| p.conf.keys.open(&p.conf.state_aad, v))
         .and_then(|json| serde_json::from_slice::<LoginState>(&json).ok())
         .filter(|l| l.exp > now && constant_time_eq(l.state.as_bytes(), state.as_bytes()));
@@ -567,7 +566,7 @@ pub unsafe fn callback(
     let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
         .page("Logged in", "You are logged in.")
         .header("Set-Cookie", clear_state);
-    let present = cookies::join_chunks(&headers, &p.conf.cookie_name).map_or(0, |(_, n)| n);
+    let present = cookies::count_chunks(&headers, &p.conf.cookie_name);
     let lines = cookies::session_cookies(
         &p.conf.cookie_name,
         &sealed,

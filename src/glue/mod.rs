@@ -24,12 +24,16 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, M
 
 use crate::conf::provider::ProviderConf;
 use crate::oidc::ProviderCache;
+use crate::session::cache::SessionCache;
+use crate::session::Verified;
 
 /// One `oidc_provider` block and what this worker has learnt about the provider.
 pub struct Provider {
     pub conf: ProviderConf,
     /// Discovery document and JWKS, cached per worker (workers share nothing but the config).
     pub cache: RefCell<ProviderCache>,
+    /// Recently opened session cookies of this worker.
+    pub sessions: RefCell<SessionCache<Verified>>,
     /// Refreshes in flight and logged-out sessions, shared by all workers.
     pub zone: *mut ngx_shm_zone_t,
     /// Some location passes the access token upstream, so sessions must keep it.

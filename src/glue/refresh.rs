@@ -10,7 +10,9 @@ use super::login::{self, Step};
 use super::{filter, http, zone, Provider};
 use crate::oidc::{authorize, token};
 use crate::session::cookies::{self, CookieAttrs};
-use crate::session::{Session, Tokens};
+use std::rc::Rc;
+
+use crate::session::{Session, Tokens, Verified};
 use crate::shared::{self, Begin, Outcome};
 
 /// How often a waiting request looks at the shared zone again.
@@ -19,13 +21,13 @@ const WAIT_STEP_MS: usize = 50;
 const MAX_WAITS: u32 = 200;
 
 pub enum Refreshed {
-    Ready(Session),
-    /// The handler runs again later; the session is handed back to be kept meanwhile.
-    Pending(Session),
+    Ready(Rc<Verified>),
+    /// The handler runs again later.
+    Pending,
     /// The provider ended the login (`invalid_grant`).
     Ended,
-    /// The provider cannot be asked now; the old session is handed back.
-    Unavailable(Session),
+    /// The provider cannot be asked now.
+    Unavailable,
 }
 
 enum Decision {
@@ -48,7 +50,7 @@ pub unsafe fn queue_session(
 ) {
     // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
-    let present = cookies::join_chunks(&headers, &p.conf.cookie_name).map_or(0, |(_, n)| n);
+    let present = cookies::count_chunks(&headers, &p.conf.cookie_name);
     let attrs = CookieAttrs {
         secure: p.conf.cookie_secure,
     };
@@ -76,7 +78,7 @@ pub unsafe fn refresh(
     now: u64,
 ) -> Refreshed {
     let Some(rt) = session.rt.clone() else {
-        return Refreshed::Ready(session);
+        return Refreshed::Unavailable;
     };
     let key = shared::key(rt.as_bytes());
     if rctx.refresh == RefreshState::Fetching {
@@ -88,8 +90,8 @@ pub unsafe fn refresh(
     // SAFETY: per this function's contract.
     let d = match unsafe { login::discovery(r, rctx, p, now) } {
         Step::Ready(d) => d,
-        Step::Pending => return Refreshed::Pending(session),
-        Step::Failed(_) => return Refreshed::Unavailable(session),
+        Step::Pending => return Refreshed::Pending,
+        Step::Failed(_) => return Refreshed::Unavailable,
     };
     // SAFETY: the zone belongs to this provider and the worker is running.
     let decision = unsafe {
@@ -113,34 +115,38 @@ pub unsafe fn refresh(
             // SAFETY: per this function's contract.
             if unsafe { fetch::start(r, rctx, &p.conf.fetch_location, req) }.is_ok() {
                 rctx.refresh = RefreshState::Fetching;
-                return Refreshed::Pending(session);
+                return Refreshed::Pending;
             }
             // SAFETY: as above.
             unsafe { zone::with_table(p.zone, |t| t.finish_refresh(&key, Outcome::Failed, now)) };
-            Refreshed::Unavailable(session)
+            Refreshed::Unavailable
         }
-        Decision::Running if session.access_token_valid(now) => Refreshed::Ready(session),
+        Decision::Running if session.access_token_valid(now) => {
+            Refreshed::Ready(Rc::new(Verified::new(session)))
+        }
         Decision::Running => {
             let waits = match rctx.refresh {
                 RefreshState::Waiting(n) => n + 1,
                 _ => 1,
             };
             if waits > MAX_WAITS {
-                return Refreshed::Unavailable(session);
+                return Refreshed::Unavailable;
             }
             rctx.refresh = RefreshState::Waiting(waits);
             // SAFETY: per this function's contract; the caller returns NGX_AGAIN.
             unsafe { filter::pause(r, WAIT_STEP_MS) };
-            Refreshed::Pending(session)
+            Refreshed::Pending
         }
-        Decision::Done(sealed) => match Session::open(&p.conf.keys, &p.conf.session_aad, &sealed) {
-            Some(new) => {
-                // SAFETY: per this function's contract.
-                unsafe { queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now)) };
-                Refreshed::Ready(new)
+        Decision::Done(sealed) => {
+            match Session::open(&p.conf.keys, &p.conf.session_aad, sealed.as_bytes()) {
+                Some(new) => {
+                    // SAFETY: per this function's contract.
+                    unsafe { queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now)) };
+                    Refreshed::Ready(remember(p, &sealed, new))
+                }
+                None => Refreshed::Unavailable,
             }
-            None => Refreshed::Unavailable(session),
-        },
+        }
         Decision::Ended => Refreshed::Ended,
     }
 }
@@ -184,7 +190,7 @@ unsafe fn finish(
             );
             // SAFETY: the zone belongs to this provider.
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };
-            return Refreshed::Unavailable(session);
+            return Refreshed::Unavailable;
         }
     };
     let tokens = Tokens {
@@ -194,7 +200,6 @@ unsafe fn finish(
         refresh_expires_in: t.refresh_expires_in,
         id_token: t.id_token.as_deref(),
     };
-    let old = session.clone();
     let new = session.with_tokens(
         &tokens,
         now,
@@ -204,7 +209,7 @@ unsafe fn finish(
     let Ok(sealed) = new.seal(&p.conf.keys, &p.conf.session_aad) else {
         // SAFETY: the zone belongs to this provider.
         unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };
-        return Refreshed::Unavailable(old);
+        return Refreshed::Unavailable;
     };
     // SAFETY: the zone belongs to this provider; `r` is live per the contract.
     unsafe {
@@ -213,5 +218,14 @@ unsafe fn finish(
         });
         queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now));
     }
-    Refreshed::Ready(new)
+    Refreshed::Ready(remember(p, &sealed, new))
+}
+
+/// Caches a refreshed session under its new cookie, which the browser sends from now on.
+fn remember(p: &Provider, sealed: &str, session: Session) -> Rc<Verified> {
+    let v = Rc::new(Verified::new(session));
+    p.sessions
+        .borrow_mut()
+        .insert(sealed.as_bytes(), Rc::clone(&v));
+    v
 }

@@ -80,10 +80,12 @@ unsafe fn set_value(
 unsafe fn session<'a>(r: *mut ngx_http_request_t) -> Option<&'a Session> {
     // SAFETY: per this function's contract; r->main is live as long as r.
     unsafe {
-        if let Some(s) = ctx::get(r).and_then(|c| c.session.as_ref()) {
-            return Some(s);
+        if let Some(v) = ctx::get(r).and_then(|c| c.session.as_ref()) {
+            return Some(&v.session);
         }
-        ctx::get((*r).main).and_then(|c| c.session.as_ref())
+        ctx::get((*r).main)
+            .and_then(|c| c.session.as_ref())
+            .map(|v| &v.session)
     }
 }
 

@@ -89,8 +89,8 @@ impl KeyRing {
     }
 
     /// Opens a sealed value; `None` for anything that is not intact and ours.
-    pub fn open(&self, aad: &[u8], value: &str) -> Option<Vec<u8>> {
-        let body = value.strip_prefix(PREFIX)?;
+    pub fn open(&self, aad: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+        let body = value.strip_prefix(PREFIX.as_bytes())?;
         let raw = URL_SAFE_NO_PAD.decode(body).ok()?;
         if raw.len() < NONCE_LEN + TAG_LEN {
             return None;
@@ -124,15 +124,15 @@ mod tests {
         let r = ring(&[&k]);
         let v = r.seal(b"_oidc|kc", b"hello").unwrap();
         assert!(v.starts_with("v1."));
-        assert_eq!(r.open(b"_oidc|kc", &v).unwrap(), b"hello");
+        assert_eq!(r.open(b"_oidc|kc", v.as_bytes()).unwrap(), b"hello");
     }
 
     #[test]
     fn a_value_for_another_cookie_or_provider_does_not_open() {
         let r = ring(&[&generate_key_line().unwrap()]);
         let v = r.seal(b"_oidc|kc", b"hello").unwrap();
-        assert!(r.open(b"_other|kc", &v).is_none());
-        assert!(r.open(b"_oidc|other", &v).is_none());
+        assert!(r.open(b"_other|kc", v.as_bytes()).is_none());
+        assert!(r.open(b"_oidc|other", v.as_bytes()).is_none());
     }
 
     #[test]
@@ -143,10 +143,10 @@ mod tests {
         let mid = bytes.len() / 2;
         bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(bytes).unwrap();
-        assert!(r.open(b"a", &tampered).is_none());
-        assert!(r.open(b"a", &v[..v.len() - 3]).is_none());
+        assert!(r.open(b"a", tampered.as_bytes()).is_none());
+        assert!(r.open(b"a", &v.as_bytes()[..v.len() - 3]).is_none());
         for junk in ["", "v1.", "v1.!!!!", "v2.abc", "garbage", "v1.AAAA"] {
-            assert!(r.open(b"a", junk).is_none(), "{junk}");
+            assert!(r.open(b"a", junk.as_bytes()).is_none(), "{junk}");
         }
     }
 
@@ -156,11 +156,11 @@ mod tests {
         let new = generate_key_line().unwrap();
         let before = ring(&[&old]).seal(b"a", b"x").unwrap();
         let rotated = ring(&[&new, &old]);
-        assert_eq!(rotated.open(b"a", &before).unwrap(), b"x");
+        assert_eq!(rotated.open(b"a", before.as_bytes()).unwrap(), b"x");
         let after = rotated.seal(b"a", b"y").unwrap();
-        assert!(ring(&[&old]).open(b"a", &after).is_none());
+        assert!(ring(&[&old]).open(b"a", after.as_bytes()).is_none());
         assert!(ring(&[&generate_key_line().unwrap()])
-            .open(b"a", &before)
+            .open(b"a", before.as_bytes())
             .is_none());
     }
 

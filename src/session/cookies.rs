@@ -1,5 +1,7 @@
 //! Cookie header parsing, chunking of large values and `Set-Cookie` lines.
 
+use std::borrow::Cow;
+
 /// Browsers drop a cookie whose name and value together exceed 4096 bytes; stay well below so
 /// that attributes and odd browsers fit too.
 pub const MAX_COOKIE_BYTES: usize = 4000;
@@ -8,7 +10,10 @@ pub const MAX_COOKIE_BYTES: usize = 4000;
 pub const MAX_CHUNKS: usize = 16;
 
 /// Iterates `name=value` pairs of one or more `Cookie` header values.
-pub fn pairs<'a>(headers: &'a [&'a [u8]]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+pub fn pairs<'a, 'h>(headers: &'h [&'a [u8]]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'h
+where
+    'a: 'h,
+{
     headers.iter().flat_map(|h| {
         h.split(|&b| b == b';').filter_map(|part| {
             let part = trim(part);
@@ -31,7 +36,7 @@ fn trim(s: &[u8]) -> &[u8] {
 }
 
 /// The first value of cookie `name`.
-pub fn find<'a>(headers: &'a [&'a [u8]], name: &str) -> Option<&'a [u8]> {
+pub fn find<'a>(headers: &[&'a [u8]], name: &str) -> Option<&'a [u8]> {
     pairs(headers)
         .find(|(n, _)| *n == name.as_bytes())
         .map(|(_, v)| v)
@@ -52,25 +57,43 @@ pub fn chunk_name(name: &str, i: usize) -> String {
     }
 }
 
-/// Joins `name`, `name_1`, `name_2`… as sent by the browser. Returns the joined value and how
-/// many chunks were present.
-pub fn join_chunks(headers: &[&[u8]], name: &str) -> Option<(String, usize)> {
+/// Joins `name`, `name_1`, `name_2`… as sent by the browser. Every chunk but the last is
+/// full, so a short first chunk is the whole value (no copy) and stale chunks after a shorter
+/// value are ignored.
+pub fn join_chunks<'a>(headers: &[&'a [u8]], name: &str) -> Option<Cow<'a, [u8]>> {
     let first = find(headers, name)?;
-    let mut joined = String::from_utf8(first.to_vec()).ok()?;
-    let mut count = 1;
-    while count < MAX_CHUNKS {
-        match find(headers, &chunk_name(name, count)) {
-            Some(part) => joined.push_str(std::str::from_utf8(part).ok()?),
-            None => break,
-        }
-        count += 1;
+    let room = chunk_room(name);
+    if first.len() < room {
+        return Some(Cow::Borrowed(first));
     }
-    Some((joined, count))
+    let mut joined = first.to_vec();
+    let mut last_len = first.len();
+    let mut i = 1;
+    while i < MAX_CHUNKS && last_len >= room {
+        let Some(part) = find(headers, &chunk_name(name, i)) else {
+            break;
+        };
+        joined.extend_from_slice(part);
+        last_len = part.len();
+        i += 1;
+    }
+    Some(Cow::Owned(joined))
+}
+
+/// How many of `name`, `name_1`… the browser sent, stale ones included.
+pub fn count_chunks(headers: &[&[u8]], name: &str) -> usize {
+    (0..MAX_CHUNKS)
+        .take_while(|&i| find(headers, &chunk_name(name, i)).is_some())
+        .count()
+}
+
+fn chunk_room(name: &str) -> usize {
+    MAX_COOKIE_BYTES - name.len() - 4
 }
 
 /// Splits a value into chunks so that each `name_i=chunk` stays under [`MAX_COOKIE_BYTES`].
 pub fn split_chunks<'a>(name: &str, value: &'a str) -> Vec<&'a str> {
-    let room = MAX_COOKIE_BYTES - name.len() - 4;
+    let room = chunk_room(name);
     let bytes = value.as_bytes();
     // Sealed values are ASCII (base64url), so any byte offset is a char boundary.
     bytes
@@ -153,13 +176,23 @@ mod tests {
             assert!(chunk_name("_oidc", i).len() + 1 + p.len() <= MAX_COOKIE_BYTES);
         }
         let h = [header.as_bytes()];
-        assert_eq!(join_chunks(&h, "_oidc"), Some((value, 3)));
+        assert_eq!(join_chunks(&h, "_oidc").as_deref(), Some(value.as_bytes()));
+        assert_eq!(count_chunks(&h, "_oidc"), 3);
     }
 
     #[test]
-    fn a_missing_middle_chunk_stops_the_join() {
-        let h: [&[u8]; 1] = [b"_oidc=aa; _oidc_2=cc"];
-        assert_eq!(join_chunks(&h, "_oidc"), Some(("aa".to_string(), 1)));
+    fn a_short_first_chunk_is_the_whole_value_and_stale_chunks_are_ignored() {
+        let h: [&[u8]; 1] = [b"_oidc=aa; _oidc_1=bb; _oidc_3=cc"];
+        assert_eq!(join_chunks(&h, "_oidc").as_deref(), Some(&b"aa"[..]));
+        assert_eq!(count_chunks(&h, "_oidc"), 2);
+    }
+
+    #[test]
+    fn a_missing_middle_chunk_leaves_a_value_that_will_not_open() {
+        let full = "A".repeat(chunk_room("_oidc"));
+        let header = format!("_oidc={full}; _oidc_2=cc");
+        let h = [header.as_bytes()];
+        assert_eq!(join_chunks(&h, "_oidc").as_deref(), Some(full.as_bytes()));
     }
 
     #[test]

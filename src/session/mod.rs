@@ -1,5 +1,6 @@
 //! The session a browser carries in its cookie, and the login state of one login attempt.
 
+pub mod cache;
 pub mod codec;
 pub mod cookies;
 
@@ -163,7 +164,7 @@ impl Session {
     }
 
     /// Opens a cookie value; `None` for anything not intact, not ours or not a session.
-    pub fn open(keys: &KeyRing, aad: &[u8], value: &str) -> Option<Session> {
+    pub fn open(keys: &KeyRing, aad: &[u8], value: &[u8]) -> Option<Session> {
         let plain = keys.open(aad, value)?;
         if plain.first() == Some(&DEFLATED) {
             let json =
@@ -193,6 +194,42 @@ fn claim_text(v: &Value) -> Option<String> {
                 .join(","),
         ),
         Value::Object(_) => Some(v.to_string()),
+    }
+}
+
+/// A session whose cookie opened, with the upstream headers it implies rendered once: this is
+/// what the per-worker cache keeps.
+pub struct Verified {
+    pub session: Session,
+    /// `(name, lower-case name, value)` of each `X-Auth-Request-*` identity header.
+    pub headers: Vec<(&'static str, &'static str, String)>,
+}
+
+impl Verified {
+    pub fn new(session: Session) -> Verified {
+        let mut headers = Vec::with_capacity(4);
+        let mut add = |k, lk, v: Option<String>| {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                headers.push((k, lk, v));
+            }
+        };
+        add("X-Auth-Request-User", "x-auth-request-user", session.user());
+        add(
+            "X-Auth-Request-Email",
+            "x-auth-request-email",
+            session.claim("email"),
+        );
+        add(
+            "X-Auth-Request-Preferred-Username",
+            "x-auth-request-preferred-username",
+            session.claim("preferred_username"),
+        );
+        add(
+            "X-Auth-Request-Groups",
+            "x-auth-request-groups",
+            session.claim("groups"),
+        );
+        Verified { session, headers }
     }
 }
 
@@ -296,6 +333,32 @@ mod tests {
     }
 
     #[test]
+    fn identity_headers_follow_oauth2_proxy() {
+        let s = Session::from_id_token(
+            claims(
+                json!({"sub":"u1","preferred_username":"demo","email":"d@x","groups":["/a","/b"]}),
+            ),
+            0,
+            1,
+        );
+        let v = Verified::new(s);
+        let names: Vec<(&str, &str)> = v.headers.iter().map(|(k, _, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("X-Auth-Request-User", "demo"),
+                ("X-Auth-Request-Email", "d@x"),
+                ("X-Auth-Request-Preferred-Username", "demo"),
+                ("X-Auth-Request-Groups", "/a,/b")
+            ]
+        );
+        assert!(v
+            .headers
+            .iter()
+            .all(|(k, lk, _)| k.to_ascii_lowercase() == *lk));
+    }
+
+    #[test]
     fn the_user_falls_back_to_sub() {
         let s = Session::from_id_token(claims(json!({"sub":"u1"})), 0, 1);
         assert_eq!(s.user().as_deref(), Some("u1"));
@@ -306,8 +369,8 @@ mod tests {
         let keys = KeyRing::parse(&codec::generate_key_line().unwrap()).unwrap();
         let s = Session::from_id_token(claims(json!({"sub":"u1","name":"Ü"})), 5, 10);
         let v = s.seal(&keys, b"_oidc|kc").unwrap();
-        assert_eq!(Session::open(&keys, b"_oidc|kc", &v), Some(s));
-        assert_eq!(Session::open(&keys, b"_oidc|x", &v), None);
+        assert_eq!(Session::open(&keys, b"_oidc|kc", v.as_bytes()), Some(s));
+        assert_eq!(Session::open(&keys, b"_oidc|x", v.as_bytes()), None);
     }
 
     #[test]
@@ -324,7 +387,7 @@ mod tests {
             "{} bytes from {json_len}",
             v.len()
         );
-        assert_eq!(Session::open(&keys, b"a", &v), Some(s));
+        assert_eq!(Session::open(&keys, b"a", v.as_bytes()), Some(s));
     }
 
     #[test]
