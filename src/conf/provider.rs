@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::session::codec::{KeyError, KeyRing};
+use crate::session::cookies::CookieName;
 
 /// Allowed clock difference between nginx and the provider when checking token times.
 pub const CLOCK_SKEW: u64 = 60;
@@ -17,7 +18,7 @@ pub struct ProviderConf {
     pub scope: String,
     /// Absolute URL, or a path completed from the request's scheme and Host.
     pub redirect_uri: String,
-    pub cookie_name: String,
+    pub cookie_name: CookieName,
     pub cookie_secure: bool,
     pub fetch_location: String,
     /// Longest a login lasts, in seconds.
@@ -295,7 +296,7 @@ impl ProviderBuilder {
             redirect_uri: self
                 .redirect_uri
                 .unwrap_or_else(|| "/oauth2/callback".into()),
-            cookie_name,
+            cookie_name: CookieName::new(&cookie_name),
             cookie_secure: self.cookie_secure.unwrap_or(true),
             fetch_location: self.fetch_location.unwrap_or_else(|| "/_oidc".into()),
             session_lifetime: self.session_lifetime.unwrap_or(8 * 3600),
@@ -359,7 +360,7 @@ mod tests {
         assert_eq!(p.issuer, "http://127.0.0.1:8081/realms/test");
         assert_eq!(p.scope, "openid email profile");
         assert_eq!(p.redirect_uri, "/oauth2/callback");
-        assert_eq!(p.cookie_name, "_oidc");
+        assert_eq!(&*p.cookie_name, "_oidc");
         assert!(p.cookie_secure);
         assert_eq!(p.fetch_location, "/_oidc");
         assert_eq!(p.refresh_leeway, 30);

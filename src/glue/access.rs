@@ -102,9 +102,8 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
                 Refreshed::Unavailable => return finish(r, login::provider_unreachable(0)),
             };
         }
-        let ours = |n: &[u8]| cookies::belongs_to(&p.conf.cookie_name, n);
         if set_upstream_headers(r, &verified, lcf).is_none()
-            || http::strip_cookies(r, ours).is_err()
+            || http::strip_cookies(r, &p.conf.cookie_name).is_err()
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }

@@ -9,6 +9,8 @@ use ngx::ffi::{
     ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_LAST, NGX_OK,
 };
 
+use crate::session::cookies;
+
 /// Headers this module sets for the upstream; a client must never be able to send its own.
 pub const IDENTITY_HEADER_PREFIX: &[u8] = b"x-auth-request-";
 
@@ -196,47 +198,35 @@ pub unsafe fn strip_identity_headers(r: *mut ngx_http_request_t) -> Result<(), (
 /// `r` must be a live main request before its headers are forwarded.
 pub unsafe fn strip_cookies(
     r: *mut ngx_http_request_t,
-    ours: impl Fn(&[u8]) -> bool,
+    cookie_name: &cookies::CookieName,
 ) -> Result<(), ()> {
-    let mut emptied: Vec<*const ngx_table_elt_t> = Vec::new();
+    let mut emptied = false;
     // SAFETY: headers_in.cookie is null or a `next`-linked chain of live header elements.
     unsafe {
         let mut h = (*r).headers_in.cookie;
         while !h.is_null() {
-            let value = bytes(&(*h).value);
-            let parts: Vec<&[u8]> = value.split(|&b| b == b';').collect();
-            let kept: Vec<&[u8]> = parts
-                .iter()
-                .copied()
-                .filter(|part| {
-                    let name = part.split(|&b| b == b'=').next().unwrap_or(&[]);
-                    !ours(name.trim_ascii())
-                })
-                .collect();
-            if kept.len() != parts.len() {
-                let joined = kept
-                    .iter()
-                    .map(|p| p.trim_ascii())
-                    .collect::<Vec<_>>()
-                    .join(&b"; "[..]);
-                if joined.is_empty() {
-                    emptied.push(h);
-                } else {
-                    (*h).value = pool_str(r, &joined).ok_or(())?;
-                }
+            if let Some(kept) = cookies::strip_ours(bytes(&(*h).value), cookie_name) {
+                emptied |= kept.is_empty();
+                (*h).value = pool_str(r, &kept).ok_or(())?;
             }
             h = (*h).next;
         }
-        if emptied.is_empty() {
+        if !emptied {
             return Ok(());
         }
-        remove_headers_in(r, |h| emptied.contains(&(h as *const ngx_table_elt_t)))
+        let is_empty_cookie = |h: &ngx_table_elt_t| {
+            h.value.len == 0
+                && h.key.len == 6
+                && core::slice::from_raw_parts(h.lowcase_key, 6) == b"cookie"
+        };
+        remove_headers_in(r, is_empty_cookie)
     }
 }
 
 /// nginx lists cannot delete elements, so the request header list is rebuilt without the
 /// removed ones, and the pointers nginx keeps into it (`headers_in.host`, `.cookie`, …, and the
-/// `next` links of repeated headers) are moved to the copies.
+/// `next` links of repeated headers) are moved to the copies. Elements keep their order, so an
+/// old element's copy is found by counting; no allocation besides the new list.
 ///
 /// # Safety
 /// `r` must be a live request; no one may hold header element pointers across this call other
@@ -250,41 +240,41 @@ unsafe fn remove_headers_in(
     unsafe {
         let hin = &mut (*r).headers_in;
         let old: ngx_list_t = ptr::read(&hin.headers);
-        if ngx_list_init(
-            &mut hin.headers,
-            (*r).pool,
-            20,
-            core::mem::size_of::<ngx_table_elt_t>(),
-        ) != NGX_OK as ngx_int_t
-        {
+        let size = core::mem::size_of::<ngx_table_elt_t>();
+        if ngx_list_init(&mut hin.headers, (*r).pool, 20, size) != NGX_OK as ngx_int_t {
             return Err(());
         }
-        let mut moved: Vec<(*mut ngx_table_elt_t, *mut ngx_table_elt_t)> = Vec::new();
-        let mut removed: Vec<*mut ngx_table_elt_t> = Vec::new();
         for h in list_elts(&old) {
-            let from = h as *mut ngx_table_elt_t;
             if remove(h) {
-                removed.push(from);
                 continue;
             }
             let slot = ngx_list_push(&mut hin.headers) as *mut ngx_table_elt_t;
             if slot.is_null() {
                 return Err(());
             }
-            ptr::write(slot, ptr::read(from));
-            moved.push((from, slot));
+            ptr::write(slot, ptr::read(h));
         }
+        let new: *const ngx_list_t = &hin.headers;
         let remap = |mut p: *mut ngx_table_elt_t| -> *mut ngx_table_elt_t {
-            while !p.is_null() && removed.contains(&p) {
+            while !p.is_null() && remove(&*p) {
                 p = (*p).next;
             }
-            moved
-                .iter()
-                .find(|(from, _)| *from == p)
-                .map_or(p, |(_, to)| *to)
+            if p.is_null() {
+                return p;
+            }
+            let mut kept = 0;
+            for h in list_elts(&old) {
+                if ptr::eq(h, p) {
+                    return list_elts(new).nth(kept).map_or(p, |n| n as *mut _);
+                }
+                if !remove(h) {
+                    kept += 1;
+                }
+            }
+            p
         };
-        for (_, to) in &moved {
-            (**to).next = remap((**to).next);
+        for h in list_elts(new) {
+            h.next = remap(h.next);
         }
         // The element pointers of ngx_http_headers_in_t are declared one after another, from
         // `host` to `cookie`.

@@ -27,6 +27,12 @@ const LOGIN_STATE_LIFETIME: u64 = 600;
 /// Login attempts kept at once (tabs); more means something loops, so the old ones are dropped.
 const MAX_LOGIN_STATES: usize = 4;
 
+/// Logins started within [`LOGIN_ROUND_WINDOW`] seconds before the module stops redirecting:
+/// a browser that drops the session cookie would otherwise bounce between nginx and the
+/// provider forever.
+const MAX_LOGIN_ROUNDS: u32 = 3;
+const LOGIN_ROUND_WINDOW: u64 = 20;
+
 /// Where a step that may need the provider stands.
 pub enum Step<T> {
     Ready(T),
@@ -314,12 +320,44 @@ pub unsafe fn start(
         verifier: &login.verifier,
     }
     .url();
-    let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize).page(
-        "Redirecting to login",
-        "You are being sent to the identity provider to log in.",
-    );
     // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
+    let rounds_cookie = format!("{}_n", &*p.conf.cookie_name);
+    let rounds = cookies::find(&headers, &rounds_cookie)
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    if rounds >= MAX_LOGIN_ROUNDS {
+        log_quiet!(r, NGX_LOG_WARN, "oidc: provider \"{}\": {} logins started within {}s without a session coming back: the browser is not keeping the session cookie (Secure cookie over plain http? blocked cookies? a proxy dropping Set-Cookie?)", p.conf.name, rounds, LOGIN_ROUND_WINDOW);
+        let page = error_page(
+            NGX_HTTP_BAD_REQUEST,
+            "Login keeps starting over",
+            "You were sent to the identity provider several times in a few seconds, but this \
+             browser did not keep the login. Usually the session cookie was refused: a Secure \
+             cookie over plain http (use https, or cookie_secure off for a test setup), blocked \
+             cookies, or a proxy that drops Set-Cookie. Very different clocks on this server \
+             and the identity provider can cause it too.",
+        )
+        .header(
+            "Set-Cookie",
+            cookies::delete_cookie(&rounds_cookie, attrs(p)),
+        );
+        // SAFETY: per this function's contract.
+        return unsafe { finish(r, page) };
+    }
+    let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
+        .page(
+            "Redirecting to login",
+            "You are being sent to the identity provider to log in.",
+        )
+        .header(
+            "Set-Cookie",
+            cookies::set_cookie(
+                &rounds_cookie,
+                &(rounds + 1).to_string(),
+                LOGIN_ROUND_WINDOW,
+                attrs(p),
+            ),
+        );
     let prefix = LoginState::cookie_prefix(&p.conf.cookie_name);
     let old: Vec<String> = cookies::pairs(&headers)
         .filter(|(n, _)| n.starts_with(prefix.as_bytes()))

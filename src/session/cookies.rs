@@ -35,17 +35,85 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
+/// A cookie name with its search prepared once: the lookup runs on every protected request,
+/// and memchr's SIMD search beats splitting the whole header.
+pub struct CookieName {
+    name: String,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl CookieName {
+    pub fn new(name: &str) -> CookieName {
+        CookieName {
+            name: name.to_string(),
+            finder: memchr::memmem::Finder::new(name.as_bytes()).into_owned(),
+        }
+    }
+
+    /// The first value of this cookie.
+    pub fn find<'a>(&self, headers: &[&'a [u8]]) -> Option<&'a [u8]> {
+        let len = self.name.len();
+        headers.iter().find_map(|h| {
+            self.finder.find_iter(h).find_map(|at| {
+                let starts_pair = at == 0 || matches!(h[at - 1], b';' | b' ' | b'\t');
+                let rest = trim(&h[at + len..]);
+                let value = rest.strip_prefix(b"=").filter(|_| starts_pair)?;
+                let end = memchr::memchr(b';', value).unwrap_or(value.len());
+                Some(trim(&value[..end]))
+            })
+        })
+    }
+
+    fn occurs_in(&self, header: &[u8]) -> bool {
+        self.finder.find(header).is_some()
+    }
+}
+
+impl std::ops::Deref for CookieName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The first value of cookie `name`.
 pub fn find<'a>(headers: &[&'a [u8]], name: &str) -> Option<&'a [u8]> {
-    pairs(headers)
-        .find(|(n, _)| *n == name.as_bytes())
-        .map(|(_, v)| v)
+    CookieName::new(name).find(headers)
 }
 
 /// Whether cookie `name` is one of ours: `cookie_name` itself, a chunk or a login state.
 pub fn belongs_to(cookie_name: &str, name: &[u8]) -> bool {
     let base = cookie_name.as_bytes();
     name.starts_with(base) && (name.len() == base.len() || name[base.len()] == b'_')
+}
+
+/// A `Cookie` header without our cookies, for the upstream: `None` when it holds none of them
+/// (checked with one SIMD search, the common case), empty when it held only ours.
+pub fn strip_ours(header: &[u8], cookie_name: &CookieName) -> Option<Vec<u8>> {
+    if !cookie_name.occurs_in(header) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(header.len());
+    let mut changed = false;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b';', header).chain(std::iter::once(header.len())) {
+        let part = trim(&header[start..end]);
+        start = end + 1;
+        if part.is_empty() {
+            continue;
+        }
+        let name = trim(&part[..memchr::memchr(b'=', part).unwrap_or(part.len())]);
+        if belongs_to(cookie_name, name) {
+            changed = true;
+            continue;
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(part);
+    }
+    changed.then_some(out)
 }
 
 /// Name of chunk `i` of cookie `name`: the first chunk keeps the plain name.
@@ -60,8 +128,8 @@ pub fn chunk_name(name: &str, i: usize) -> String {
 /// Joins `name`, `name_1`, `name_2`… as sent by the browser. Every chunk but the last is
 /// full, so a short first chunk is the whole value (no copy) and stale chunks after a shorter
 /// value are ignored.
-pub fn join_chunks<'a>(headers: &[&'a [u8]], name: &str) -> Option<Cow<'a, [u8]>> {
-    let first = find(headers, name)?;
+pub fn join_chunks<'a>(headers: &[&'a [u8]], name: &CookieName) -> Option<Cow<'a, [u8]>> {
+    let first = name.find(headers)?;
     let room = chunk_room(name);
     if first.len() < room {
         return Some(Cow::Borrowed(first));
@@ -81,10 +149,14 @@ pub fn join_chunks<'a>(headers: &[&'a [u8]], name: &str) -> Option<Cow<'a, [u8]>
 }
 
 /// How many of `name`, `name_1`… the browser sent, stale ones included.
-pub fn count_chunks(headers: &[&[u8]], name: &str) -> usize {
-    (0..MAX_CHUNKS)
+pub fn count_chunks(headers: &[&[u8]], name: &CookieName) -> usize {
+    if name.find(headers).is_none() {
+        return 0;
+    }
+    (1..MAX_CHUNKS)
         .take_while(|&i| find(headers, &chunk_name(name, i)).is_some())
         .count()
+        + 1
 }
 
 fn chunk_room(name: &str) -> usize {
@@ -149,6 +221,8 @@ mod tests {
         assert_eq!(find(&h, "b"), Some(&b"2"[..]));
         assert_eq!(find(&h, "c"), Some(&b"3"[..]));
         assert_eq!(find(&h, "d"), None);
+        let tricky: [&[u8]; 1] = [b"x_oidc=1; _oidcx=2; a=_oidc=3; _oidc=4"];
+        assert_eq!(find(&tricky, "_oidc"), Some(&b"4"[..]));
     }
 
     #[test]
@@ -159,6 +233,27 @@ mod tests {
         for n in ["_oidcx", "_oid", "x_oidc", "_session"] {
             assert!(!belongs_to("_oidc", n.as_bytes()), "{n}");
         }
+    }
+
+    #[test]
+    fn our_cookies_are_stripped_for_the_upstream_and_others_kept() {
+        assert_eq!(strip_ours(b"a=1; b=2", &CookieName::new("_oidc")), None);
+        assert_eq!(
+            strip_ours(b"_oidc=v1.x", &CookieName::new("_oidc")).as_deref(),
+            Some(&b""[..])
+        );
+        assert_eq!(
+            strip_ours(
+                b"a=1; _oidc=v1.x;_oidc_1=y ; _oidc_st_abc=z; b=_oidc",
+                &CookieName::new("_oidc")
+            )
+            .as_deref(),
+            Some(&b"a=1; b=_oidc"[..])
+        );
+        assert_eq!(
+            strip_ours(b"x_oidc=1; y=_oidc", &CookieName::new("_oidc")),
+            None
+        );
     }
 
     #[test]
@@ -176,15 +271,21 @@ mod tests {
             assert!(chunk_name("_oidc", i).len() + 1 + p.len() <= MAX_COOKIE_BYTES);
         }
         let h = [header.as_bytes()];
-        assert_eq!(join_chunks(&h, "_oidc").as_deref(), Some(value.as_bytes()));
-        assert_eq!(count_chunks(&h, "_oidc"), 3);
+        assert_eq!(
+            join_chunks(&h, &CookieName::new("_oidc")).as_deref(),
+            Some(value.as_bytes())
+        );
+        assert_eq!(count_chunks(&h, &CookieName::new("_oidc")), 3);
     }
 
     #[test]
     fn a_short_first_chunk_is_the_whole_value_and_stale_chunks_are_ignored() {
         let h: [&[u8]; 1] = [b"_oidc=aa; _oidc_1=bb; _oidc_3=cc"];
-        assert_eq!(join_chunks(&h, "_oidc").as_deref(), Some(&b"aa"[..]));
-        assert_eq!(count_chunks(&h, "_oidc"), 2);
+        assert_eq!(
+            join_chunks(&h, &CookieName::new("_oidc")).as_deref(),
+            Some(&b"aa"[..])
+        );
+        assert_eq!(count_chunks(&h, &CookieName::new("_oidc")), 2);
     }
 
     #[test]
@@ -192,7 +293,10 @@ mod tests {
         let full = "A".repeat(chunk_room("_oidc"));
         let header = format!("_oidc={full}; _oidc_2=cc");
         let h = [header.as_bytes()];
-        assert_eq!(join_chunks(&h, "_oidc").as_deref(), Some(full.as_bytes()));
+        assert_eq!(
+            join_chunks(&h, &CookieName::new("_oidc")).as_deref(),
+            Some(full.as_bytes())
+        );
     }
 
     #[test]
