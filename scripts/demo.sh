@@ -59,7 +59,7 @@ wait_http() { # url what pid
 say "starting the test OpenID Provider on 127.0.0.1:$IDP_PORT (log: $demo/idp.log)"
 IDP_PORT=$IDP_PORT IDP_REALM=test IDP_CLIENT_ID=test IDP_CLIENT_SECRET=secret \
     IDP_REDIRECT_URIS="http://127.0.0.1:$PORT/oauth2/callback,http://localhost:$PORT/oauth2/callback" \
-    IDP_POST_LOGOUT_REDIRECT_URIS="http://127.0.0.1:$PORT/,http://localhost:$PORT/" \
+    IDP_POST_LOGOUT_REDIRECT_URIS="http://127.0.0.1:$PORT/,http://localhost:$PORT/,http://127.0.0.1:$PORT/public/,http://localhost:$PORT/public/" \
     node tests/idp/server.js >"$demo/idp.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$IDP_PORT/_test/health" "the test provider" "$!"
@@ -78,6 +78,8 @@ wait_http "http://127.0.0.1:$PORT/public/" "nginx" "$nginx_pid"
 echo
 echo "Open http://127.0.0.1:$PORT/ and log in as demo / demo"
 echo "(other users: alice/alice, bob/bob, biggroups/biggroups; Ctrl-C stops everything)"
+echo "Sign out clears nginx's session cookie; the provider's own session stays, so the next"
+echo "protected page logs you back in without the form (provider logout is not wired up yet)."
 echo
 # Return when any of the three exits, or on Ctrl-C (the trap stops the rest).
 wait -n "$nginx_pid" "${pids[@]}" || true

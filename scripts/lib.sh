@@ -64,20 +64,35 @@ ensure_node() {
     fi
 }
 
-# npm ci for the test provider when node_modules is missing or package-lock.json changed.
-ensure_idp_deps() {
-    local idp="$NGX_OIDC_ROOT/tests/idp"
-    [ -f "$idp/package-lock.json" ] || die "tests/idp/package-lock.json is missing"
+# npm ci in tests/<dir> when node_modules is missing or package-lock.json changed.
+_ensure_npm_deps() {
+    local rel="$1" dir="$NGX_OIDC_ROOT/$1"
+    [ -f "$dir/package-lock.json" ] || die "$rel/package-lock.json is missing"
     ensure_node
-    local want have="" stamp="$idp/node_modules/.ngx-oidc-lock.sha256"
-    want="$(sha256sum "$idp/package-lock.json" | cut -d' ' -f1)"
+    local want have="" stamp="$dir/node_modules/.ngx-oidc-lock.sha256"
+    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
     [ -f "$stamp" ] && have="$(cat "$stamp")"
-    if [ ! -d "$idp/node_modules" ] || [ "$want" != "$have" ]; then
-        say "npm ci --prefix tests/idp"
-        npm ci --prefix "$idp" --no-audit --no-fund --loglevel=error \
-            || die "npm ci --prefix tests/idp failed"
+    if [ ! -d "$dir/node_modules" ] || [ "$want" != "$have" ]; then
+        say "npm ci --prefix $rel"
+        npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error \
+            || die "npm ci --prefix $rel failed"
         echo "$want" >"$stamp"
     fi
+}
+
+# npm ci for the test provider when node_modules is missing or package-lock.json changed.
+ensure_idp_deps() { _ensure_npm_deps tests/idp; }
+
+# npm ci for tests/browser (playwright-core); never downloads a browser.
+ensure_browser_deps() { PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 _ensure_npm_deps tests/browser; }
+
+# Debian's Chromium for tests/browser. Returns non-zero (does not die) when it cannot be installed.
+NGX_OIDC_CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+ensure_chromium() {
+    [ -x "$NGX_OIDC_CHROMIUM" ] && return 0
+    command -v apt-get >/dev/null 2>&1 || return 1
+    (_apt_install chromium) || return 1
+    [ -x "$NGX_OIDC_CHROMIUM" ]
 }
 
 # Copy without ever writing into a file that a running nginx may have mapped.

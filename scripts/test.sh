@@ -2,8 +2,10 @@
 # The one command that runs every check and test, on a fresh Debian 12 box too:
 #   apt packages (only the missing ones), npm ci for tests/idp (when needed),
 #   cargo fmt --check, cargo clippy -D warnings, scripts/build.sh, cargo test --release
-#   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider).
+#   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider),
+#   then the headless Chromium tests in tests/browser (apt chromium + npm ci when needed).
 # Usage: scripts/test.sh [cargo test args...]   e.g. scripts/test.sh --test login a_tampered
+#        NGX_OIDC_SKIP_BROWSER=1 scripts/test.sh   skips the browser tests
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -30,4 +32,20 @@ export NGX_OIDC_MODULE="$NGX_OIDC_MODULE_OUT"
 say "NGX_OIDC_NGINX=$NGX_OIDC_NGINX"
 say "NGX_OIDC_MODULE=$NGX_OIDC_MODULE"
 run cargo test --release --no-fail-fast "$@"
+
+if [ "${NGX_OIDC_SKIP_BROWSER:-0}" = 1 ]; then
+    say "SKIP browser tests: NGX_OIDC_SKIP_BROWSER=1"
+else
+    step="install Chromium for the browser tests"
+    if ensure_chromium; then
+        ensure_browser_deps
+        say "$("$NGX_OIDC_CHROMIUM" --version 2>/dev/null || echo "$NGX_OIDC_CHROMIUM")"
+        export CHROMIUM="$NGX_OIDC_CHROMIUM"
+        run node --test --test-concurrency=1 tests/browser/test/*.test.js
+    elif [ "${CI:-}" = true ]; then
+        die "Chromium ($NGX_OIDC_CHROMIUM) could not be installed (apt-get install chromium): in CI the browser tests must run"
+    else
+        say "SKIP browser tests: Chromium ($NGX_OIDC_CHROMIUM) is missing and apt-get install chromium failed"
+    fi
+fi
 say "all checks and tests passed"

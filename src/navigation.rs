@@ -27,6 +27,18 @@ pub fn is_navigation(s: &Signals) -> bool {
     }
 }
 
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer_token(authorization: &[u8]) -> Option<&str> {
+    let (scheme, token) = authorization.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    std::str::from_utf8(token)
+        .ok()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
@@ -39,6 +51,15 @@ mod tests {
 
     const BROWSER_ACCEPT: &[u8] =
         b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(b"Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer_token(b"bearer  abc"), Some("abc"));
+        assert_eq!(bearer_token(b"Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bear"), None);
+    }
 
     #[test]
     fn a_browser_navigation_is_sent_to_login() {

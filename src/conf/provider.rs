@@ -27,6 +27,8 @@ pub struct ProviderConf {
     pub refresh_leeway: u64,
     /// Where the provider sends the browser after logout (a path is completed from the request).
     pub post_logout_redirect_uri: Option<String>,
+    /// The audience bearer tokens must carry.
+    pub bearer_audience: String,
     /// Associated data of session cookies: binds them to this cookie name and provider.
     pub session_aad: Vec<u8>,
     /// Associated data of login-state cookies.
@@ -64,7 +66,8 @@ pub enum ConfError {
 
 const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cookie_secret_file, \
                      scope, redirect_uri, cookie_name, cookie_secure, fetch_location, \
-                     session_lifetime, refresh_leeway, post_logout_redirect_uri";
+                     session_lifetime, refresh_leeway, post_logout_redirect_uri, \
+                     bearer_audience";
 
 /// Collects the directives of one provider block.
 #[derive(Default)]
@@ -82,6 +85,7 @@ pub struct ProviderBuilder {
     session_lifetime: Option<u64>,
     refresh_leeway: Option<u64>,
     post_logout_redirect_uri: Option<String>,
+    bearer_audience: Option<String>,
 }
 
 fn once<T>(slot: &mut Option<T>, directive: &str, value: T) -> Result<(), ConfError> {
@@ -247,6 +251,7 @@ impl ProviderBuilder {
                     value.to_string(),
                 )
             }
+            "bearer_audience" => once(&mut self.bearer_audience, directive, value.to_string()),
             other => Err(ConfError::Unknown(other.to_string())),
         }
     }
@@ -284,6 +289,7 @@ impl ProviderBuilder {
             }
         };
         let cookie_name = self.cookie_name.unwrap_or_else(|| "_oidc".into());
+        let bearer_audience = self.bearer_audience.unwrap_or_else(|| client_id.clone());
         Ok(ProviderConf {
             session_aad: format!("session|{cookie_name}|{}", self.name).into_bytes(),
             state_aad: format!("state|{cookie_name}|{}", self.name).into_bytes(),
@@ -302,6 +308,7 @@ impl ProviderBuilder {
             session_lifetime: self.session_lifetime.unwrap_or(8 * 3600),
             refresh_leeway: self.refresh_leeway.unwrap_or(30),
             post_logout_redirect_uri: self.post_logout_redirect_uri,
+            bearer_audience,
         })
     }
 }
@@ -365,6 +372,7 @@ mod tests {
         assert_eq!(p.fetch_location, "/_oidc");
         assert_eq!(p.refresh_leeway, 30);
         assert_eq!(p.post_logout_redirect_uri, None);
+        assert_eq!(p.bearer_audience, "test");
     }
 
     #[test]

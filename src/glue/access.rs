@@ -13,9 +13,9 @@ use super::ctx::RequestCtx;
 use super::http::{self, Response};
 use super::refresh::{self, Refreshed};
 use super::{
-    ctx, endpoints, filter, login, zone, AuthMode, LocConf, Module, Provider, UnauthAction,
+    bearer, ctx, endpoints, filter, login, zone, AuthMode, LocConf, Module, Provider, UnauthAction,
 };
-use crate::navigation::{is_navigation, Signals};
+use crate::navigation::{bearer_token, is_navigation, Signals};
 use crate::session::cookies::{self, CookieAttrs};
 use std::rc::Rc;
 
@@ -83,6 +83,11 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
         let Some(rctx) = ctx::get_or_create(r) else {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
+        if lcf.bearer == Some(true) {
+            if let Some(token) = http::header_in(r, b"authorization").and_then(bearer_token) {
+                return bearer::protect(r, rctx, p, lcf, token, now);
+            }
+        }
         let verified = match rctx.session.take() {
             Some(v) => Some(v),
             None => read_session(r, p, now),
@@ -229,7 +234,7 @@ pub unsafe fn read_session(
 ///
 /// # Safety
 /// `r` must be a live request whose context holds `v`.
-unsafe fn set_upstream_headers(
+pub unsafe fn set_upstream_headers(
     r: *mut ngx_http_request_t,
     v: &Verified,
     lcf: &LocConf,

@@ -28,7 +28,7 @@ const SESSION_CACHE_SIZE: usize = 512;
 
 const LOC_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<7> = [
+pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<8> = [
     ngx_command_t {
         name: ngx::ngx_string!("oidc_provider"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -74,6 +74,14 @@ pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<7> = [
         name: ngx::ngx_string!("oidc_unauth_action"),
         type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(oidc_unauth_action),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_bearer"),
+        type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(oidc_bearer),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -160,6 +168,7 @@ extern "C" fn oidc_provider(
                 conf,
                 cache: RefCell::new(Default::default()),
                 sessions: RefCell::new(SessionCache::new(SESSION_CACHE_SIZE)),
+                bearers: RefCell::new(SessionCache::new(SESSION_CACHE_SIZE)),
                 zone,
                 keep_access_token: Cell::new(false),
             });
@@ -338,4 +347,14 @@ extern "C" fn oidc_unauth_action(
         }
     });
     NGX_CONF_OK
+}
+
+extern "C" fn oidc_bearer(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: `conf` is this module's location conf for the current block.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    flag(cf, &mut lcf.bearer, "oidc_bearer")
 }

@@ -3,9 +3,11 @@
 //! subrequests, which skip the access phase.
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_ACCEPTED,
+    ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body,
+    ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_DONE, NGX_HTTP_ACCEPTED,
     NGX_HTTP_BAD_REQUEST, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MOVED_TEMPORARILY,
-    NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_LOG_WARN,
+    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_POST,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_INFO, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
@@ -13,6 +15,8 @@ use ngx::ngx_log_error;
 use super::access::{finish, now, read_session, unauthorized};
 use super::http::{self, Response};
 use super::{ctx, login, zone, Module, Provider};
+use crate::conf::provider::CLOCK_SKEW;
+use crate::oidc::id_token::{self, LogoutToken};
 use crate::oidc::{authorize, query};
 use crate::session::cookies::{self, CookieAttrs};
 use crate::shared;
@@ -47,6 +51,7 @@ pub unsafe fn access(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
                 Ok(rd) => login::start(r, rctx, p, &rd, now()),
                 Err(resp) => finish(r, resp),
             },
+            "backchannel_logout" => backchannel_logout(r, rctx, p),
             "sign_out" => match return_path(r) {
                 Ok(rd) => sign_out(r, rctx, p, rd),
                 Err(resp) => finish(r, resp),
@@ -138,6 +143,114 @@ unsafe fn sign_out(
             None => rd,
         };
         finish(r, resp.header("Location", location))
+    }
+}
+
+/// `POST /oauth2/backchannel_logout` (OpenID Connect Back-Channel Logout 1.0): the provider
+/// says a session ended; its `sid` is refused by every worker from now on.
+///
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`.
+unsafe fn backchannel_logout(
+    r: *mut ngx_http_request_t,
+    rctx: &mut ctx::RequestCtx,
+    p: &Provider,
+) -> ngx_int_t {
+    let bad = |why: &str| {
+        Response::new(NGX_HTTP_BAD_REQUEST as usize).json(format!(
+            "{{\"error\":\"invalid_request\",\"error_description\":{}}}\n",
+            serde_json::Value::String(why.to_string())
+        ))
+    };
+    // SAFETY: per this function's contract; reading the body follows nginx's mirror module:
+    // the phases run again once it is in.
+    unsafe {
+        if (*r).method as u32 != NGX_HTTP_POST {
+            return finish(
+                r,
+                Response::new(NGX_HTTP_NOT_ALLOWED as usize).header("Allow", "POST".into()),
+            );
+        }
+        if (*r).request_body.is_null() {
+            let rc = ngx_http_read_client_request_body(r, Some(body_read));
+            if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+                return rc;
+            }
+            ngx_http_finalize_request(r, NGX_DONE as ngx_int_t);
+            return NGX_DONE as ngx_int_t;
+        }
+        let Some(body) = http::request_body(r) else {
+            return finish(
+                r,
+                bad("the body must be a small form (application/x-www-form-urlencoded)"),
+            );
+        };
+        let form = String::from_utf8_lossy(&body).into_owned();
+        let token = match query::param(&form, "logout_token") {
+            Ok(Some(t)) => t.into_owned(),
+            Ok(None) => return finish(r, bad("no logout_token")),
+            Err(e) => return finish(r, bad(&e.to_string())),
+        };
+        let now = now();
+        let d = match login::discovery(r, rctx, p, now) {
+            login::Step::Ready(d) => d,
+            login::Step::Pending => return NGX_AGAIN as ngx_int_t,
+            login::Step::Failed(resp) => return finish(r, resp),
+        };
+        let kid = id_token::key_id(&token);
+        let keys = match login::keys(r, rctx, p, &d, kid.as_deref(), now) {
+            login::Step::Ready(k) => k,
+            login::Step::Pending => return NGX_AGAIN as ngx_int_t,
+            login::Step::Failed(resp) => return finish(r, resp),
+        };
+        let log = (*(*r).connection).log;
+        let verified = id_token::verify_logout_token(
+            &token,
+            &keys,
+            &p.conf.issuer,
+            &p.conf.client_id,
+            now,
+            CLOCK_SKEW,
+        );
+        match verified {
+            Ok(LogoutToken { sid: Some(sid), .. }) => {
+                let key = shared::key(sid.as_bytes());
+                let until = now + p.conf.session_lifetime;
+                zone::with_table(p.zone, |t| t.revoke(&key, until, now));
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    log,
+                    "oidc: provider \"{}\": back-channel logout: a session ended at the provider",
+                    p.conf.name
+                );
+                finish(r, Response::new(NGX_HTTP_OK as usize))
+            }
+            Ok(LogoutToken { sid: None, .. }) => {
+                ngx_log_error!(NGX_LOG_WARN, log, "oidc: provider \"{}\": back-channel logout token without sid: turn on \"Backchannel logout session required\" for the client", p.conf.name);
+                finish(
+                    r,
+                    bad("the logout token has no sid; logout by sub alone is not supported"),
+                )
+            }
+            Err(e) => {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "oidc: provider \"{}\": back-channel logout token refused: {}",
+                    p.conf.name,
+                    e
+                );
+                finish(r, bad(&e.to_string()))
+            }
+        }
+    }
+}
+
+extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls this with the live request once its body is read.
+    unsafe {
+        (*r).write_event_handler = Some(ngx_http_core_run_phases);
+        ngx_http_core_run_phases(r);
     }
 }
 

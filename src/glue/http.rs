@@ -289,6 +289,34 @@ unsafe fn remove_headers_in(
     Ok(())
 }
 
+/// The request body when it is in memory (small forms); `None` when it was written to a file.
+///
+/// # Safety
+/// `r` must be a live request whose body has been read.
+pub unsafe fn request_body(r: *mut ngx_http_request_t) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    // SAFETY: per this function's contract; the chain belongs to the request.
+    unsafe {
+        let rb = (*r).request_body;
+        if rb.is_null() || !(*rb).temp_file.is_null() {
+            return None;
+        }
+        let mut cl = (*rb).bufs;
+        while !cl.is_null() {
+            let b = (*cl).buf;
+            if (*b).in_file() != 0 {
+                return None;
+            }
+            if !(*b).pos.is_null() && (*b).last > (*b).pos {
+                let len = (*b).last.offset_from((*b).pos) as usize;
+                out.extend_from_slice(core::slice::from_raw_parts((*b).pos, len));
+            }
+            cl = (*cl).next;
+        }
+    }
+    Some(out)
+}
+
 /// The request's query string (without `?`).
 pub fn args(r: &ngx_http_request_t) -> &str {
     core::str::from_utf8(bytes(&r.args)).unwrap_or("")

@@ -183,7 +183,7 @@ fn fetch_location_hint(status: u16, location: &str) -> String {
 ///
 /// # Safety
 /// `r` must be the live main request owning `rctx`.
-unsafe fn keys(
+pub unsafe fn keys(
     r: *mut ngx_http_request_t,
     rctx: &mut RequestCtx,
     p: &Provider,

@@ -1,6 +1,7 @@
 //! The only place with nginx types: module registration, directives, phase handlers, variables.
 
 mod access;
+mod bearer;
 mod ctx;
 mod directives;
 mod endpoints;
@@ -34,6 +35,8 @@ pub struct Provider {
     pub cache: RefCell<ProviderCache>,
     /// Recently opened session cookies of this worker.
     pub sessions: RefCell<SessionCache<Verified>>,
+    /// Recently verified bearer tokens of this worker (until they expire).
+    pub bearers: RefCell<SessionCache<Verified>>,
     /// Refreshes in flight and logged-out sessions, shared by all workers.
     pub zone: *mut ngx_shm_zone_t,
     /// Some location passes the access token upstream, so sessions must keep it.
@@ -78,6 +81,8 @@ pub struct LocConf {
     pub pass_access_token: Option<bool>,
     pub set_authorization_header: Option<bool>,
     pub unauth_action: Option<UnauthAction>,
+    /// `oidc_bearer`: accept `Authorization: Bearer <JWT>` instead of a cookie.
+    pub bearer: Option<bool>,
 }
 
 impl Merge for LocConf {
@@ -90,6 +95,7 @@ impl Merge for LocConf {
             .set_authorization_header
             .or(prev.set_authorization_header);
         self.unauth_action = self.unauth_action.or(prev.unauth_action);
+        self.bearer = self.bearer.or(prev.bearer);
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! ID-token verification (OpenID Connect Core 3.1.3.7) against the provider's JWKS.
+//! Verification of the provider's signed tokens against its JWKS: ID tokens (OpenID Connect
+//! Core 3.1.3.7), access tokens presented as bearer tokens, and back-channel logout tokens.
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -18,30 +19,30 @@ const ALLOWED: &[Algorithm] = &[
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum IdTokenError {
-    #[error("the ID token is not a signed JWT")]
+pub enum JwtError {
+    #[error("the token is not a signed JWT")]
     Malformed,
-    #[error("the ID token uses algorithm {0}, which is not allowed (asymmetric signatures only)")]
+    #[error("the token uses algorithm {0}, which is not allowed (asymmetric signatures only)")]
     Algorithm(String),
     #[error("no key \"{0}\" in the provider's JWKS")]
     UnknownKey(String),
-    #[error("the JWKS key for this ID token is unusable")]
+    #[error("the JWKS key for this token is unusable")]
     BadKey,
-    #[error("the ID token's signature does not verify")]
+    #[error("the token's signature does not verify")]
     Signature,
-    #[error("the ID token's issuer is not \"{0}\"")]
+    #[error("the token's issuer is not \"{0}\"")]
     Issuer(String),
-    #[error("the ID token's audience does not contain client_id \"{0}\"")]
+    #[error("the token's audience does not contain \"{0}\"")]
     Audience(String),
-    #[error("the ID token's azp is not this client")]
+    #[error("the token's azp is not this client")]
     AuthorizedParty,
-    #[error("the ID token has expired (check the clocks of nginx and the provider)")]
+    #[error("the token has expired (check the clocks of nginx and the provider)")]
     Expired,
-    #[error("the ID token was issued in the future: the clocks of nginx and the provider differ by more than {0}s")]
+    #[error("the token was issued in the future: the clocks of nginx and the provider differ by more than {0}s")]
     IssuedInFuture(u64),
-    #[error("the ID token lacks the claim \"{0}\"")]
+    #[error("the token lacks the claim \"{0}\"")]
     MissingClaim(String),
-    #[error("the ID token's nonce does not match this login")]
+    #[error("the token's nonce does not match this login")]
     Nonce,
 }
 
@@ -64,72 +65,169 @@ pub fn verify(
     token: &str,
     jwks: &JwkSet,
     want: &Expectations,
-) -> Result<Map<String, Value>, IdTokenError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
-    if !ALLOWED.contains(&header.alg) {
-        return Err(IdTokenError::Algorithm(format!("{:?}", header.alg)));
-    }
-    let jwk = match &header.kid {
-        Some(kid) => jwks
-            .find(kid)
-            .ok_or_else(|| IdTokenError::UnknownKey(kid.clone()))?,
-        // Without a kid only an unambiguous JWKS can be used.
-        None if jwks.keys.len() == 1 => &jwks.keys[0],
-        None => return Err(IdTokenError::UnknownKey(String::new())),
-    };
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::BadKey)?;
-
-    let mut validation = Validation::new(header.alg);
-    validation.leeway = want.leeway;
-    validation.set_issuer(&[want.issuer]);
-    validation.set_audience(&[want.client_id]);
-    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-    let data =
-        jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            match e.into_kind() {
-                K::InvalidSignature => IdTokenError::Signature,
-                K::InvalidIssuer => IdTokenError::Issuer(want.issuer.to_string()),
-                K::InvalidAudience => IdTokenError::Audience(want.client_id.to_string()),
-                K::ExpiredSignature => IdTokenError::Expired,
-                K::MissingRequiredClaim(c) => IdTokenError::MissingClaim(c),
-                K::InvalidAlgorithm => IdTokenError::Algorithm(format!("{:?}", header.alg)),
-                K::InvalidRsaKey(_)
-                | K::InvalidEcdsaKey
-                | K::InvalidEddsaKey
-                | K::InvalidKeyFormat => IdTokenError::BadKey,
-                _ => IdTokenError::Malformed,
-            }
-        })?;
-    let claims = data.claims;
-
-    let iat = claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| IdTokenError::MissingClaim("iat".into()))?;
-    if iat > want.now + want.leeway {
-        return Err(IdTokenError::IssuedInFuture(want.leeway));
-    }
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| IdTokenError::MissingClaim("exp".into()))?;
-    if exp + want.leeway <= want.now {
-        return Err(IdTokenError::Expired);
-    }
+) -> Result<Map<String, Value>, JwtError> {
+    let claims = verify_signed(
+        token,
+        jwks,
+        want.issuer,
+        want.client_id,
+        want.now,
+        want.leeway,
+        &["exp", "iat", "iss", "aud", "sub"],
+    )?;
     let multiple_audiences = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
     match claims.get("azp") {
-        Some(Value::String(azp)) if azp != want.client_id => {
-            return Err(IdTokenError::AuthorizedParty)
-        }
-        None if multiple_audiences => return Err(IdTokenError::AuthorizedParty),
+        Some(Value::String(azp)) if azp != want.client_id => return Err(JwtError::AuthorizedParty),
+        None if multiple_audiences => return Err(JwtError::AuthorizedParty),
         _ => {}
     }
     match claims.get("nonce") {
         Some(Value::String(n)) if constant_time_eq(n.as_bytes(), want.nonce.as_bytes()) => {}
-        _ => return Err(IdTokenError::Nonce),
+        _ => return Err(JwtError::Nonce),
     }
     Ok(claims)
+}
+
+/// The checks every token shares: an allowed asymmetric algorithm, a key from the JWKS by
+/// `kid`, the signature, `iss`, `aud` containing `audience`, `exp` and `iat` (with `leeway`),
+/// and the `required` claims.
+fn verify_signed(
+    token: &str,
+    jwks: &JwkSet,
+    issuer: &str,
+    audience: &str,
+    now: u64,
+    leeway: u64,
+    required: &[&str],
+) -> Result<Map<String, Value>, JwtError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+    if !ALLOWED.contains(&header.alg) {
+        return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
+    }
+    let jwk = match &header.kid {
+        Some(kid) => jwks
+            .find(kid)
+            .ok_or_else(|| JwtError::UnknownKey(kid.clone()))?,
+        // Without a kid only an unambiguous JWKS can be used.
+        None if jwks.keys.len() == 1 => &jwks.keys[0],
+        None => return Err(JwtError::UnknownKey(String::new())),
+    };
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| JwtError::BadKey)?;
+
+    let mut validation = Validation::new(header.alg);
+    validation.leeway = leeway;
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(required);
+    let data =
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.into_kind() {
+                K::InvalidSignature => JwtError::Signature,
+                K::InvalidIssuer => JwtError::Issuer(issuer.to_string()),
+                K::InvalidAudience => JwtError::Audience(audience.to_string()),
+                K::ExpiredSignature => JwtError::Expired,
+                K::MissingRequiredClaim(c) => JwtError::MissingClaim(c),
+                K::InvalidAlgorithm => JwtError::Algorithm(format!("{:?}", header.alg)),
+                K::InvalidRsaKey(_)
+                | K::InvalidEcdsaKey
+                | K::InvalidEddsaKey
+                | K::InvalidKeyFormat => JwtError::BadKey,
+                _ => JwtError::Malformed,
+            }
+        })?;
+    let claims = data.claims;
+    let time = |name: &str| claims.get(name).and_then(Value::as_u64);
+    match time("iat") {
+        Some(iat) if iat > now + leeway => return Err(JwtError::IssuedInFuture(leeway)),
+        None if required.contains(&"iat") => return Err(JwtError::MissingClaim("iat".into())),
+        _ => {}
+    }
+    match time("exp") {
+        Some(exp) if exp + leeway <= now => return Err(JwtError::Expired),
+        None if required.contains(&"exp") => return Err(JwtError::MissingClaim("exp".into())),
+        _ => {}
+    }
+    Ok(claims)
+}
+
+/// An access token presented as `Authorization: Bearer`: signature, iss, exp and an audience
+/// of this service. Keycloak's access tokens carry `aud: account` unless an Audience mapper
+/// adds the client.
+pub fn verify_access_token(
+    token: &str,
+    jwks: &JwkSet,
+    issuer: &str,
+    audience: &str,
+    now: u64,
+    leeway: u64,
+) -> Result<Map<String, Value>, JwtError> {
+    verify_signed(
+        token,
+        jwks,
+        issuer,
+        audience,
+        now,
+        leeway,
+        &["exp", "iss", "aud", "sub"],
+    )
+}
+
+/// The `aud` values of a token whose audience was refused, for an explanatory log line; the
+/// payload is read without verification and only ever logged.
+pub fn unverified_audience(token: &str) -> Vec<String> {
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Map<String, Value>>(token);
+    match claims.ok().and_then(|d| d.claims.get("aud").cloned()) {
+        Some(Value::String(a)) => vec![a],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// What a verified back-channel logout token names (OpenID Connect Back-Channel Logout 1.0).
+#[derive(Debug, PartialEq, Eq)]
+pub struct LogoutToken {
+    pub sid: Option<String>,
+    pub sub: Option<String>,
+}
+
+/// Verifies a `logout_token`: signature, iss, aud ∋ client_id, iat, the back-channel logout
+/// event, `sid` or `sub`, and no `nonce` (so an ID token cannot be passed off as one).
+pub fn verify_logout_token(
+    token: &str,
+    jwks: &JwkSet,
+    issuer: &str,
+    client_id: &str,
+    now: u64,
+    leeway: u64,
+) -> Result<LogoutToken, JwtError> {
+    let claims = verify_signed(
+        token,
+        jwks,
+        issuer,
+        client_id,
+        now,
+        leeway,
+        &["iat", "iss", "aud"],
+    )?;
+    let is_logout = matches!(claims.get("events"), Some(Value::Object(e)) if e.contains_key(BACKCHANNEL_LOGOUT_EVENT));
+    if !is_logout {
+        return Err(JwtError::MissingClaim("events".into()));
+    }
+    if claims.contains_key("nonce") {
+        return Err(JwtError::Nonce);
+    }
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+    let (sid, sub) = (text("sid"), text("sub"));
+    if sid.is_none() && sub.is_none() {
+        return Err(JwtError::MissingClaim("sid".into()));
+    }
+    Ok(LogoutToken { sid, sub })
 }
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -162,7 +260,7 @@ mod tests {
                "exp":NOW+300,"iat":NOW,"nonce":"n1","preferred_username":"demo"})
     }
 
-    fn check(token: &str) -> Result<Map<String, Value>, IdTokenError> {
+    fn check(token: &str) -> Result<Map<String, Value>, JwtError> {
         let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
         verify(
             token,
@@ -206,19 +304,19 @@ mod tests {
             Some("test-key"),
             Algorithm::RS256,
         );
-        assert_eq!(check(&t), Err(IdTokenError::Audience("test".into())));
+        assert_eq!(check(&t), Err(JwtError::Audience("test".into())));
         let mut c = with("aud", json!(["account", "test"]));
         c.as_object_mut().unwrap().remove("azp");
         assert_eq!(
             check(&sign(c, Some("test-key"), Algorithm::RS256)),
-            Err(IdTokenError::AuthorizedParty)
+            Err(JwtError::AuthorizedParty)
         );
         let t = sign(
             with("azp", json!("other")),
             Some("test-key"),
             Algorithm::RS256,
         );
-        assert_eq!(check(&t), Err(IdTokenError::AuthorizedParty));
+        assert_eq!(check(&t), Err(JwtError::AuthorizedParty));
     }
 
     #[test]
@@ -226,34 +324,81 @@ mod tests {
         let rs = |c| sign(c, Some("test-key"), Algorithm::RS256);
         assert_eq!(
             check(&rs(with("iss", json!("http://evil")))),
-            Err(IdTokenError::Issuer("http://kc/realms/test".into()))
+            Err(JwtError::Issuer("http://kc/realms/test".into()))
         );
         assert_eq!(
             check(&rs(with("exp", json!(NOW - 61)))),
-            Err(IdTokenError::Expired)
+            Err(JwtError::Expired)
         );
         assert_eq!(
             check(&rs(with("iat", json!(NOW + 120)))),
-            Err(IdTokenError::IssuedInFuture(60))
+            Err(JwtError::IssuedInFuture(60))
         );
         assert_eq!(
             check(&rs(with("nonce", json!("other")))),
-            Err(IdTokenError::Nonce)
+            Err(JwtError::Nonce)
         );
         let mut c = good();
         c.as_object_mut().unwrap().remove("nonce");
-        assert_eq!(check(&rs(c)), Err(IdTokenError::Nonce));
+        assert_eq!(check(&rs(c)), Err(JwtError::Nonce));
+    }
+
+    #[test]
+    fn bearer_tokens_need_this_service_as_audience() {
+        let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
+        let at = sign(
+            with("aud", json!("account")),
+            Some("test-key"),
+            Algorithm::RS256,
+        );
+        let check = |aud| verify_access_token(&at, &jwks, "http://kc/realms/test", aud, NOW, 60);
+        assert_eq!(check("test"), Err(JwtError::Audience("test".into())));
+        assert!(check("account").is_ok());
+        assert_eq!(unverified_audience(&at), ["account"]);
+    }
+
+    #[test]
+    fn logout_tokens_are_checked_like_the_spec_says() {
+        let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
+        let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        let base = json!({"iss":"http://kc/realms/test","aud":"test","iat":NOW,"jti":"j",
+                          "sid":"s1","events":event});
+        let check = |c: Value| {
+            let t = sign(c, Some("test-key"), Algorithm::RS256);
+            verify_logout_token(&t, &jwks, "http://kc/realms/test", "test", NOW, 60)
+        };
+        assert_eq!(
+            check(base.clone()),
+            Ok(LogoutToken {
+                sid: Some("s1".into()),
+                sub: None
+            })
+        );
+        let mut no_event = base.clone();
+        no_event.as_object_mut().unwrap().remove("events");
+        assert!(check(no_event).is_err());
+        let mut with_nonce = base.clone();
+        with_nonce["nonce"] = json!("n");
+        assert_eq!(check(with_nonce), Err(JwtError::Nonce));
+        let mut nobody = base.clone();
+        nobody.as_object_mut().unwrap().remove("sid");
+        assert!(check(nobody).is_err());
+        let mut other_aud = base;
+        other_aud["aud"] = json!("other");
+        assert!(check(other_aud).is_err());
+        // An ID token (it carries a nonce and no event) is not a logout token.
+        assert!(check(good()).is_err());
     }
 
     #[test]
     fn forged_tokens_are_refused() {
         assert_eq!(
             check(&sign(good(), Some("test-key"), Algorithm::HS256)),
-            Err(IdTokenError::Algorithm("HS256".into()))
+            Err(JwtError::Algorithm("HS256".into()))
         );
         assert_eq!(
             check(&sign(good(), Some("other"), Algorithm::RS256)),
-            Err(IdTokenError::UnknownKey("other".into()))
+            Err(JwtError::UnknownKey("other".into()))
         );
         let t = sign(good(), Some("test-key"), Algorithm::RS256);
         let (head, _) = t.rsplit_once('.').unwrap();
@@ -263,9 +408,9 @@ mod tests {
         );
         let mut parts: Vec<&str> = t.split('.').collect();
         parts[1] = &forged_payload;
-        assert_eq!(check(&parts.join(".")), Err(IdTokenError::Signature));
+        assert_eq!(check(&parts.join(".")), Err(JwtError::Signature));
         assert!(check(&format!("{head}.")).is_err());
-        assert_eq!(check("not.a.jwt"), Err(IdTokenError::Malformed));
+        assert_eq!(check("not.a.jwt"), Err(JwtError::Malformed));
         let none = format!(
             "{}.{}.",
             base64::Engine::encode(

@@ -344,6 +344,21 @@ impl Provider {
             .call()
             .expect("POST /_test/reset");
     }
+
+    /// Ends every login at the provider (like Keycloak's "sign out all sessions"): refresh
+    /// tokens then get `invalid_grant`.
+    pub fn revoke_grants(&self) {
+        plain_agent()
+            .post(&self.url("/_test/revoke-grants"))
+            .call()
+            .expect("POST /_test/revoke-grants");
+    }
+
+    /// Stops the provider for good: connections to its port are refused from now on.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Provider {
@@ -801,6 +816,10 @@ impl Env {
         if opts.provider.post_logout_redirect_uris.is_empty() {
             opts.provider.post_logout_redirect_uris =
                 vec![format!("{site}/"), format!("http://localhost:{port}/")];
+        }
+        // Provider settings may name nginx's port before nginx exists (back-channel logout).
+        for (_, v) in opts.provider.env.iter_mut() {
+            *v = v.replace("@PORT@", &port.to_string());
         }
         if opts.provider.client_secret.is_none() {
             // Distinctive, so that the error-log check can look for it.

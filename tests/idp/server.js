@@ -187,7 +187,7 @@ const configuration = {
     id_token_signed_response_alg: 'RS256',
     require_auth_time: true,
     // Only used so that oidc-provider puts `sid` into ID tokens (Keycloak always does).
-    backchannel_logout_uri: `http://${HOST}:${PORT}/_test/backchannel-logout`,
+    backchannel_logout_uri: process.env.IDP_BACKCHANNEL_LOGOUT_URI || `http://${HOST}:${PORT}/_test/backchannel-logout`,
     backchannel_logout_session_required: true,
   }],
   jwks: { keys: [SIGNING_JWK] },
@@ -372,8 +372,14 @@ async function autoConsent(interaction) {
   for (const [indicator, scopes] of Object.entries(details.missingResourceScopes || {})) {
     grant.addResourceScope(indicator, scopes.join(' '));
   }
-  return grant.save();
+  const grantId = await grant.save();
+  grantIds.add(grantId);
+  return grantId;
 }
+
+// Every grant ever given, so a test can end all logins the way an admin's "sign out all
+// sessions" does in Keycloak: their refresh tokens then get invalid_grant.
+const grantIds = new Set();
 
 async function finishInteraction(req, res, result) {
   const to = await provider.interactionResult(req, res, result, { mergeWithLastSubmission: false });
@@ -566,6 +572,18 @@ const server = http.createServer(async (req, res) => {
     if (pathname === '/_test/reset' && req.method === 'POST') {
       resetStats();
       return sendJson(res, 200, stats);
+    }
+    if (pathname === '/_test/revoke-grants' && req.method === 'POST') {
+      let revoked = 0;
+      for (const id of grantIds) {
+        const grant = await provider.Grant.find(id);
+        if (grant) {
+          await grant.destroy();
+          revoked += 1;
+        }
+      }
+      grantIds.clear();
+      return sendJson(res, 200, { revoked });
     }
     if (pathname === '/_test/backchannel-logout') {
       await readBody(req);

@@ -1,0 +1,124 @@
+//! `Authorization: Bearer <JWT>` with `oidc_bearer on`: the access token is verified against
+//! the provider's JWKS (signature, iss, exp, `bearer_audience`) and cached per worker until it
+//! expires. A valid token gets the same headers and variables as a cookie session, no cookie.
+
+use std::rc::Rc;
+
+use ngx::ffi::{
+    ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO,
+};
+use ngx::ngx_log_error;
+
+use super::access::{finish, set_upstream_headers};
+use super::ctx::RequestCtx;
+use super::http::Response;
+use super::login::{self, Step};
+use super::{LocConf, Provider};
+use crate::conf::provider::CLOCK_SKEW;
+use crate::oidc::id_token::{self, JwtError};
+use crate::session::{Session, Verified};
+
+fn refused(why: &str) -> Response<'static> {
+    Response::new(NGX_HTTP_UNAUTHORIZED as usize)
+        .header("WWW-Authenticate", "Bearer error=\"invalid_token\"".into())
+        .json(format!(
+            "{{\"error\":\"invalid_token\",\"error_description\":{}}}\n",
+            serde_json::Value::String(why.to_string())
+        ))
+}
+
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`.
+pub unsafe fn protect(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    lcf: &LocConf,
+    token: &str,
+    now: u64,
+) -> ngx_int_t {
+    // SAFETY: per this function's contract.
+    unsafe {
+        let cached = p.bearers.borrow().get(token.as_bytes());
+        let verified = match cached.filter(|v| v.session.is_valid_at(now)) {
+            Some(v) => v,
+            None => match verify(r, rctx, p, token, now) {
+                Step::Ready(v) => v,
+                Step::Pending => return NGX_AGAIN as ngx_int_t,
+                Step::Failed(resp) => return finish(r, resp),
+            },
+        };
+        if set_upstream_headers(r, &verified, lcf).is_none() {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        rctx.session = Some(verified);
+        NGX_DECLINED as ngx_int_t
+    }
+}
+
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`.
+unsafe fn verify(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    token: &str,
+    now: u64,
+) -> Step<Rc<Verified>> {
+    // SAFETY: per this function's contract.
+    let d = match unsafe { login::discovery(r, rctx, p, now) } {
+        Step::Ready(d) => d,
+        Step::Pending => return Step::Pending,
+        Step::Failed(resp) => return Step::Failed(resp),
+    };
+    let kid = id_token::key_id(token);
+    // SAFETY: per this function's contract.
+    let keys = match unsafe { login::keys(r, rctx, p, &d, kid.as_deref(), now) } {
+        Step::Ready(k) => k,
+        Step::Pending => return Step::Pending,
+        Step::Failed(resp) => return Step::Failed(resp),
+    };
+    let audience = &p.conf.bearer_audience;
+    match id_token::verify_access_token(token, &keys, &p.conf.issuer, audience, now, CLOCK_SKEW) {
+        Ok(claims) => {
+            let exp = claims
+                .get("exp")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(now);
+            let mut session = Session::from_id_token(claims, now, 0);
+            session.exp = exp;
+            let v = Rc::new(Verified::new(session));
+            p.bearers
+                .borrow_mut()
+                .insert(token.as_bytes(), Rc::clone(&v));
+            Step::Ready(v)
+        }
+        Err(e) => {
+            let hint = match &e {
+                JwtError::Audience(_)
+                    if id_token::unverified_audience(token)
+                        .iter()
+                        .any(|a| a == "account") =>
+                {
+                    " (a Keycloak access token has aud \"account\" unless the client has an \
+                     Audience mapper: Client scopes → <client>-dedicated → Add mapper → By \
+                     configuration → Audience, Included Client Audience = your client; or set \
+                     bearer_audience)"
+                }
+                _ => "",
+            };
+            // SAFETY: a live request has a connection with a log.
+            let log = unsafe { (*(*r).connection).log };
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "oidc: provider \"{}\": bearer token refused: {}{}",
+                p.conf.name,
+                e,
+                hint
+            );
+            Step::Failed(refused(&e.to_string()))
+        }
+    }
+}

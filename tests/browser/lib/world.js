@@ -1,0 +1,182 @@
+// Harness for the browser tests: starts the test OpenID Provider (tests/idp/server.js), the demo
+// upstream (scripts/demo-upstream.js) and nginx with the module (nginx-conf/demo.conf rendered
+// like scripts/demo.sh does) on free ports, plus headless Chromium (Debian's /usr/bin/chromium,
+// driven by playwright-core; never a downloaded browser).
+//
+// Env: NGX_OIDC_NGINX, NGX_OIDC_MODULE (default target/ngx-oidc/...), CHROMIUM (default
+// /usr/bin/chromium), NGX_OIDC_BROWSER_OUT (default target/browser: screenshots and logs).
+'use strict';
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
+const OUT = process.env.NGX_OIDC_BROWSER_OUT || path.join(TARGET, 'browser');
+const NGINX = process.env.NGX_OIDC_NGINX || path.join(TARGET, 'ngx-oidc/sbin/nginx');
+const MODULE = process.env.NGX_OIDC_MODULE
+  || path.join(TARGET, 'ngx-oidc/modules/ngx_http_oidc_module.so');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function slug(s) {
+  return String(s).toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60);
+}
+
+function tail(file, n = 30) {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').slice(-n - 1).join('\n');
+  } catch (e) {
+    return `<${e.message}>`;
+  }
+}
+
+async function waitHttp(url, what, child, timeoutMs = 20000) {
+  const start = Date.now();
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) during startup`);
+    }
+    try {
+      const r = await fetch(url, { redirect: 'manual' });
+      if (r.status < 500) return;
+    } catch { /* not up yet */ }
+    if (Date.now() - start > timeoutMs) throw new Error(`${what} did not answer at ${url}`);
+    await sleep(100);
+  }
+}
+
+/**
+ * Starts provider + upstream + nginx. Options:
+ *   name          a label for the output dir (target/browser/run/<name>)
+ *   cookieSecure  false (default): `cookie_secure off`; true: `cookie_secure on`
+ */
+async function startWorld({ name = 'world', cookieSecure = false } = {}) {
+  for (const f of [NGINX, MODULE]) {
+    if (!fs.existsSync(f)) throw new Error(`${f} not found: run scripts/build.sh first`);
+  }
+  const dir = path.join(OUT, 'run', slug(name));
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
+  const [port, idpPort, upstreamPort] = [await freePort(), await freePort(), await freePort()];
+  const children = [];
+  const world = {
+    dir, port, idpPort, upstreamPort,
+    base: `http://127.0.0.1:${port}`,
+    localBase: `http://localhost:${port}`,
+    issuer: `http://127.0.0.1:${idpPort}/realms/test`,
+    logs: {
+      idp: path.join(dir, 'idp.log'),
+      upstream: path.join(dir, 'upstream.log'),
+      nginx: path.join(dir, 'error.log'),
+      access: path.join(dir, 'access.log'),
+    },
+  };
+  const spawnLogged = (cmd, args, env, log) => {
+    const fd = fs.openSync(log, 'a');
+    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
+    fs.closeSync(fd);
+    children.push(child);
+    return child;
+  };
+
+  world.stop = async () => {
+    for (const c of children.slice().reverse()) {
+      if (c.exitCode !== null || c.signalCode !== null) continue;
+      const done = new Promise((r) => c.once('exit', r));
+      c.kill(c === world.nginxProc ? 'SIGQUIT' : 'SIGTERM');
+      const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+      await done;
+      clearTimeout(t);
+    }
+  };
+  world.diagnostics = () => [
+    `---- nginx error.log (${world.logs.nginx})`, tail(world.logs.nginx),
+    `---- provider log (${world.logs.idp})`, tail(world.logs.idp),
+  ].join('\n');
+
+  try {
+    const keys = path.join(dir, 'cookie-keys');
+    fs.writeFileSync(keys, crypto.randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
+
+    const sites = [`http://127.0.0.1:${port}`, `http://localhost:${port}`];
+    const idp = spawnLogged('node', [path.join(ROOT, 'tests/idp/server.js')], {
+      IDP_PORT: String(idpPort), IDP_REALM: 'test', IDP_CLIENT_ID: 'test', IDP_CLIENT_SECRET: 'secret',
+      IDP_REDIRECT_URIS: sites.map((s) => `${s}/oauth2/callback`).join(','),
+      IDP_POST_LOGOUT_REDIRECT_URIS: sites.flatMap((s) => [`${s}/`, `${s}/public/`]).join(","),
+    }, world.logs.idp);
+    const upstream = spawnLogged('node', [path.join(ROOT, 'scripts/demo-upstream.js'), String(upstreamPort)],
+      {}, world.logs.upstream);
+    await Promise.all([
+      waitHttp(`http://127.0.0.1:${idpPort}/_test/health`, 'the test provider', idp),
+      waitHttp(`http://127.0.0.1:${upstreamPort}/`, 'the demo upstream', upstream),
+    ]);
+
+    // Same rendering as scripts/demo.sh, so the tests also cover the demo's config.
+    let conf = fs.readFileSync(path.join(ROOT, 'nginx-conf/demo.conf'), 'utf8')
+      .replaceAll('@MODULE@', MODULE)
+      .replaceAll('@PREFIX@', dir)
+      .replaceAll('@USER@', process.getuid && process.getuid() === 0 ? 'user root;' : '')
+      .replaceAll('@PORT@', String(port))
+      .replaceAll('@IDP_PORT@', String(idpPort))
+      .replaceAll('@UPSTREAM_PORT@', String(upstreamPort));
+    conf = conf.replace(/cookie_secure\s+\w+;/, `cookie_secure ${cookieSecure ? 'on' : 'off'};`);
+    const confFile = path.join(dir, 'nginx.conf');
+    fs.writeFileSync(confFile, conf);
+    const nginx = spawnLogged(NGINX, ['-p', `${dir}/`, '-e', world.logs.nginx, '-c', confFile], {},
+      path.join(dir, 'nginx.stderr'));
+    world.nginxProc = nginx;
+    await waitHttp(`${world.base}/public/`, 'nginx', nginx);
+  } catch (e) {
+    const diag = world.diagnostics();
+    await world.stop();
+    e.message += `\n${diag}\n---- nginx stderr\n${tail(path.join(dir, 'nginx.stderr'))}`;
+    throw e;
+  }
+  return world;
+}
+
+/** Headless Debian Chromium with a fresh profile (Playwright makes a temp user-data-dir). */
+async function launchBrowser() {
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install chromium`);
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-dev-shm-usage',
+    ],
+  });
+}
+
+/** A screenshot helper for one test: shot('step name') → target/browser/<test>/<nn>-<step>.png */
+function shooter(testName) {
+  const dir = path.join(OUT, slug(testName));
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  let n = 0;
+  return async (page, step) => {
+    n += 1;
+    const file = path.join(dir, `${String(n).padStart(2, '0')}-${slug(step)}.png`);
+    await page.screenshot({ path: file, fullPage: true }).catch(() => {});
+    return file;
+  };
+}
+
+module.exports = { ROOT, OUT, CHROMIUM, startWorld, launchBrowser, shooter, slug, sleep };
