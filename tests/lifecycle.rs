@@ -428,3 +428,53 @@ fn the_provider_ends_sessions_through_back_channel_logout() {
     assert_eq!(status(agent.get(&url).call()), 405);
     env.assert_error_log_is_clean();
 }
+
+#[test]
+fn expired_and_unsigned_bearer_tokens_are_refused() {
+    let provider = PROVIDER_BLOCK.replace(
+        "cookie_secure      off;",
+        "cookie_secure      off;\n        bearer_audience    account;\n        refresh_leeway     1s;\n        clock_skew         1s;",
+    );
+    let mut opts = EnvOptions::default()
+        .token_ttls(2, 2, 600)
+        .location_extra("oidc_bearer on; oidc_pass_access_token on;");
+    opts.http = format!("{provider}{PROTECTED_SERVER}");
+    let env = Env::start_with(opts);
+    let mut b = logged_in(&env, "demo");
+    let token = access_token_of(&env, &mut b);
+    assert_eq!(bearer_get(&env, &token).0, 200);
+
+    let payload = token.split('.').nth(1).unwrap();
+    let none = format!(
+        "{}.{payload}.",
+        base64_url(br#"{"alg":"none","typ":"JWT"}"#)
+    );
+    assert_eq!(bearer_get(&env, &none).0, 401, "alg none");
+
+    thread::sleep(Duration::from_millis(3500));
+    assert_eq!(bearer_get(&env, &token).0, 401, "an expired bearer token");
+    env.assert_error_log_is_clean();
+}
+
+#[test]
+fn a_session_ends_when_its_refresh_token_expires() {
+    let mut opts = EnvOptions::default().token_ttls(2, 2, 4);
+    opts.http = format!(
+        "{}{PROTECTED_SERVER}",
+        PROVIDER_BLOCK.replace(
+            "cookie_secure      off;",
+            "cookie_secure      off;\n        refresh_leeway     1s;"
+        )
+    );
+    let env = Env::start_with(opts);
+    let mut b = logged_in(&env, "demo");
+    thread::sleep(Duration::from_millis(5000));
+    let r = b.get(&env.url(PAGE), &[("Accept", "application/json")]);
+    assert_eq!(
+        r.status,
+        401,
+        "a session past its refresh token's life: {}",
+        r.summary()
+    );
+    env.assert_error_log_is_clean();
+}

@@ -240,6 +240,50 @@ fn the_upstream_never_sees_the_session_cookie() {
 }
 
 #[test]
+fn a_browser_sending_only_our_cookie_and_many_headers_is_served() {
+    // Real browsers send headers nginx does not know (sec-ch-ua…) and, on a host of its own,
+    // only the session cookie: the Cookie header then disappears for the upstream.
+    let env = Env::start();
+    let b = logged_in(&env, "demo");
+    let mut only_ours = env.browser();
+    only_ours.jar.set("_oidc", &b.jar.get("_oidc").unwrap());
+    let headers = [
+        ("sec-ch-ua", "\"Chromium\";v=\"156\""),
+        ("sec-ch-ua-mobile", "?0"),
+        ("sec-ch-ua-platform", "\"Linux\""),
+        ("Upgrade-Insecure-Requests", "1"),
+        ("Sec-Fetch-Site", "none"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("Sec-Fetch-User", "?1"),
+        ("Sec-Fetch-Dest", "document"),
+        ("Accept-Language", "en-US,en;q=0.9"),
+        ("Accept-Encoding", "gzip, deflate"),
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("X-Custom-1", "a"),
+        ("X-Custom-2", "b"),
+        ("X-Custom-3", "c"),
+        ("X-Custom-4", "d"),
+        ("X-Custom-5", "e"),
+        ("X-Custom-6", "f"),
+    ];
+    for _ in 0..5 {
+        let r = only_ours.get(&env.url("/x"), &headers);
+        assert_eq!(r.status, 200, "{}", r.summary());
+        assert_eq!(r.upstream_header("cookie"), None);
+        assert_eq!(
+            r.upstream_header("x-auth-request-user").as_deref(),
+            Some("demo")
+        );
+        assert_eq!(r.upstream_header("x-custom-6").as_deref(), Some("f"));
+        assert_eq!(
+            r.upstream_header("x-forwarded-for").as_deref(),
+            Some("10.0.0.1")
+        );
+    }
+    env.assert_error_log_is_clean();
+}
+
+#[test]
 fn sign_in_with_rd_returns_to_the_destination() {
     let env = Env::start();
     let mut b = env.browser();

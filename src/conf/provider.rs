@@ -5,9 +5,6 @@ use std::path::{Path, PathBuf};
 use crate::session::codec::{KeyError, KeyRing};
 use crate::session::cookies::CookieName;
 
-/// Allowed clock difference between nginx and the provider when checking token times.
-pub const CLOCK_SKEW: u64 = 60;
-
 /// A provider's settings, complete and checked.
 pub struct ProviderConf {
     pub name: String,
@@ -29,6 +26,8 @@ pub struct ProviderConf {
     pub post_logout_redirect_uri: Option<String>,
     /// The audience bearer tokens must carry.
     pub bearer_audience: String,
+    /// Allowed clock difference between nginx and the provider when checking token times.
+    pub clock_skew: u64,
     /// Associated data of session cookies: binds them to this cookie name and provider.
     pub session_aad: Vec<u8>,
     /// Associated data of login-state cookies.
@@ -67,7 +66,7 @@ pub enum ConfError {
 const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cookie_secret_file, \
                      scope, redirect_uri, cookie_name, cookie_secure, fetch_location, \
                      session_lifetime, refresh_leeway, post_logout_redirect_uri, \
-                     bearer_audience";
+                     bearer_audience, clock_skew";
 
 /// Collects the directives of one provider block.
 #[derive(Default)]
@@ -86,6 +85,7 @@ pub struct ProviderBuilder {
     refresh_leeway: Option<u64>,
     post_logout_redirect_uri: Option<String>,
     bearer_audience: Option<String>,
+    clock_skew: Option<u64>,
 }
 
 fn once<T>(slot: &mut Option<T>, directive: &str, value: T) -> Result<(), ConfError> {
@@ -252,6 +252,15 @@ impl ProviderBuilder {
                 )
             }
             "bearer_audience" => once(&mut self.bearer_audience, directive, value.to_string()),
+            "clock_skew" => {
+                let secs = parse_duration(value).filter(|s| *s <= 600).ok_or_else(|| {
+                    ConfError::Invalid {
+                        directive: "clock_skew",
+                        why: format!("\"{value}\" is not a time up to 10m, like 60s"),
+                    }
+                })?;
+                once(&mut self.clock_skew, directive, secs)
+            }
             other => Err(ConfError::Unknown(other.to_string())),
         }
     }
@@ -309,6 +318,7 @@ impl ProviderBuilder {
             refresh_leeway: self.refresh_leeway.unwrap_or(30),
             post_logout_redirect_uri: self.post_logout_redirect_uri,
             bearer_audience,
+            clock_skew: self.clock_skew.unwrap_or(60),
         })
     }
 }

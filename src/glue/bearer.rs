@@ -15,7 +15,6 @@ use super::ctx::RequestCtx;
 use super::http::Response;
 use super::login::{self, Step};
 use super::{LocConf, Provider};
-use crate::conf::provider::CLOCK_SKEW;
 use crate::oidc::id_token::{self, JwtError};
 use crate::session::{Session, Verified};
 
@@ -80,7 +79,14 @@ unsafe fn verify(
         Step::Failed(resp) => return Step::Failed(resp),
     };
     let audience = &p.conf.bearer_audience;
-    match id_token::verify_access_token(token, &keys, &p.conf.issuer, audience, now, CLOCK_SKEW) {
+    match id_token::verify_access_token(
+        token,
+        &keys,
+        &p.conf.issuer,
+        audience,
+        now,
+        p.conf.clock_skew,
+    ) {
         Ok(claims) => {
             let exp = claims
                 .get("exp")

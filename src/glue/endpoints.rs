@@ -15,7 +15,6 @@ use ngx::ngx_log_error;
 use super::access::{finish, now, read_session, unauthorized};
 use super::http::{self, Response};
 use super::{ctx, login, zone, Module, Provider};
-use crate::conf::provider::CLOCK_SKEW;
 use crate::oidc::id_token::{self, LogoutToken};
 use crate::oidc::{authorize, query};
 use crate::session::cookies::{self, CookieAttrs};
@@ -210,7 +209,7 @@ unsafe fn backchannel_logout(
             &p.conf.issuer,
             &p.conf.client_id,
             now,
-            CLOCK_SKEW,
+            p.conf.clock_skew,
         );
         match verified {
             Ok(LogoutToken { sid: Some(sid), .. }) => {
@@ -287,7 +286,7 @@ pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 let body = serde_json::json!({
                     "user": s.user(),
                     "email": s.claim("email"),
-                    "preferred_username": s.claim("preferred_username"),
+                    "preferredUsername": s.claim("preferred_username"),
                     "groups": groups,
                 });
                 Response::new(NGX_HTTP_OK as usize).json(format!("{body}\n"))

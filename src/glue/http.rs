@@ -273,16 +273,19 @@ unsafe fn remove_headers_in(
             }
             p
         };
-        for h in list_elts(new) {
-            h.next = remap(h.next);
-        }
         // The element pointers of ngx_http_headers_in_t are declared one after another, from
-        // `host` to `cookie`.
+        // `host` to `cookie`. Only elements on these chains have a meaningful `next` (nginx
+        // leaves it uninitialised for headers it does not know), so only chains are followed.
         let first = &mut hin.host as *mut *mut ngx_table_elt_t;
         let last = &mut hin.cookie as *mut *mut ngx_table_elt_t;
         let mut slot = first;
         while slot <= last {
             *slot = remap(*slot);
+            let mut cur = *slot;
+            while !cur.is_null() {
+                (*cur).next = remap((*cur).next);
+                cur = (*cur).next;
+            }
             slot = slot.add(1);
         }
     }

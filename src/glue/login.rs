@@ -13,7 +13,6 @@ use super::ctx::{FetchSlot, RequestCtx};
 use super::fetch::{self, FetchRequest};
 use super::http::{self, Response};
 use super::Provider;
-use crate::conf::provider::CLOCK_SKEW;
 use crate::oidc::cache::Keys;
 use crate::oidc::discovery::{self, Discovery};
 use crate::oidc::id_token::{self, constant_time_eq, Expectations};
@@ -555,7 +554,7 @@ pub unsafe fn callback(
         client_id: &p.conf.client_id,
         nonce: &login.nonce,
         now,
-        leeway: CLOCK_SKEW,
+        leeway: p.conf.clock_skew,
     };
     let claims = match id_token::verify(&id_token, &set, &want) {
         Ok(c) => c,

@@ -355,6 +355,35 @@ mod tests {
         assert_eq!(check("test"), Err(JwtError::Audience("test".into())));
         assert!(check("account").is_ok());
         assert_eq!(unverified_audience(&at), ["account"]);
+        let wrong_iss = sign(
+            with("iss", json!("http://evil")),
+            Some("test-key"),
+            Algorithm::RS256,
+        );
+        assert!(matches!(
+            verify_access_token(&wrong_iss, &jwks, "http://kc/realms/test", "test", NOW, 60),
+            Err(JwtError::Issuer(_))
+        ));
+        let expired = sign(
+            with("exp", json!(NOW - 61)),
+            Some("test-key"),
+            Algorithm::RS256,
+        );
+        assert_eq!(
+            verify_access_token(&expired, &jwks, "http://kc/realms/test", "test", NOW, 60),
+            Err(JwtError::Expired)
+        );
+        let payload = expired.split('.').nth(1).unwrap();
+        let none = format!(
+            "{}.{payload}.",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                br#"{"alg":"none","kid":"test-key"}"#
+            )
+        );
+        assert!(
+            verify_access_token(&none, &jwks, "http://kc/realms/test", "test", NOW, 60).is_err()
+        );
     }
 
     #[test]
