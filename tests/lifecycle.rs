@@ -26,19 +26,6 @@ fn env_with(access_ttl: u32, leeway: &str, location_extra: &str) -> Env {
     Env::start_with(opts)
 }
 
-fn logged_in(env: &Env, user: &str) -> Browser {
-    let mut b = env.browser();
-    let r = b.login(&env.url(PAGE), user, user);
-    assert_eq!(
-        r.status,
-        200,
-        "after login: {}\n{}",
-        r.summary(),
-        b.transcript()
-    );
-    b
-}
-
 fn refreshes(env: &Env) -> u64 {
     env.provider.stats()["token_requests"]["refresh_token"]
         .as_u64()
@@ -88,7 +75,7 @@ fn concurrent_gets(url: &str, cookie: &str, n: usize) -> Vec<(u16, Option<String
 #[test]
 fn thirty_two_concurrent_requests_needing_a_refresh_make_one_refresh_call() {
     let env = env_with(3, "1s", "");
-    let b = logged_in(&env, "demo");
+    let b = logged_in(&env, PAGE, "demo");
     let cookie = b
         .jar
         .header_for(&url::Url::parse(&env.url(PAGE)).unwrap())
@@ -122,7 +109,7 @@ fn the_upstream_always_gets_a_fresh_access_token() {
         "1s",
         "oidc_pass_access_token on; oidc_set_authorization_header on;",
     );
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let r = b.get(&env.url(PAGE), &[]);
     let first = r
         .upstream_header("x-auth-request-access-token")
@@ -171,7 +158,7 @@ fn the_upstream_always_gets_a_fresh_access_token() {
 #[test]
 fn a_login_ended_at_the_provider_ends_the_session() {
     let env = env_with(3, "1s", "");
-    let mut b = logged_in(&env, "alice");
+    let mut b = logged_in(&env, PAGE, "alice");
     env.provider.revoke_grants();
     thread::sleep(Duration::from_millis(3500));
 
@@ -204,7 +191,7 @@ fn a_login_ended_at_the_provider_ends_the_session() {
 #[test]
 fn while_the_provider_is_down_valid_tokens_pass_and_expired_ones_get_503() {
     let mut env = env_with(8, "6s", "");
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     env.provider.kill();
 
     // Within the refresh leeway but not expired: the refresh fails, the request passes.
@@ -229,7 +216,7 @@ fn while_the_provider_is_down_valid_tokens_pass_and_expired_ones_get_503() {
 #[test]
 fn sign_out_ends_the_provider_session_and_a_copied_cookie_stops_working() {
     let env = env_with(300, "30s", "");
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let stolen = b.jar.get("_oidc").expect("session cookie");
 
     let r = b.get(&env.url("/oauth2/sign_out"), &[]);
@@ -340,7 +327,7 @@ fn a_valid_bearer_token_is_accepted_without_a_cookie() {
         EnvOptions::default().location_extra("oidc_bearer on; oidc_pass_access_token on;");
     opts.http = format!("{provider}{PROTECTED_SERVER}");
     let env = Env::start_with(opts);
-    let mut b = logged_in(&env, "alice");
+    let mut b = logged_in(&env, PAGE, "alice");
     let token = access_token_of(&env, &mut b);
 
     env.provider.reset();
@@ -367,7 +354,7 @@ fn a_valid_bearer_token_is_accepted_without_a_cookie() {
 #[test]
 fn a_keycloak_access_token_for_account_is_refused_with_the_audience_mapper_fix() {
     let env = env_with(300, "30s", "oidc_bearer on; oidc_pass_access_token on;");
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let token = access_token_of(&env, &mut b);
     let (status, _, _) = bearer_get(&env, &token);
     assert_eq!(status, 401, "bearer_audience defaults to the client id");
@@ -389,7 +376,7 @@ fn the_provider_ends_sessions_through_back_channel_logout() {
         "http://127.0.0.1:@PORT@/oauth2/backchannel_logout".into(),
     ));
     let env = Env::start_with(opts);
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
 
     // A second browser shares the provider login (single sign-on), so its nginx session has
     // the same provider session id.
@@ -440,7 +427,7 @@ fn expired_and_unsigned_bearer_tokens_are_refused() {
         .location_extra("oidc_bearer on; oidc_pass_access_token on;");
     opts.http = format!("{provider}{PROTECTED_SERVER}");
     let env = Env::start_with(opts);
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let token = access_token_of(&env, &mut b);
     assert_eq!(bearer_get(&env, &token).0, 200);
 
@@ -467,7 +454,7 @@ fn a_session_ends_when_its_refresh_token_expires() {
         )
     );
     let env = Env::start_with(opts);
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     thread::sleep(Duration::from_millis(5000));
     let r = b.get(&env.url(PAGE), &[("Accept", "application/json")]);
     assert_eq!(

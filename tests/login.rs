@@ -70,21 +70,6 @@ fn assert_on_site_redirect(env: &Env, b: &Browser, r: &Resp) -> String {
     }
 }
 
-/// Logs `user` in from PAGE and checks the final page came from the upstream.
-fn logged_in(env: &Env, user: &str) -> Browser {
-    let mut b = env.browser();
-    let r = b.login(&env.url(PAGE), user, user);
-    assert_eq!(
-        r.status,
-        200,
-        "after login: {}\n{}",
-        r.summary(),
-        b.transcript()
-    );
-    assert_eq!(r.json()["path"], PAGE);
-    b
-}
-
 // ---------------------------------------------------------------------------- the login flow
 
 #[test]
@@ -198,7 +183,7 @@ fn login_works_although_the_access_token_audience_is_account() {
     // The test provider issues Keycloak-19-style access tokens (aud: account, not the client):
     // the module must check the audience of the ID token only.
     let env = Env::start();
-    let b = logged_in(&env, "alice");
+    let b = logged_in(&env, PAGE, "alice");
     drop(b);
     env.assert_error_log_is_clean();
 }
@@ -206,7 +191,7 @@ fn login_works_although_the_access_token_audience_is_account() {
 #[test]
 fn a_logged_in_browser_is_served_without_calling_the_provider() {
     let env = Env::start();
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let before = env.provider.stats();
     for i in 0..20 {
         let r = b.get(&env.url(&format!("/page/{i}")), &[]);
@@ -227,7 +212,7 @@ fn a_logged_in_browser_is_served_without_calling_the_provider() {
 #[test]
 fn the_upstream_never_sees_the_session_cookie() {
     let env = Env::start();
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let r = b.get(&env.url("/x"), &[]);
     let cookie = r.upstream_header("cookie").unwrap_or_default();
     assert!(
@@ -244,7 +229,7 @@ fn a_browser_sending_only_our_cookie_and_many_headers_is_served() {
     // Real browsers send headers nginx does not know (sec-ch-ua…) and, on a host of its own,
     // only the session cookie: the Cookie header then disappears for the upstream.
     let env = Env::start();
-    let b = logged_in(&env, "demo");
+    let b = logged_in(&env, PAGE, "demo");
     let mut only_ours = env.browser();
     only_ours.jar.set("_oidc", &b.jar.get("_oidc").unwrap());
     let headers = [
@@ -361,7 +346,7 @@ fn client_sent_identity_headers_never_reach_the_upstream() {
     assert_eq!(env.upstream.count(), count);
 
     // With a session, on a protected location: only the module's values.
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let r = b.get(&env.url(PAGE), forged);
     check(&r, Some("demo"));
     assert_eq!(
@@ -453,7 +438,7 @@ fn the_auth_endpoint_answers_202_with_a_session_and_401_without() {
     let r = anon.get(&env.url("/oauth2/auth"), &[("Accept", "*/*")]);
     assert_eq!(r.status, 401, "{}", r.summary());
 
-    let mut b = logged_in(&env, "alice");
+    let mut b = logged_in(&env, PAGE, "alice");
     let r = b.get(&env.url("/oauth2/auth"), &[]);
     assert_eq!(r.status, 202, "{}\n{}", r.summary(), b.transcript());
     assert_eq!(r.header("x-auth-request-user"), Some("alice"));
@@ -471,7 +456,7 @@ fn the_userinfo_endpoint_shows_the_session_user() {
         &[("Accept", "application/json")],
     );
     assert_eq!(r.status, 401, "{}", r.summary());
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let r = b.get(
         &env.url("/oauth2/userinfo"),
         &[("Accept", "application/json")],
@@ -503,7 +488,7 @@ fn an_api_request_without_a_session_gets_401() {
 #[test]
 fn signing_out_ends_the_session() {
     let env = Env::start();
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let r = b.get(&env.url("/oauth2/sign_out"), &[]);
     assert!(matches!(r.status, 302 | 303), "{}", r.summary());
     assert!(
@@ -545,7 +530,7 @@ fn tampered_variants(value: &str) -> Vec<(&'static str, String)> {
 #[test]
 fn a_tampered_cookie_sends_the_browser_to_login() {
     let env = Env::start();
-    let b = logged_in(&env, "demo");
+    let b = logged_in(&env, PAGE, "demo");
     let value = b.jar.get("_oidc").expect("a session cookie");
     for (what, bad) in tampered_variants(&value) {
         let mut t = Browser::new();
@@ -569,7 +554,7 @@ fn a_tampered_cookie_sends_the_browser_to_login() {
 #[test]
 fn a_cookie_sealed_with_another_key_sends_the_browser_to_login() {
     let mut env = Env::start();
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     env.set_cookie_keys(&[new_cookie_key()]);
     let r = b.get(&env.url(PAGE), &[]);
     assert_sent_to_login(&env, &b, &r);
@@ -579,7 +564,7 @@ fn a_cookie_sealed_with_another_key_sends_the_browser_to_login() {
 #[test]
 fn an_old_key_still_opens_sessions_after_key_rotation() {
     let mut env = Env::start();
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     let old = env.cookie_keys[0].clone();
     env.set_cookie_keys(&[new_cookie_key(), old]);
     let r = b.get(&env.url(PAGE), &[]);
@@ -594,7 +579,7 @@ fn an_old_key_still_opens_sessions_after_key_rotation() {
 #[test]
 fn an_expired_session_sends_the_browser_to_login() {
     let env = Env::start_with(EnvOptions::default().token_ttls(2, 2, 3));
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     thread::sleep(Duration::from_secs(5));
     let r = b.get(&env.url(PAGE), &[]);
     assert_sent_to_login(&env, &b, &r);
@@ -604,7 +589,7 @@ fn an_expired_session_sends_the_browser_to_login() {
 #[test]
 fn a_session_outlives_its_access_token_by_refreshing() {
     let env = Env::start_with(EnvOptions::default().token_ttls(2, 2, 120));
-    let mut b = logged_in(&env, "demo");
+    let mut b = logged_in(&env, PAGE, "demo");
     thread::sleep(Duration::from_secs(4));
     let r = b.get(&env.url(PAGE), &[]);
     assert_eq!(r.status, 200, "{}", b.transcript());

@@ -5,7 +5,7 @@ use core::ptr;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_buf_t, ngx_http_discard_request_body, ngx_http_output_filter,
     ngx_http_request_t, ngx_http_send_header, ngx_http_send_special, ngx_int_t, ngx_list_init,
-    ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_pcalloc, ngx_pnalloc, ngx_pool_t, ngx_str_t,
+    ngx_list_part_t, ngx_list_push, ngx_list_t, ngx_pcalloc, ngx_pool_t, ngx_str_t,
     ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_LAST, NGX_OK,
 };
 
@@ -51,16 +51,7 @@ pub fn bytes(s: &ngx_str_t) -> &[u8] {
 /// `r` must be a live request.
 pub unsafe fn pool_str(r: *mut ngx_http_request_t, data: &[u8]) -> Option<ngx_str_t> {
     // SAFETY: the request pool lives as long as the request.
-    let p = unsafe { ngx_pnalloc((*r).pool, data.len().max(1)) } as *mut u8;
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` has room for data.len() bytes and does not overlap `data`.
-    unsafe { ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
-    Some(ngx_str_t {
-        len: data.len(),
-        data: p,
-    })
+    unsafe { ngx_str_t::from_bytes((*r).pool, data) }
 }
 
 /// Copies `data` into the configuration pool.
@@ -69,16 +60,7 @@ pub unsafe fn pool_str(r: *mut ngx_http_request_t, data: &[u8]) -> Option<ngx_st
 /// `cf` must be the configuration being parsed.
 pub unsafe fn conf_str(cf: *mut ngx::ffi::ngx_conf_t, data: &[u8]) -> Option<ngx_str_t> {
     // SAFETY: the configuration pool lives as long as the configuration.
-    let p = unsafe { ngx_pnalloc((*cf).pool, data.len().max(1)) } as *mut u8;
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` has room for data.len() bytes.
-    unsafe { ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
-    Some(ngx_str_t {
-        len: data.len(),
-        data: p,
-    })
+    unsafe { ngx_str_t::from_bytes((*cf).pool, data) }
 }
 
 /// Appends a header to `list`, with the lower-case key nginx's consumers expect.

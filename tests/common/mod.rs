@@ -1602,3 +1602,19 @@ pub fn session_cookies_set(resp: &Resp) -> Vec<SetCookie> {
         .filter(|c| is_session_cookie(&c.name) && !c.is_deletion() && !c.value.is_empty())
         .collect()
 }
+
+/// Logs `user` in (password = user name) from `page` and checks that the final answer came
+/// from the upstream for that page.
+pub fn logged_in(env: &Env, page: &str, user: &str) -> Browser {
+    let mut b = env.browser();
+    let r = b.login(&env.url(page), user, user);
+    assert_eq!(
+        r.status,
+        200,
+        "after login: {}\n{}",
+        r.summary(),
+        b.transcript()
+    );
+    assert_eq!(r.json()["path"], page);
+    b
+}
