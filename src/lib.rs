@@ -4,6 +4,7 @@
 //! glue is compiled only into the module: a test binary that references nginx symbols does not
 //! link.
 
+pub mod authz;
 pub mod conf;
 pub mod navigation;
 pub mod oidc;

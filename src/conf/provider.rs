@@ -28,6 +28,8 @@ pub struct ProviderConf {
     pub bearer_audience: String,
     /// Allowed clock difference between nginx and the provider when checking token times.
     pub clock_skew: u64,
+    /// `allow_unverified_email on`: email rules accept addresses with `email_verified` false.
+    pub allow_unverified_email: bool,
     /// Associated data of session cookies: binds them to this cookie name and provider.
     pub session_aad: Vec<u8>,
     /// Associated data of login-state cookies.
@@ -66,7 +68,7 @@ pub enum ConfError {
 const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cookie_secret_file, \
                      scope, redirect_uri, cookie_name, cookie_secure, fetch_location, \
                      session_lifetime, refresh_leeway, post_logout_redirect_uri, \
-                     bearer_audience, clock_skew";
+                     bearer_audience, clock_skew, allow_unverified_email";
 
 /// Collects the directives of one provider block.
 #[derive(Default)]
@@ -86,6 +88,7 @@ pub struct ProviderBuilder {
     post_logout_redirect_uri: Option<String>,
     bearer_audience: Option<String>,
     clock_skew: Option<u64>,
+    allow_unverified_email: Option<bool>,
 }
 
 fn once<T>(slot: &mut Option<T>, directive: &str, value: T) -> Result<(), ConfError> {
@@ -94,6 +97,17 @@ fn once<T>(slot: &mut Option<T>, directive: &str, value: T) -> Result<(), ConfEr
     }
     *slot = Some(value);
     Ok(())
+}
+
+fn on_off(directive: &'static str, value: &str) -> Result<bool, ConfError> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(ConfError::Invalid {
+            directive,
+            why: format!("\"{value}\" must be \"on\" or \"off\""),
+        }),
+    }
 }
 
 fn read_file(directive: &'static str, path: &Path) -> Result<String, ConfError> {
@@ -135,6 +149,19 @@ impl ProviderBuilder {
                     return Err(ConfError::Invalid {
                         directive: "issuer",
                         why: format!("\"{value}\" is not an http(s) URL, e.g. https://sso.example.com/realms/myrealm"),
+                    });
+                }
+                if let Some(base) = issuer
+                    .find("/.well-known/")
+                    .or_else(|| issuer.find("/protocol/openid-connect"))
+                    .map(|i| &issuer[..i])
+                {
+                    return Err(ConfError::Invalid {
+                        directive: "issuer",
+                        why: format!(
+                            "\"{value}\" is an endpoint URL, not the issuer; use \"{base}\" \
+                             (the \"issuer\" value of the discovery document)"
+                        ),
                     });
                 }
                 once(&mut self.issuer, directive, issuer.to_string())
@@ -196,17 +223,12 @@ impl ProviderBuilder {
                 once(&mut self.cookie_name, directive, value.to_string())
             }
             "cookie_secure" => {
-                let on = match value {
-                    "on" => true,
-                    "off" => false,
-                    _ => {
-                        return Err(ConfError::Invalid {
-                            directive: "cookie_secure",
-                            why: "must be \"on\" or \"off\"".into(),
-                        })
-                    }
-                };
+                let on = on_off("cookie_secure", value)?;
                 once(&mut self.cookie_secure, directive, on)
+            }
+            "allow_unverified_email" => {
+                let on = on_off("allow_unverified_email", value)?;
+                once(&mut self.allow_unverified_email, directive, on)
             }
             "fetch_location" => {
                 if !value.starts_with('/') {
@@ -319,6 +341,7 @@ impl ProviderBuilder {
             post_logout_redirect_uri: self.post_logout_redirect_uri,
             bearer_audience,
             clock_skew: self.clock_skew.unwrap_or(60),
+            allow_unverified_email: self.allow_unverified_email.unwrap_or(false),
         })
     }
 }
@@ -383,6 +406,39 @@ mod tests {
         assert_eq!(p.refresh_leeway, 30);
         assert_eq!(p.post_logout_redirect_uri, None);
         assert_eq!(p.bearer_audience, "test");
+        assert!(
+            !p.allow_unverified_email,
+            "unverified emails are refused by default"
+        );
+    }
+
+    #[test]
+    fn allow_unverified_email_is_an_on_off_switch() {
+        let d = tmp("unverified");
+        let r = |p: &str| d.join(p);
+        let mut b = builder_with_keyfile(&d);
+        let err = b
+            .set("allow_unverified_email", &["yes"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow_unverified_email"), "{err}");
+        b.set("allow_unverified_email", &["on"], &r).unwrap();
+        assert!(b.build().unwrap().allow_unverified_email);
+    }
+
+    #[test]
+    fn an_endpoint_url_given_as_issuer_is_refused_with_the_issuer_to_use() {
+        let r = |p: &str| PathBuf::from(p);
+        for url in [
+            "https://kc/realms/a/.well-known/openid-configuration",
+            "https://kc/realms/a/protocol/openid-connect/auth",
+        ] {
+            let err = ProviderBuilder::new("kc")
+                .set("issuer", &[url], &r)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("use \"https://kc/realms/a\""), "{err}");
+        }
     }
 
     #[test]

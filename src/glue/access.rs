@@ -3,8 +3,8 @@
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_finalize_request, ngx_http_handler_pt,
     ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED,
-    NGX_DONE, NGX_ERROR, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO, NGX_OK,
+    NGX_DONE, NGX_ERROR, NGX_HTTP_FORBIDDEN, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_log_error;
@@ -15,6 +15,7 @@ use super::refresh::{self, Refreshed};
 use super::{
     bearer, ctx, endpoints, filter, login, zone, AuthMode, LocConf, Module, Provider, UnauthAction,
 };
+use crate::authz::Rules;
 use crate::navigation::{bearer_token, is_navigation, Signals};
 use crate::session::cookies::{self, CookieAttrs};
 use std::rc::Rc;
@@ -107,6 +108,9 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
                 Refreshed::Unavailable => return finish(r, login::provider_unreachable(0)),
             };
         }
+        if let Err(resp) = authorize(r, p, &verified.session, &[&lcf.rules]) {
+            return finish(r, resp);
+        }
         if set_upstream_headers(r, &verified, lcf).is_none()
             || http::strip_cookies(r, &p.conf.cookie_name).is_err()
         {
@@ -114,6 +118,67 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
         }
         rctx.session = Some(verified);
         NGX_DECLINED as ngx_int_t
+    }
+}
+
+/// Checks the authorization rules for a valid session: `Err` is the 403 to send. A 403 never
+/// redirects to login (the user is logged in; another login would loop).
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn authorize(
+    r: *mut ngx_http_request_t,
+    p: &Provider,
+    s: &Session,
+    rules: &[&Rules],
+) -> Result<(), Response<'static>> {
+    let denied = rules
+        .iter()
+        .filter(|r| !r.is_empty())
+        .find_map(|rules| rules.check(&s.claims, p.conf.allow_unverified_email).err());
+    let Some(reason) = denied else {
+        return Ok(());
+    };
+    let user = s.user().unwrap_or_default();
+    // SAFETY: per this function's contract.
+    unsafe {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            (*(*r).connection).log,
+            "oidc: provider \"{}\": access denied to \"{}\": {}",
+            p.conf.name,
+            user,
+            reason
+        );
+        let resp = Response::new(NGX_HTTP_FORBIDDEN as usize);
+        Err(if r == (*r).main && is_navigation(&navigation_signals(r)) {
+            resp.page(
+                "Access denied",
+                &format!(
+                    "You are signed in as \"{user}\", but this account may not open this page. \
+                     Ask the site's administrator for access, or sign out and sign in with \
+                     another account."
+                ),
+            )
+        } else {
+            resp.json("{\"error\":\"forbidden\",\"error_description\":\"access denied\"}\n".into())
+        })
+    }
+}
+
+/// The request headers that tell a page navigation from an API call.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn navigation_signals<'a>(r: *mut ngx_http_request_t) -> Signals<'a> {
+    // SAFETY: per this function's contract.
+    unsafe {
+        Signals {
+            accept: http::header_in(r, b"accept"),
+            x_requested_with: http::header_in(r, b"x-requested-with"),
+            sec_fetch_mode: http::header_in(r, b"sec-fetch-mode"),
+            authorization: !(*r).headers_in.authorization.is_null(),
+        }
     }
 }
 
@@ -154,15 +219,7 @@ unsafe fn no_session(
         let redirect = match lcf.unauth_action.unwrap_or_default() {
             UnauthAction::Redirect => page_method,
             UnauthAction::Unauthorized => false,
-            UnauthAction::Auto => {
-                let signals = Signals {
-                    accept: http::header_in(r, b"accept"),
-                    x_requested_with: http::header_in(r, b"x-requested-with"),
-                    sec_fetch_mode: http::header_in(r, b"sec-fetch-mode"),
-                    authorization: !(*r).headers_in.authorization.is_null(),
-                };
-                page_method && is_navigation(&signals)
-            }
+            UnauthAction::Auto => page_method && is_navigation(&navigation_signals(r)),
         };
         if !redirect {
             ngx_log_error!(

@@ -10,7 +10,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
-use super::access::{finish, set_upstream_headers};
+use super::access::{authorize, finish, set_upstream_headers};
 use super::ctx::RequestCtx;
 use super::http::Response;
 use super::login::{self, Step};
@@ -48,6 +48,9 @@ pub unsafe fn protect(
                 Step::Failed(resp) => return finish(r, resp),
             },
         };
+        if let Err(resp) = authorize(r, p, &verified.session, &[&lcf.rules]) {
+            return finish(r, resp);
+        }
         if set_upstream_headers(r, &verified, lcf).is_none() {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }

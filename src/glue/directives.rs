@@ -1,4 +1,5 @@
-//! Directive table and handlers: `oidc_provider {}`, `oidc_auth`, `oidc_endpoints`.
+//! Directive table and handlers: `oidc_provider {}`, `oidc_auth`, `oidc_endpoints`, the
+//! location switches and the authorization rules (`oidc_require_*`, `oidc_email_domains`).
 
 use core::ffi::c_void;
 use core::ptr;
@@ -8,8 +9,8 @@ use std::path::PathBuf;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_parse, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_str_t, ngx_uint_t,
-    NGX_CONF_BLOCK, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG,
+    NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_BLOCK, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
@@ -28,7 +29,7 @@ const SESSION_CACHE_SIZE: usize = 512;
 
 const LOC_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<8> = [
+pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<12> = [
     ngx_command_t {
         name: ngx::ngx_string!("oidc_provider"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -82,6 +83,38 @@ pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<8> = [
         name: ngx::ngx_string!("oidc_bearer"),
         type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(oidc_bearer),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_require_groups"),
+        type_: (LOC_ANY | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(oidc_rule),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_require_roles"),
+        type_: (LOC_ANY | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(oidc_rule),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_require_claim"),
+        type_: (LOC_ANY | NGX_CONF_2MORE) as ngx_uint_t,
+        set: Some(oidc_rule),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_email_domains"),
+        type_: (LOC_ANY | NGX_CONF_1MORE) as ngx_uint_t,
+        set: Some(oidc_rule),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -357,4 +390,24 @@ extern "C" fn oidc_bearer(
     // SAFETY: `conf` is this module's location conf for the current block.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     flag(cf, &mut lcf.bearer, "oidc_bearer")
+}
+
+/// `oidc_require_groups`, `oidc_require_roles`, `oidc_require_claim`, `oidc_email_domains`:
+/// parsed by the pure rules code, which names the directive in its errors.
+extern "C" fn oidc_rule(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: `conf` is this module's location conf for the current block.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: called by nginx while parsing this directive.
+    let argv = match unsafe { args(cf) } {
+        Ok(argv) => argv,
+        Err(_) => return emerg(cf, "oidc_require_*: values must be UTF-8"),
+    };
+    match lcf.rules.set(argv[0], &argv[1..]) {
+        Ok(()) => NGX_CONF_OK,
+        Err(e) => emerg(cf, &e.to_string()),
+    }
 }

@@ -12,9 +12,10 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 
-use super::access::{finish, now, read_session, unauthorized};
+use super::access::{authorize, finish, now, read_session, unauthorized};
 use super::http::{self, Response};
 use super::{ctx, login, zone, Module, Provider};
+use crate::authz::Rules;
 use crate::oidc::id_token::{self, LogoutToken};
 use crate::oidc::{authorize, query};
 use crate::session::cookies::{self, CookieAttrs};
@@ -268,6 +269,16 @@ pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let session = read_session(r, p, now());
         let resp = match (endpoint(&uri, p), session) {
             ("auth", Some(s)) => {
+                let args = http::args(&*r);
+                let asked = Rules::from_query(|name| {
+                    query::param(args, name)
+                        .ok()
+                        .flatten()
+                        .map(|v| v.into_owned())
+                });
+                if let Err(resp) = authorize(r, p, &s.session, &[&lcf.rules, &asked]) {
+                    return resp.send(r);
+                }
                 let mut resp = Response::new(NGX_HTTP_ACCEPTED as usize);
                 for (k, _, v) in &s.headers {
                     resp = resp.header(k, v.clone());

@@ -140,7 +140,12 @@ pub unsafe fn discovery(
             )
         };
     };
-    let failure = if status != 200 {
+    let failure = if status == 404 {
+        format!(
+            "HTTP 404{}",
+            discovery::not_found_hint(&p.conf.issuer, &p.conf.fetch_location)
+        )
+    } else if status != 200 {
         format!(
             "HTTP {status}{}",
             fetch_location_hint(status, &p.conf.fetch_location)
@@ -377,8 +382,11 @@ pub unsafe fn start(
     log_quiet!(
         r,
         NGX_LOG_INFO,
-        "oidc: provider \"{}\": no valid session, redirecting to login",
-        p.conf.name
+        "oidc: provider \"{}\": no valid session, redirecting to login with redirect_uri {} \
+         (if the provider answers \"Invalid parameter: redirect_uri\" or invalid_redirect_uri, \
+         add exactly this URL to the client's Valid redirect URIs)",
+        p.conf.name,
+        redirect_uri
     );
     // SAFETY: per this function's contract.
     unsafe { finish(r, resp) }

@@ -23,6 +23,7 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 
+use crate::authz::Rules;
 use crate::conf::provider::ProviderConf;
 use crate::oidc::ProviderCache;
 use crate::session::cache::SessionCache;
@@ -83,6 +84,8 @@ pub struct LocConf {
     pub unauth_action: Option<UnauthAction>,
     /// `oidc_bearer`: accept `Authorization: Bearer <JWT>` instead of a cookie.
     pub bearer: Option<bool>,
+    /// `oidc_require_*` and `oidc_email_domains`: who may pass once logged in.
+    pub rules: Rules,
 }
 
 impl Merge for LocConf {
@@ -96,6 +99,7 @@ impl Merge for LocConf {
             .or(prev.set_authorization_header);
         self.unauth_action = self.unauth_action.or(prev.unauth_action);
         self.bearer = self.bearer.or(prev.bearer);
+        self.rules.inherit(&prev.rules);
         Ok(())
     }
 }

@@ -34,6 +34,24 @@ pub fn url(issuer: &str) -> String {
     )
 }
 
+/// Why a discovery document may be missing (HTTP 404) and how to fix it.
+pub fn not_found_hint(issuer: &str, fetch_location: &str) -> String {
+    let kc = if issuer.contains("/auth/realms/") {
+        "Keycloak 17+ serves realms without the /auth prefix: try \"".to_string()
+            + &issuer.replacen("/auth/realms/", "/realms/", 1)
+            + "\""
+    } else {
+        "for Keycloak the issuer is https://<host>/realms/<realm> (with /auth/ before realms \
+         only on Keycloak 16 and older)"
+            .to_string()
+    };
+    format!(
+        " (no discovery document at this URL: check `issuer`; {kc}; if the provider is fine, \
+         check that `location {fetch_location} {{ internal; proxy_pass $oidc_fetch_url; }}` is \
+         in this server)"
+    )
+}
+
 pub fn parse(body: &[u8], configured_issuer: &str) -> Result<Discovery, DiscoveryError> {
     let d: Discovery =
         serde_json::from_slice(body).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
@@ -70,6 +88,8 @@ mod tests {
 
     #[test]
     fn an_issuer_mismatch_explains_the_keycloak_auth_prefix() {
+        let hint = not_found_hint("http://kc/auth/realms/test", "/_oidc");
+        assert!(hint.contains("try \"http://kc/realms/test\""), "{hint}");
         let err = parse(DOC.as_bytes(), "http://kc/auth/realms/test").unwrap_err();
         assert!(err.to_string().contains("/auth prefix"), "{err}");
     }
