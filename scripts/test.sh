@@ -3,6 +3,7 @@
 #   apt packages (only the missing ones), npm ci for tests/idp (when needed),
 #   cargo fmt --check, cargo clippy -D warnings, scripts/build.sh, cargo test --release
 #   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider),
+#   scripts/check-configs.sh (nginx -t of every nginx-conf/ config, realm.json and YAML parsed),
 #   a one-second smoke run of scripts/bench.sh, then the headless Chromium tests in
 #   tests/browser (apt chromium + npm ci when needed).
 # Usage: scripts/test.sh [cargo test args...]   e.g. scripts/test.sh --test login a_tampered
@@ -33,6 +34,7 @@ export NGX_OIDC_MODULE="$NGX_OIDC_MODULE_OUT"
 say "NGX_OIDC_NGINX=$NGX_OIDC_NGINX"
 say "NGX_OIDC_MODULE=$NGX_OIDC_MODULE"
 run cargo test --release --no-fail-fast "$@"
+run scripts/check-configs.sh
 # The benchmark is not a test (too noisy for CI), but one tiny run keeps it from rotting: it
 # checks every case's answers, a short leak check and that no worker crashed.
 run env NGX_OIDC_SKIP_BUILD=1 scripts/bench.sh --quick
