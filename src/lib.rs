@@ -1,8 +1,8 @@
 //! ngx-oidc: OpenID Connect login inside nginx.
 //!
 //! Everything but `glue` is plain Rust without nginx types, unit-tested with `cargo test`. The
-//! glue is compiled only into the module: a test binary that references nginx symbols does not
-//! link.
+//! glue is compiled only into the module: a test or fuzz binary that references nginx symbols
+//! does not link (cargo-fuzz sets `--cfg fuzzing`).
 
 pub mod authz;
 pub mod conf;
@@ -12,5 +12,5 @@ pub mod redirect;
 pub mod session;
 pub mod shared;
 
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod glue;

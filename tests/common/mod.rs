@@ -354,6 +354,17 @@ impl Provider {
             .expect("POST /_test/revoke-grants");
     }
 
+    /// Freezes the provider (SIGSTOP): connections are accepted by the kernel but never
+    /// answered, like a provider stuck under load.
+    pub fn pause(&self) {
+        kill(self.child.id(), "STOP");
+    }
+
+    /// Undoes `pause` (SIGCONT).
+    pub fn resume(&self) {
+        kill(self.child.id(), "CONT");
+    }
+
     /// Stops the provider for good: connections to its port are refused from now on.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -452,20 +463,23 @@ fn echo_connection(stream: TcpStream, reqs: &Mutex<Vec<EchoRequest>>) -> std::io
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
+        // Bytes, not `read_line`: a request may carry non-UTF-8 header values (tests send them).
+        let mut raw = Vec::new();
+        if reader.read_until(b'\n', &mut raw)? == 0 {
             return Ok(());
         }
+        let line = String::from_utf8_lossy(&raw).into_owned();
         let mut parts = line.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let version = parts.next().unwrap_or("HTTP/1.0").to_string();
         let mut headers: HashMap<String, String> = HashMap::new();
         loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 {
+            let mut raw = Vec::new();
+            if reader.read_until(b'\n', &mut raw)? == 0 {
                 return Ok(());
             }
+            let h = String::from_utf8_lossy(&raw);
             let h = h.trim_end_matches(['\r', '\n']);
             if h.is_empty() {
                 break;
@@ -674,6 +688,24 @@ impl Nginx {
 
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(&self.error_log).unwrap_or_default()
+    }
+
+    /// The master's pid.
+    pub fn master_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `nginx -s reload` (SIGHUP to the master); returns once the new workers have started
+    /// (`start worker process` logged once per worker after the signal).
+    pub fn reload(&self) {
+        let count = |log: &str| log.matches("start worker process").count();
+        let before = count(&self.error_log());
+        kill(self.master_pid().expect("nginx is running"), "HUP");
+        wait_for("nginx to reload", Duration::from_secs(10), || {
+            (count(&self.error_log()) >= before + 2).then_some(())
+        });
+        // Give the old workers a moment to stop accepting.
+        thread::sleep(Duration::from_millis(200));
     }
 
     pub fn stop(&mut self) {

@@ -24,6 +24,16 @@ function bigGroups() {
   return out;
 }
 
+// 200 groups of hash-like names: deflate cannot shrink them much, so this user's session
+// cookie is split into several chunks (hostile-input tests drop or swap a chunk).
+function hashGroups() {
+  const out = [];
+  for (let i = 1; i <= 200; i += 1) {
+    out.push(`/${crypto.createHash('sha256').update(`group-${i}`).digest('hex')}`);
+  }
+  return out;
+}
+
 const table = [
   {
     username: 'demo',
@@ -66,6 +76,17 @@ const table = [
     given_name: 'Big',
     family_name: 'Groups',
     groups: bigGroups(),
+    realm_roles: ['user'],
+    client_roles: [],
+  },
+  {
+    username: 'chunky',
+    password: 'chunky',
+    email: 'chunky@example.com',
+    email_verified: true,
+    given_name: 'Chunky',
+    family_name: 'Cookie',
+    groups: hashGroups(),
     realm_roles: ['user'],
     client_roles: [],
   },

@@ -1,0 +1,781 @@
+//! End-to-end: hostile requests and faults. A real nginx with the module, the test provider and
+//! an echo upstream; every story ends with a clean error log — no 500, no worker crash
+//! (`exited on signal`), no `[alert]`, no secret.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PAGE: &str = "/some/page?x=1";
+
+/// `assert_error_log_is_clean`, and no `[alert]` either.
+fn assert_clean(env: &Env) {
+    env.assert_error_log_is_clean();
+    let log = env.error_log();
+    let alerts: Vec<&str> = log.lines().filter(|l| l.contains("[alert]")).collect();
+    assert!(
+        alerts.is_empty(),
+        "[alert] in error.log:\n{}",
+        alerts.join("\n")
+    );
+}
+
+/// The response is a redirect to the provider's authorization endpoint.
+fn assert_sent_to_login(env: &Env, r: &Resp) {
+    let auth = format!("{}/protocol/openid-connect/auth?", env.provider.issuer);
+    assert!(
+        matches!(r.status, 302 | 303) && r.location().is_some_and(|l| l.starts_with(&auth)),
+        "expected a redirect to {auth}..., got {}",
+        r.summary()
+    );
+}
+
+/// One request written byte for byte (headers need not be valid UTF-8 or fit ureq's rules);
+/// returns the status and the whole response.
+fn raw_request(port: u16, head: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head).expect("write request");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {:?}", &text[..text.len().min(200)]));
+    (status, text)
+}
+
+/// `GET path` with `Cookie: <cookie>` (raw bytes), `Accept: text/html`, `Connection: close`.
+fn raw_get_with_cookie(port: u16, path: &str, cookie: &[u8]) -> (u16, String) {
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/html\r\n\
+         Connection: close\r\nCookie: "
+    )
+    .into_bytes();
+    head.extend_from_slice(cookie);
+    head.extend_from_slice(b"\r\n\r\n");
+    raw_request(port, &head)
+}
+
+fn assert_no_script(what: &str, r: &Resp) {
+    let lower = r.body.to_ascii_lowercase();
+    assert!(
+        !lower.contains("<script") && !lower.contains("<img"),
+        "{what}: {} reflects markup unescaped:\n{}",
+        r.summary(),
+        r.body
+    );
+    for (k, v) in &r.headers {
+        assert!(!v.contains(['\r', '\n']), "{what}: header {k}: {v:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------- cookies
+
+#[test]
+fn a_cookie_beyond_nginx_header_buffers_gets_400_from_nginx_without_a_crash() {
+    let env = Env::start();
+    let b = logged_in(&env, PAGE, "demo");
+    let session = b.jar.get("_oidc").unwrap();
+    // Default large_client_header_buffers: 4 x 8k. One 20 KB cookie line does not fit.
+    let huge = format!("_oidc={session}; junk={}", "A".repeat(20_000));
+    let (status, _) = raw_get_with_cookie(env.port, PAGE, huge.as_bytes());
+    assert_eq!(status, 400, "an oversized Cookie header");
+    // Just below the limit: our cookie with a large neighbour still works.
+    let big = format!("_oidc={session}; junk={}", "A".repeat(5_000));
+    let (status, text) = raw_get_with_cookie(env.port, PAGE, big.as_bytes());
+    assert_eq!(status, 200, "{}", &text[..text.len().min(400)]);
+    assert!(text.contains("\"x-auth-request-user\":\"demo\""), "{text}");
+    // A huge value of our own cookie, split over many Cookie headers.
+    let mut head =
+        format!("GET {PAGE} HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nConnection: close\r\n");
+    head.push_str(&format!("Cookie: _oidc=v1.{}\r\n", "B".repeat(7_000)));
+    for i in 1..=3 {
+        head.push_str(&format!("Cookie: _oidc_{i}={}\r\n", "C".repeat(7_000)));
+    }
+    head.push_str("\r\n");
+    let (status, _) = raw_request(env.port, head.as_bytes());
+    assert!(
+        matches!(status, 302 | 400),
+        "an 28 KB chunked cookie: {status}"
+    );
+    assert_clean(&env);
+}
+
+#[test]
+fn forty_bogus_chunks_are_no_session_not_an_error() {
+    let env = Env::start();
+    let b = logged_in(&env, PAGE, "demo");
+    let session = b.jar.get("_oidc").unwrap();
+    for first in [session.as_str(), "v1.AAAA", "", "x"] {
+        let mut cookie = format!("_oidc={first}");
+        for i in 1..=40 {
+            cookie.push_str(&format!("; _oidc_{i}={}", base64_url(&random_bytes(60))));
+        }
+        let (status, text) = raw_get_with_cookie(env.port, PAGE, cookie.as_bytes());
+        assert!(
+            matches!(status, 200 | 302),
+            "first chunk {first:.10}: {status}\n{}",
+            &text[..text.len().min(300)]
+        );
+        // A chunk index that does not fit in any integer.
+        let cookie =
+            format!("_oidc={first}; _oidc_99999999999999999999999=x; _oidc_-1=y; _oidc_=z");
+        let (status, _) = raw_get_with_cookie(env.port, PAGE, cookie.as_bytes());
+        assert!(matches!(status, 200 | 302), "odd chunk names: {status}");
+    }
+    assert_clean(&env);
+}
+
+/// The contract config with room for a Cookie header of up to 32 KB.
+fn env_with_big_header_buffers() -> Env {
+    let mut opts = EnvOptions::default();
+    opts.http = format!("large_client_header_buffers 4 32k;\n{}", opts.http);
+    Env::start_with(opts)
+}
+
+#[test]
+fn a_chunked_session_missing_a_chunk_or_with_chunks_swapped_goes_to_login() {
+    let env = env_with_big_header_buffers();
+    let mut b = env.browser();
+    let r = b.login(&env.url(PAGE), "chunky", "chunky");
+    assert_eq!(r.status, 200, "{}", b.transcript());
+    let chunks = b.jar.names_where(is_session_cookie);
+    assert!(
+        chunks.len() >= 3,
+        "the 200-group session should need at least 3 chunks, got {chunks:?}"
+    );
+    eprintln!("the chunky session: {} cookies", chunks.len());
+    // Drop each chunk in turn (the first, a middle one, the last).
+    let last = format!("_oidc_{}", chunks.len() - 1);
+    for missing in ["_oidc", "_oidc_1", last.as_str()] {
+        let mut t = Browser::new();
+        t.jar = b.jar.clone();
+        t.jar.remove(missing);
+        let r = t.get(&env.url(PAGE), &[]);
+        assert_sent_to_login(&env, &r);
+    }
+    // Two chunks swapped; a chunk repeated.
+    let (one, two) = (b.jar.get("_oidc_1").unwrap(), b.jar.get("_oidc_2").unwrap());
+    for (c1, c2) in [(&two, &one), (&one, &one)] {
+        let mut t = Browser::new();
+        t.jar = b.jar.clone();
+        t.jar.set("_oidc_1", c1);
+        t.jar.set("_oidc_2", c2);
+        let r = t.get(&env.url(PAGE), &[]);
+        assert_sent_to_login(&env, &r);
+    }
+    // Extra stale chunks after the last one are ignored.
+    let mut t = Browser::new();
+    t.jar = b.jar.clone();
+    for i in chunks.len()..16 {
+        t.jar.set(&format!("_oidc_{i}"), "stale");
+    }
+    let r = t.get(&env.url(PAGE), &[]);
+    assert_eq!(
+        r.status,
+        200,
+        "stale chunks after the last: {}",
+        r.summary()
+    );
+    // The intact jar still works.
+    let r = b.get(&env.url(PAGE), &[]);
+    assert_eq!(r.status, 200);
+    assert_clean(&env);
+}
+
+#[test]
+fn non_utf8_and_control_bytes_in_cookies_are_no_session() {
+    let env = Env::start();
+    let b = logged_in(&env, PAGE, "demo");
+    let session = b.jar.get("_oidc").unwrap();
+    let cookies: Vec<Vec<u8>> = vec![
+        b"_oidc=v1.\xff\xfe\xfd".to_vec(),
+        b"_oidc=\xc3\x28; other=1".to_vec(),
+        b"\xff\xff=\xff; _oidc=v1.abc".to_vec(),
+        b"_oidc=v1.\x01\x02\x7f".to_vec(),
+        [b"_oidc=", session.as_bytes(), b"\xff"].concat(),
+        [b"_oidc=\xe2\x80\xae", session.as_bytes()].concat(),
+        b"_oidc".to_vec(),
+        b"=;=;;;_oidc=;".to_vec(),
+        b";;;;".to_vec(),
+        b"_oidc=\"v1.abc\"".to_vec(),
+    ];
+    for c in &cookies {
+        let (status, text) = raw_get_with_cookie(env.port, PAGE, c);
+        assert!(
+            matches!(status, 302 | 400),
+            "Cookie {:?}: {status}\n{}",
+            String::from_utf8_lossy(c),
+            &text[..text.len().min(300)]
+        );
+    }
+    // Our valid cookie next to a non-UTF-8 neighbour still opens.
+    let c = [b"bad=\xff\xfe; _oidc=", session.as_bytes()].concat();
+    let (status, _) = raw_get_with_cookie(env.port, PAGE, &c);
+    assert_eq!(status, 200);
+    assert_clean(&env);
+}
+
+/// Two providers sharing one key file, with different names and cookie names; a third with
+/// the cookie name of the first.
+const TWO_PROVIDERS: &str = r#"
+    oidc_provider one {
+        issuer             @ISSUER@;
+        client_id          test;
+        client_secret      @CLIENT_SECRET@;
+        cookie_secret_file @KEYS@;
+        cookie_secure      off;
+        cookie_name        _one;
+    }
+    oidc_provider two {
+        issuer             @ISSUER@;
+        client_id          test;
+        client_secret      @CLIENT_SECRET@;
+        cookie_secret_file @KEYS@;
+        cookie_secure      off;
+        cookie_name        _two;
+        redirect_uri       /two/oauth2/callback;
+    }
+    oidc_provider three {
+        issuer             @ISSUER@;
+        client_id          test;
+        client_secret      @CLIENT_SECRET@;
+        cookie_secret_file @KEYS@;
+        cookie_secure      off;
+        cookie_name        _one;
+        redirect_uri       /three/oauth2/callback;
+    }
+    server {
+        listen 127.0.0.1:@PORT@;
+        location /_oidc { internal; proxy_pass $oidc_fetch_url; }
+        location /oauth2/ { oidc_endpoints one; }
+        location /two/oauth2/ { oidc_endpoints two; }
+        location /three/oauth2/ { oidc_endpoints three; }
+        location /two/ { oidc_auth two; proxy_pass http://127.0.0.1:@UPSTREAM@; }
+        location /three/ { oidc_auth three; proxy_pass http://127.0.0.1:@UPSTREAM@; }
+        location / { oidc_auth one; proxy_pass http://127.0.0.1:@UPSTREAM@; }
+    }
+"#;
+
+#[test]
+fn a_cookie_of_another_provider_or_cookie_name_does_not_log_in() {
+    let env = Env::start_with(EnvOptions {
+        http: TWO_PROVIDERS.to_string(),
+        ..Default::default()
+    });
+    let mut b = env.browser();
+    let r = b.login(&env.url(PAGE), "demo", "demo");
+    assert_eq!(r.status, 200, "{}", b.transcript());
+    let value = b.jar.get("_one").expect("provider one's session cookie");
+
+    // The same sealed value under provider two's cookie name, at provider two.
+    let mut t = Browser::new();
+    t.jar.set("_two", &value);
+    let r = t.get(&env.url("/two/page"), &[]);
+    assert_sent_to_login(&env, &r);
+
+    // The same cookie name, but provider three: the AAD names the provider too.
+    let mut t = Browser::new();
+    t.jar.set("_one", &value);
+    let r = t.get(&env.url("/three/page"), &[]);
+    assert_sent_to_login(&env, &r);
+
+    // And it still works where it belongs (the refusals above deleted `t`'s copy).
+    let mut t = Browser::new();
+    t.jar.set("_one", &value);
+    let r = t.get(&env.url("/one/page"), &[]);
+    assert_eq!(r.status, 200, "{}", t.transcript());
+    assert_clean(&env);
+}
+
+#[test]
+fn a_cookie_sealed_with_a_retired_key_goes_to_login_and_login_works_again() {
+    let mut env = Env::start();
+    let mut b = logged_in(&env, PAGE, "demo");
+    env.set_cookie_keys(&[new_cookie_key()]);
+    let r = b.get(&env.url(PAGE), &[]);
+    assert_sent_to_login(&env, &r);
+    let r = b.get(&env.url(PAGE), &[("Accept", "application/json")]);
+    assert_eq!(r.status, 401, "an API request with a retired cookie");
+    // Logging in again with the old cookie still in the jar.
+    let r = b.login(&env.url(PAGE), "demo", "demo");
+    assert_eq!(r.status, 200, "{}", b.transcript());
+    assert_eq!(
+        r.upstream_header("x-auth-request-user").as_deref(),
+        Some("demo")
+    );
+    assert_clean(&env);
+}
+
+#[test]
+fn a_cookie_replayed_after_sign_out_does_not_log_in() {
+    let env = Env::start();
+    let mut b = logged_in(&env, PAGE, "demo");
+    let jar = b.jar.clone();
+    let r = b.get(&env.url("/oauth2/sign_out"), &[]);
+    assert!(r.status < 500, "{}", r.summary());
+    let mut replay = Browser::new();
+    replay.jar = jar;
+    let r = replay.get(&env.url(PAGE), &[]);
+    assert_sent_to_login(&env, &r);
+    assert_clean(&env);
+}
+
+// ---------------------------------------------------------------------------- callbacks
+
+#[test]
+fn a_callback_with_missing_duplicate_or_huge_parameters_gets_4xx() {
+    // Room for a 10 KB code in the request line, so that the module sees it (with the default
+    // 8k buffers nginx answers 414 itself and logs the request line, `code=` included).
+    let env = env_with_big_header_buffers();
+    let mut b = env.browser();
+    let callback = b.authorize(&env.url(PAGE), "demo", "demo").unwrap();
+    let code = query_param(&callback, "code").unwrap();
+    let state = query_param(&callback, "state").unwrap();
+    let huge = "c".repeat(10 * 1024);
+    let queries = [
+        String::new(),
+        "?".into(),
+        format!("?code={code}"),
+        format!("?state={state}"),
+        format!("?code=&state={state}"),
+        format!("?code={code}&state="),
+        format!("?code={code}&code={code}&state={state}"),
+        format!("?code={code}&state={state}&state={state}"),
+        format!("?code={huge}&state={state}"),
+        format!("?code={code}&state={huge}"),
+        format!("?code=%ff%fe&state={state}"),
+        format!("?code={code}&state=%00"),
+        "?code=%&state=%zz".to_string(),
+        format!("?error=&state={state}"),
+        format!("?error=x&error=y&state={state}"),
+        format!("?error={huge}&error_description={huge}&state={state}"),
+        "?&&&==&=".into(),
+    ];
+    for q in &queries {
+        let mut t = Browser::new();
+        t.jar = b.jar.clone();
+        let r = t.get(&env.url(&format!("/oauth2/callback{q}")), &[]);
+        assert!(
+            (400..500).contains(&r.status),
+            "callback{:.80}: {}",
+            q,
+            r.summary()
+        );
+        assert!(
+            session_cookies_set(&r).is_empty(),
+            "callback{q:.80} set a session"
+        );
+    }
+    // The state cookie survived all that: the real callback still logs in.
+    let r = b.get(&callback, &[]);
+    assert!(r.is_redirect(), "the real callback: {}", r.summary());
+    assert!(!session_cookies_set(&r).is_empty());
+    assert_clean(&env);
+}
+
+#[test]
+fn a_callback_with_another_browsers_state_is_refused_login_csrf() {
+    let env = Env::start();
+    // The attacker logs in at the provider as themselves and keeps the callback URL.
+    let mut attacker = env.browser();
+    let evil_callback = attacker.authorize(&env.url(PAGE), "demo", "demo").unwrap();
+    // The victim has a login of their own in progress (their own state cookie).
+    let mut victim = env.browser();
+    let r = victim.get(&env.url(PAGE), &[]);
+    assert_sent_to_login(&env, &r);
+    // The victim is tricked into the attacker's callback.
+    let r = victim.get(&evil_callback, &[]);
+    assert!((400..500).contains(&r.status), "{}", r.summary());
+    assert!(session_cookies_set(&r).is_empty());
+    assert!(victim.jar.names_where(is_session_cookie).is_empty());
+    // Nor with the attacker's code and the victim's own state.
+    let auth = victim.hops[0].location.clone().unwrap();
+    let own_state = query_param(&auth, "state").unwrap();
+    let mixed = with_query_param(&evil_callback, "state", &own_state);
+    let r = victim.get(&mixed, &[]);
+    assert!(
+        (400..500).contains(&r.status),
+        "attacker's code, victim's state: {}",
+        r.summary()
+    );
+    assert!(victim.jar.names_where(is_session_cookie).is_empty());
+    assert_clean(&env);
+}
+
+// ---------------------------------------------------------------------------- return URLs
+
+/// Return URLs that would send the browser off-site, as the decoded value of `rd`.
+fn open_redirect_payloads(port: u16) -> Vec<String> {
+    let mut p: Vec<String> = [
+        // scheme-relative and absolute
+        "//evil.com",
+        "///evil.com",
+        "////evil.com",
+        "//evil.com/%2F..",
+        "//evil.com#@127.0.0.1",
+        "//evil.com\\@127.0.0.1",
+        "//user:pass@evil.com",
+        "https://evil.com",
+        "http://evil.com/",
+        "https:evil.com",
+        "http:/evil.com",
+        "HTTPS://EVIL.COM",
+        "ftp://evil.com",
+        "javascript:alert(1)",
+        "JaVaScRiPt:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "http://127.0.0.1.evil.com/",
+        "evil.com",
+        "..//evil.com",
+        // backslashes
+        "/\\evil.com",
+        "\\/evil.com",
+        "\\\\evil.com",
+        "/\\/evil.com",
+        "/\\\\evil.com",
+        // encoded once more (a proxy or framework may decode again)
+        "/%2Fevil.com",
+        "/%2f%2fevil.com",
+        "%2F%2Fevil.com",
+        "/%5Cevil.com",
+        "/%5c%5cevil.com",
+        "%5C%5Cevil.com",
+        "/%2F%2Fevil.com",
+        "/%09/evil.com",
+        "/%00//evil.com",
+        "https%3A%2F%2Fevil.com",
+        // whitespace and CR/LF
+        " //evil.com",
+        "\t//evil.com",
+        "/\t/evil.com",
+        "/\n/evil.com",
+        "/\r\nLocation: http://evil.com",
+        "/%0d%0aLocation:%20http://evil.com",
+        "/\r\nSet-Cookie: _oidc=x",
+        "%0d%0a//evil.com",
+        "/ /evil.com",
+        // unicode
+        "/\u{FF0F}evil.com",
+        "\u{FF0F}\u{FF0F}evil.com",
+        "/\u{FF3C}evil.com",
+        "/\u{2215}evil.com",
+        "//evil\u{3002}com",
+        "/\u{3002}/evil.com",
+        "/%5c/evil.com",
+        "/\u{202E}moc.live//",
+        "/\u{0085}/evil.com",
+        "/\u{00A0}//evil.com",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // userinfo tricks naming this very site
+    p.push(format!("http://127.0.0.1:{port}@evil.com/"));
+    p.push(format!("//127.0.0.1:{port}@evil.com"));
+    p.push(format!("http://evil.com#127.0.0.1:{port}"));
+    p
+}
+
+#[test]
+fn sign_in_refuses_forty_plus_open_redirect_payloads_with_400() {
+    let env = Env::start();
+    let payloads = open_redirect_payloads(env.port);
+    assert!(payloads.len() >= 40);
+    let mut accepted = Vec::new();
+    for payload in &payloads {
+        let rd = url::form_urlencoded::byte_serialize(payload.as_bytes()).collect::<String>();
+        let mut b = env.browser();
+        let r = b.get(&env.url(&format!("/oauth2/sign_in?rd={rd}")), &[]);
+        assert_no_script(payload, &r);
+        if r.status != 400 {
+            accepted.push(format!("{payload:?} -> {}", r.summary()));
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "sign_in accepted {} of {} payloads:\n{}",
+        accepted.len(),
+        payloads.len(),
+        accepted.join("\n")
+    );
+    // And a plain path still works.
+    let mut b = env.browser();
+    let r = b.get(&env.url("/oauth2/sign_in?rd=%2Fapp%2Fpage%3Fa%3D1"), &[]);
+    assert_sent_to_login(&env, &r);
+    assert_clean(&env);
+}
+
+#[test]
+fn error_pages_never_reflect_markup() {
+    let env = Env::start();
+    let xss = [
+        "<script>alert(1)</script>",
+        "\"><img src=x onerror=alert(1)>",
+        "'><script>alert(1)</script>",
+    ];
+    for x in xss {
+        let enc = url::form_urlencoded::byte_serialize(x.as_bytes()).collect::<String>();
+        // A provider error with our own state: the module's error page.
+        let mut b = env.browser();
+        let r = b.get(&env.url(PAGE), &[]);
+        assert_sent_to_login(&env, &r);
+        let state = query_param(r.location().unwrap(), "state").unwrap();
+        for q in [
+            format!("error=access_denied&error_description={enc}&state={state}"),
+            format!("error={enc}&error_description={enc}&state={state}"),
+            format!("error={enc}&state=unknown"),
+            format!("code={enc}&state={enc}"),
+        ] {
+            let r = b.get(&env.url(&format!("/oauth2/callback?{q}")), &[]);
+            assert!((400..500).contains(&r.status), "{q}: {}", r.summary());
+            assert_no_script(&q, &r);
+        }
+        // A return path carrying markup: refused or kept out of every body.
+        for rd in [
+            enc.clone(),
+            format!("%2F{enc}"),
+            format!("javascript:{enc}"),
+        ] {
+            let mut b = env.browser();
+            let r = b.get(&env.url(&format!("/oauth2/sign_in?rd={rd}")), &[]);
+            assert!(r.status < 500, "rd={rd}: {}", r.summary());
+            assert_no_script(&rd, &r);
+            let r = b.get(&env.url(&format!("/oauth2/sign_out?rd={rd}")), &[]);
+            assert!(r.status < 500, "sign_out rd={rd}: {}", r.summary());
+            assert_no_script(&rd, &r);
+        }
+        // Markup in the path and query of a protected page.
+        let r = b.get(
+            &env.url(&format!("/{enc}?q={enc}")),
+            &[("Accept", "application/json")],
+        );
+        assert_no_script("a protected page", &r);
+    }
+    assert_clean(&env);
+}
+
+// ---------------------------------------------------------------------------- spoofed headers
+
+const SPOOFED: &[(&str, &str)] = &[
+    ("X-Auth-Request-User", "admin"),
+    ("x-auth-request-email", "admin@evil.com"),
+    ("X-AUTH-REQUEST-GROUPS", "/admins"),
+    ("X-Auth-Request-Preferred-Username", "admin"),
+    ("X-Auth-Request-Access-Token", "forged"),
+    ("X-Auth-Request-Anything", "forged"),
+];
+
+#[test]
+fn spoofed_x_auth_request_headers_never_reach_the_upstream() {
+    let env = Env::start();
+    // Public location, no session.
+    let mut b = env.browser();
+    let r = b.get(&env.url("/public/x"), SPOOFED);
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let headers = r.json()["headers"].clone();
+    for (k, _) in SPOOFED {
+        assert!(
+            headers.get(k.to_ascii_lowercase()).is_none(),
+            "/public/ passed {k} upstream: {headers}"
+        );
+    }
+    // Protected location with a session: the module's values only, none of the forged.
+    let mut b = logged_in(&env, PAGE, "demo");
+    let r = b.get(&env.url(PAGE), SPOOFED);
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let headers = r.json()["headers"].clone();
+    assert_eq!(headers["x-auth-request-user"], "demo", "{headers}");
+    let all = headers.to_string();
+    for bad in ["admin", "forged", "/admins", "evil.com"] {
+        assert!(!all.contains(bad), "the upstream saw {bad:?}: {headers}");
+    }
+    // Public location with a session too.
+    let r = b.get(&env.url("/public/x"), SPOOFED);
+    let all = r.json()["headers"].to_string();
+    for bad in ["admin", "forged", "/admins", "evil.com"] {
+        assert!(
+            !all.contains(bad),
+            "/public/ with a session: the upstream saw {bad:?}: {all}"
+        );
+    }
+    // Repeated and raw headers, past ureq.
+    let head = "GET /public/y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         X-Auth-Request-User: spoof-1\r\nX-Auth-Request-User: spoof-2\r\n\
+         x-auth-request-user:spoof-3\r\nX-Auth-Request-User : spoof-4\r\n\r\n";
+    let (status, text) = raw_request(env.port, head.as_bytes());
+    assert!(status == 200 || status == 400, "{status}");
+    if status == 200 {
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        assert!(!body.contains("spoof-"), "{body}");
+    }
+    assert_clean(&env);
+}
+
+// ---------------------------------------------------------------------------- faults
+
+#[test]
+fn a_frozen_provider_does_not_delay_a_logged_in_user() {
+    let env = Env::start();
+    let user = logged_in(&env, PAGE, "demo");
+    // A second user's login, frozen between the provider's redirect and the token exchange.
+    let mut other = env.browser();
+    let callback = other.authorize(&env.url(PAGE), "alice", "alice").unwrap();
+    env.provider.pause();
+    let stuck_jar = other.jar.clone();
+    let stuck = thread::spawn(move || {
+        let mut b = Browser::new();
+        b.jar = stuck_jar;
+        let started = Instant::now();
+        let r = b.get(&callback, &[]);
+        (r.status, started.elapsed())
+    });
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !stuck.is_finished(),
+        "the callback did not wait for the frozen provider"
+    );
+    // Each request on a new connection, so that both workers (the one holding the stuck
+    // callback too) answer some of them.
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let mut t = Browser::new();
+        t.jar = user.jar.clone();
+        let started = Instant::now();
+        let r = t.get(&env.url(&format!("/page/{i}")), &[]);
+        worst = worst.max(started.elapsed());
+        let started = Instant::now();
+        let r2 = Browser::new().get(&env.url("/public/x"), &[]);
+        worst = worst.max(started.elapsed());
+        assert_eq!(r.status, 200, "{}", r.summary());
+        assert_eq!(r2.status, 200);
+    }
+    eprintln!("slowest logged-in request while the provider was frozen: {worst:?}");
+    assert!(
+        worst < Duration::from_secs(1),
+        "slowest logged-in request: {worst:?}"
+    );
+    env.provider.resume();
+    let (status, took) = stuck.join().unwrap();
+    eprintln!("the stuck callback answered {status} after {took:?}");
+    assert!(
+        status < 500 || status == 502 || status == 503 || status == 504,
+        "{status}"
+    );
+    assert_clean(&env);
+}
+
+#[test]
+fn a_reload_under_load_fails_no_request_and_keeps_sessions() {
+    let env = Env::start();
+    let b = logged_in(&env, PAGE, "demo");
+    let cookie = b
+        .jar
+        .header_for(&url::Url::parse(&env.url(PAGE)).unwrap())
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            let (url, cookie) = (env.url(PAGE), cookie.clone());
+            thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .redirects(0)
+                    .timeout(Duration::from_secs(10))
+                    .build();
+                while !stop.load(Ordering::SeqCst) {
+                    match agent
+                        .get(&url)
+                        .set("Cookie", &cookie)
+                        .set("Accept", "text/html")
+                        .call()
+                    {
+                        Ok(r) if r.status() == 200 => {
+                            let body = r.into_string().unwrap_or_default();
+                            if body.contains("\"x-auth-request-user\":\"demo\"") {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("200 without user: {body}"));
+                            }
+                        }
+                        Ok(r) | Err(ureq::Error::Status(_, r)) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}", r.status())),
+                        Err(e) => failures.lock().unwrap().push(format!("transport: {e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        env.nginx.reload();
+        thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    let ok = ok.load(Ordering::SeqCst);
+    eprintln!(
+        "requests during 3 reloads: {ok} ok, {} failed",
+        failures.len()
+    );
+    assert!(ok > 50, "only {ok} requests");
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert_clean(&env);
+}
+
+#[test]
+fn a_new_first_key_and_a_reload_keep_old_sessions_and_seal_new_ones_with_the_new_key() {
+    let env = Env::start();
+    let mut old_user = logged_in(&env, PAGE, "demo");
+    let old_key = env.cookie_keys[0].clone();
+    let new_key = new_cookie_key();
+    std::fs::write(&env.keys_file, format!("{new_key}\n{old_key}\n")).unwrap();
+    env.nginx.reload();
+    let r = old_user.get(&env.url(PAGE), &[]);
+    assert_eq!(
+        r.status,
+        200,
+        "the old session after rotation: {}",
+        r.summary()
+    );
+    let mut new_user = logged_in(&env, PAGE, "demo");
+    // Retire the old key: the new session still opens (it was sealed with the new key), the
+    // old one does not.
+    std::fs::write(&env.keys_file, format!("{new_key}\n")).unwrap();
+    env.nginx.reload();
+    let r = new_user.get(&env.url(PAGE), &[]);
+    assert_eq!(
+        r.status,
+        200,
+        "the new session after retiring the old key: {}",
+        r.summary()
+    );
+    let r = old_user.get(&env.url(PAGE), &[]);
+    assert_sent_to_login(&env, &r);
+    assert_clean(&env);
+}
