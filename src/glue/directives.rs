@@ -58,7 +58,7 @@ pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<12> = [
     ngx_command_t {
         name: ngx::ngx_string!("oidc_pass_access_token"),
         type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(oidc_pass_access_token),
+        set: Some(oidc_flag),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -66,7 +66,7 @@ pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<12> = [
     ngx_command_t {
         name: ngx::ngx_string!("oidc_set_authorization_header"),
         type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(oidc_set_authorization_header),
+        set: Some(oidc_flag),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -82,7 +82,7 @@ pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<12> = [
     ngx_command_t {
         name: ngx::ngx_string!("oidc_bearer"),
         type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(oidc_bearer),
+        set: Some(oidc_flag),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -305,6 +305,25 @@ extern "C" fn oidc_endpoints(
     NGX_CONF_OK
 }
 
+/// `oidc_pass_access_token`, `oidc_set_authorization_header`, `oidc_bearer`: `on` or `off`.
+extern "C" fn oidc_flag(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: `conf` is this module's location conf for the current block; `cmd` is the entry
+    // of our static table being applied.
+    let (lcf, name) = unsafe { (&mut *(conf as *mut LocConf), (*cmd).name) };
+    let name = core::str::from_utf8(super::http::bytes(&name)).unwrap_or("");
+    let slot = match name {
+        "oidc_pass_access_token" => &mut lcf.pass_access_token,
+        "oidc_set_authorization_header" => &mut lcf.set_authorization_header,
+        "oidc_bearer" => &mut lcf.bearer,
+        _ => return emerg(cf, &format!("{name}: not an on/off directive")),
+    };
+    flag(cf, slot, name)
+}
+
 /// Parses an `on`/`off` directive into `slot`, refusing duplicates.
 fn flag(cf: *mut ngx_conf_t, slot: &mut Option<bool>, directive: &str) -> ConfResult {
     // SAFETY: called by nginx while parsing this directive.
@@ -328,30 +347,6 @@ fn flag(cf: *mut ngx_conf_t, slot: &mut Option<bool>, directive: &str) -> ConfRe
         }
     };
     NGX_CONF_OK
-}
-
-extern "C" fn oidc_pass_access_token(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> ConfResult {
-    // SAFETY: `conf` is this module's location conf for the current block.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    flag(cf, &mut lcf.pass_access_token, "oidc_pass_access_token")
-}
-
-extern "C" fn oidc_set_authorization_header(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> ConfResult {
-    // SAFETY: `conf` is this module's location conf for the current block.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    flag(
-        cf,
-        &mut lcf.set_authorization_header,
-        "oidc_set_authorization_header",
-    )
 }
 
 extern "C" fn oidc_unauth_action(
@@ -380,16 +375,6 @@ extern "C" fn oidc_unauth_action(
         }
     });
     NGX_CONF_OK
-}
-
-extern "C" fn oidc_bearer(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> ConfResult {
-    // SAFETY: `conf` is this module's location conf for the current block.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    flag(cf, &mut lcf.bearer, "oidc_bearer")
 }
 
 /// `oidc_require_groups`, `oidc_require_roles`, `oidc_require_claim`, `oidc_email_domains`:

@@ -74,6 +74,14 @@ fn error_page(status: u32, title: &str, text: &str) -> Response<'static> {
     Response::new(status as usize).page(title, text)
 }
 
+fn internal_error() -> Response<'static> {
+    error_page(
+        NGX_HTTP_INTERNAL_SERVER_ERROR,
+        "Login failed",
+        "Internal error.",
+    )
+}
+
 pub fn provider_unreachable(status: u16) -> Response<'static> {
     if matches!(status, 0 | 502 | 503 | 504) {
         error_page(
@@ -103,11 +111,7 @@ unsafe fn fetch<T>(
     // SAFETY: per this function's contract.
     match unsafe { fetch::start(r, rctx, &p.conf.fetch_location, req) } {
         Ok(()) => Step::Pending,
-        Err(()) => Step::Failed(error_page(
-            NGX_HTTP_INTERNAL_SERVER_ERROR,
-            "Login failed",
-            "Internal error.",
-        )),
+        Err(()) => Step::Failed(internal_error()),
     }
 }
 
@@ -278,16 +282,7 @@ pub unsafe fn start(
         (random_token(24), random_token(24), random_token(32))
     else {
         // SAFETY: per this function's contract.
-        return unsafe {
-            finish(
-                r,
-                error_page(
-                    NGX_HTTP_INTERNAL_SERVER_ERROR,
-                    "Login failed",
-                    "Internal error.",
-                ),
-            )
-        };
+        return unsafe { finish(r, internal_error()) };
     };
     let login = LoginState {
         state,
@@ -301,16 +296,7 @@ pub unsafe fn start(
         .and_then(|json| p.conf.keys.seal(&p.conf.state_aad, &json).ok());
     let Some(sealed) = sealed else {
         // SAFETY: per this function's contract.
-        return unsafe {
-            finish(
-                r,
-                error_page(
-                    NGX_HTTP_INTERNAL_SERVER_ERROR,
-                    "Login failed",
-                    "Internal error.",
-                ),
-            )
-        };
+        return unsafe { finish(r, internal_error()) };
     };
     // SAFETY: per this function's contract.
     let redirect_uri = unsafe { redirect_uri(r, p) };
