@@ -146,10 +146,7 @@ build_against() {
     say "cargo build --release --no-default-features against ${tree#"$NGX_OIDC_ROOT"/}"
     NGINX_SOURCE_DIR="$tree" NGINX_BUILD_DIR="$tree/objs" CARGO_TARGET_DIR="$tdir" \
         cargo build --release --no-default-features --lib "${cargo_args[@]}" \
-        || die "cargo build against nginx $(nginx_h_version "$tree") ($flavour) failed$(
-            [ "$(version_number "$(nginx_h_version "$tree")")" -lt 1023000 ] && printf '%s' "
-nginx < 1.23 is not supported yet: the module uses the header lists of nginx >= 1.23
-(headers_in.cookie and ngx_table_elt_t.next; 1.22 has the headers_in.cookies array instead).")"
+        || die "cargo build against nginx $(nginx_h_version "$tree") ($flavour) failed"
     local so="$tdir/release/libngx_http_oidc_module.so"
     [ -f "$so" ] || die "cargo built no $so"
     out="$NGX_OIDC_TARGET/ngx-oidc/$flavour/modules/ngx_http_oidc_module.so"

@@ -4,6 +4,7 @@
 #   cargo fmt --check, cargo clippy -D warnings, scripts/build.sh, cargo test --release
 #   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider),
 #   scripts/check-configs.sh (nginx -t of every nginx-conf/ config, realm.json and YAML parsed),
+#   the module built for Debian's nginx 1.22.1 with the login/lifecycle tests against it,
 #   a one-second smoke run of scripts/bench.sh, then the headless Chromium tests in
 #   tests/browser (apt chromium + npm ci when needed).
 # Usage: scripts/test.sh [cargo test args...]   e.g. scripts/test.sh --test login a_tampered
@@ -35,6 +36,12 @@ say "NGX_OIDC_NGINX=$NGX_OIDC_NGINX"
 say "NGX_OIDC_MODULE=$NGX_OIDC_MODULE"
 run cargo test --release --no-fail-fast "$@"
 run scripts/check-configs.sh
+# Debian 12's packaged nginx (1.22.1, older header layout): the same source, built against
+# Debian's nginx-dev tree, must log in end to end with /usr/sbin/nginx.
+run scripts/build-module.sh --debian
+debian_module="$(ls -t "$NGX_OIDC_TARGET"/ngx-oidc/debian-*/modules/ngx_http_oidc_module.so | head -n1)"
+run env NGX_OIDC_NGINX=/usr/sbin/nginx NGX_OIDC_MODULE="$debian_module" \
+    cargo test --release --test login --test lifecycle
 # The benchmark is not a test (too noisy for CI), but one tiny run keeps it from rotting: it
 # checks every case's answers, a short leak check and that no worker crashed.
 run env NGX_OIDC_SKIP_BUILD=1 scripts/bench.sh --quick

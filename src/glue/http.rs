@@ -84,7 +84,10 @@ pub unsafe fn push_header(
         (*h).value = pool_str(r, value)?;
         (*h).lowcase_key = pool_str(r, lower.as_bytes())?.data;
         (*h).hash = 1;
-        (*h).next = ptr::null_mut();
+        #[cfg(not(ngx_oidc_pre_1_23))]
+        {
+            (*h).next = ptr::null_mut();
+        }
         Some(())
     }
 }
@@ -116,7 +119,10 @@ pub unsafe fn push_header_borrowed(
         };
         (*h).lowcase_key = lowcase_key.as_ptr() as *mut u8;
         (*h).hash = 1;
-        (*h).next = ptr::null_mut();
+        #[cfg(not(ngx_oidc_pre_1_23))]
+        {
+            (*h).next = ptr::null_mut();
+        }
         Some(())
     }
 }
@@ -126,17 +132,42 @@ pub unsafe fn push_header_borrowed(
 /// # Safety
 /// `r` must be a live request.
 pub unsafe fn cookie_headers<'a>(r: *mut ngx_http_request_t) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    // SAFETY: headers_in.cookie is null or the head of a `next`-linked list of header elements.
-    let mut h = unsafe { (*r).headers_in.cookie };
-    while !h.is_null() {
-        // SAFETY: see above.
-        unsafe {
-            out.push(bytes(&(*h).value));
-            h = (*h).next;
-        }
+    // SAFETY: per this function's contract; the elements live as long as the request.
+    unsafe { cookie_elts(r).map(|h| bytes(&(*h).value)).collect() }
+}
+
+/// The request's `Cookie` header elements: a `next` chain since nginx 1.23, an array before.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn cookie_elts(r: *mut ngx_http_request_t) -> impl Iterator<Item = *mut ngx_table_elt_t> {
+    #[cfg(not(ngx_oidc_pre_1_23))]
+    {
+        // SAFETY: headers_in.cookie is null or the head of a `next`-linked chain.
+        let mut h = unsafe { (*r).headers_in.cookie };
+        core::iter::from_fn(move || {
+            let cur = h;
+            if cur.is_null() {
+                return None;
+            }
+            // SAFETY: `cur` is a live element of the chain.
+            h = unsafe { (*cur).next };
+            Some(cur)
+        })
     }
-    out
+    #[cfg(ngx_oidc_pre_1_23)]
+    {
+        // SAFETY: headers_in.cookies is an array of element pointers (maybe never initialised,
+        // then empty).
+        let a = unsafe { &(*r).headers_in.cookies };
+        let elts: &[*mut ngx_table_elt_t] = if a.elts.is_null() || a.nelts == 0 {
+            &[]
+        } else {
+            // SAFETY: `nelts` pointers are stored at `elts`.
+            unsafe { core::slice::from_raw_parts(a.elts as *const *mut ngx_table_elt_t, a.nelts) }
+        };
+        elts.iter().copied()
+    }
 }
 
 /// The first request header named `name` (lower case).
@@ -183,15 +214,13 @@ pub unsafe fn strip_cookies(
     cookie_name: &cookies::CookieName,
 ) -> Result<(), ()> {
     let mut emptied = false;
-    // SAFETY: headers_in.cookie is null or a `next`-linked chain of live header elements.
+    // SAFETY: the cookie elements are live header elements of the request.
     unsafe {
-        let mut h = (*r).headers_in.cookie;
-        while !h.is_null() {
+        for h in cookie_elts(r) {
             if let Some(kept) = cookies::strip_ours(bytes(&(*h).value), cookie_name) {
                 emptied |= kept.is_empty();
                 (*h).value = pool_str(r, &kept).ok_or(())?;
             }
-            h = (*h).next;
         }
         if !emptied {
             return Ok(());
@@ -237,9 +266,17 @@ unsafe fn remove_headers_in(
             ptr::write(slot, ptr::read(h));
         }
         let new: *const ngx_list_t = &hin.headers;
+        // A pointer to a removed element moves on along its chain (1.23+) or becomes null.
         let remap = |mut p: *mut ngx_table_elt_t| -> *mut ngx_table_elt_t {
             while !p.is_null() && remove(&*p) {
-                p = (*p).next;
+                #[cfg(not(ngx_oidc_pre_1_23))]
+                {
+                    p = (*p).next;
+                }
+                #[cfg(ngx_oidc_pre_1_23)]
+                {
+                    p = ptr::null_mut();
+                }
             }
             if p.is_null() {
                 return p;
@@ -258,17 +295,58 @@ unsafe fn remove_headers_in(
         // The element pointers of ngx_http_headers_in_t are declared one after another, from
         // `host` to `cookie`. Only elements on these chains have a meaningful `next` (nginx
         // leaves it uninitialised for headers it does not know), so only chains are followed.
-        let first = &mut hin.host as *mut *mut ngx_table_elt_t;
-        let last = &mut hin.cookie as *mut *mut ngx_table_elt_t;
-        let mut slot = first;
-        while slot <= last {
-            *slot = remap(*slot);
-            let mut cur = *slot;
-            while !cur.is_null() {
-                (*cur).next = remap((*cur).next);
-                cur = (*cur).next;
+        #[cfg(not(ngx_oidc_pre_1_23))]
+        {
+            let first = &mut hin.host as *mut *mut ngx_table_elt_t;
+            let last = &mut hin.cookie as *mut *mut ngx_table_elt_t;
+            let mut slot = first;
+            while slot <= last {
+                *slot = remap(*slot);
+                let mut cur = *slot;
+                while !cur.is_null() {
+                    (*cur).next = remap((*cur).next);
+                    cur = (*cur).next;
+                }
+                slot = slot.add(1);
             }
-            slot = slot.add(1);
+        }
+        // Before 1.23 the pointers run from `host` to `keep_alive` and from `x_real_ip` to
+        // `date`, with `x_forwarded_for` and `cookies` as arrays of element pointers.
+        #[cfg(ngx_oidc_pre_1_23)]
+        {
+            let runs = [
+                (
+                    &mut hin.host as *mut *mut ngx_table_elt_t,
+                    &mut hin.keep_alive as *mut *mut ngx_table_elt_t,
+                ),
+                (
+                    &mut hin.x_real_ip as *mut *mut ngx_table_elt_t,
+                    &mut hin.date as *mut *mut ngx_table_elt_t,
+                ),
+            ];
+            for (first, last) in runs {
+                let mut slot = first;
+                while slot <= last {
+                    *slot = remap(*slot);
+                    slot = slot.add(1);
+                }
+            }
+            for a in [&mut hin.x_forwarded_for, &mut hin.cookies] {
+                if a.elts.is_null() {
+                    continue;
+                }
+                let elts =
+                    core::slice::from_raw_parts_mut(a.elts as *mut *mut ngx_table_elt_t, a.nelts);
+                let mut kept = 0;
+                for i in 0..elts.len() {
+                    let p = remap(elts[i]);
+                    if !p.is_null() {
+                        elts[kept] = p;
+                        kept += 1;
+                    }
+                }
+                a.nelts = kept;
+            }
         }
     }
     Ok(())
