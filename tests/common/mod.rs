@@ -354,6 +354,23 @@ impl Provider {
             .expect("POST /_test/revoke-grants");
     }
 
+    /// `POST /_test/fault?what=..&kind=..`: every answer of `what` (`token`, `discovery`,
+    /// `jwks`) becomes `kind` (`500`, `badjson`, `huge` = a 10 MB body) until `clear_faults`.
+    pub fn fault(&self, what: &str, kind: &str) {
+        plain_agent()
+            .post(&self.url(&format!("/_test/fault?what={what}&kind={kind}")))
+            .call()
+            .expect("POST /_test/fault");
+    }
+
+    /// `POST /_test/fault?clear=1`.
+    pub fn clear_faults(&self) {
+        plain_agent()
+            .post(&self.url("/_test/fault?clear=1"))
+            .call()
+            .expect("POST /_test/fault?clear=1");
+    }
+
     /// Freezes the provider (SIGSTOP): connections are accepted by the kernel but never
     /// answered, like a provider stuck under load.
     pub fn pause(&self) {

@@ -85,6 +85,33 @@ function resetStats() {
   stats.userinfo_requests = 0;
 }
 
+// ---------------------------------------------------------------- faults
+// POST /_test/fault?what=token|discovery|jwks&kind=500|badjson|huge[&n=N] makes the next N
+// (default: all, until cleared) answers of that endpoint a 500, invalid JSON or a 10 MB body;
+// POST /_test/fault?clear=1 ends every fault.
+const FAULT_WHATS = ['token', 'discovery', 'jwks'];
+const FAULT_KINDS = ['500', 'badjson', 'huge'];
+const faults = new Map();
+function serveFault(req, res, what) {
+  const f = faults.get(what);
+  if (!f) return false;
+  req.resume(); // drain any request body
+  if (f.left !== null) {
+    f.left -= 1;
+    if (f.left <= 0) faults.delete(what);
+  }
+  f.served = (f.served || 0) + 1;
+  if (f.kind === '500') {
+    send(res, 500, 'internal server error', 'text/plain');
+  } else if (f.kind === 'badjson') {
+    send(res, 200, '{"issuer": "http://x", "oops": [1, 2,', 'application/json');
+  } else {
+    // 10 MB of valid JSON.
+    send(res, 200, `{"pad":"${'a'.repeat(10 * 1024 * 1024)}"}`, 'application/json');
+  }
+  return true;
+}
+
 // ---------------------------------------------------------------- helpers
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({
   '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
@@ -585,6 +612,21 @@ const server = http.createServer(async (req, res) => {
       grantIds.clear();
       return sendJson(res, 200, { revoked });
     }
+    if (pathname === '/_test/fault' && req.method === 'POST') {
+      const q = new URLSearchParams(req.url.split('?')[1] || '');
+      if (q.get('clear')) {
+        faults.clear();
+        return sendJson(res, 200, { faults: {} });
+      }
+      const what = q.get('what');
+      const kind = q.get('kind');
+      if (!FAULT_WHATS.includes(what) || !FAULT_KINDS.includes(kind)) {
+        return sendJson(res, 400, { error: `what must be one of ${FAULT_WHATS}, kind one of ${FAULT_KINDS}` });
+      }
+      const n = q.get('n') ? parseInt(q.get('n'), 10) : null;
+      faults.set(what, { kind, left: Number.isFinite(n) && n > 0 ? n : null });
+      return sendJson(res, 200, { faults: Object.fromEntries(faults) });
+    }
     if (pathname === '/_test/backchannel-logout') {
       await readBody(req);
       return send(res, 200, '', 'text/plain');
@@ -601,6 +643,12 @@ const server = http.createServer(async (req, res) => {
 
     if (sub === '/.well-known/openid-configuration') stats.discovery_requests += 1;
     if (sub === `${KC}/certs`) stats.jwks_requests += 1;
+    if (sub === '/.well-known/openid-configuration' && serveFault(req, res, 'discovery')) return undefined;
+    if (sub === `${KC}/certs` && serveFault(req, res, 'jwks')) return undefined;
+    if (sub === `${KC}/token` && req.method === 'POST' && serveFault(req, res, 'token')) {
+      stats.token_requests.faulted = (stats.token_requests.faulted || 0) + 1;
+      return undefined;
+    }
     if (sub === `${KC}/userinfo`) {
       stats.userinfo_requests += 1;
       if (req.method !== 'OPTIONS') return await handleUserinfo(req, res);
