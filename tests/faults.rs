@@ -13,18 +13,6 @@ use common::*;
 
 const PAGE: &str = "/some/page?x=1";
 
-/// `assert_error_log_is_clean`, and no `[alert]` either.
-fn assert_clean(env: &Env) {
-    env.assert_error_log_is_clean();
-    let log = env.error_log();
-    let alerts: Vec<&str> = log.lines().filter(|l| l.contains("[alert]")).collect();
-    assert!(
-        alerts.is_empty(),
-        "[alert] in error.log:\n{}",
-        alerts.join("\n")
-    );
-}
-
 /// One GET with the browser's cookies over a fresh connection, no retry (ureq retries a GET
 /// whose connection was closed, which would replay a one-time callback). Status 0 = nginx
 /// closed the connection without an answer; panics after 10 s without one.
@@ -179,7 +167,7 @@ fn fault_story(what: &str, kind: &str) {
     let mut b = logged_in(&env, PAGE, "demo");
     assert_still_served(what, kind, &mut b);
     assert_still_served(what, kind, &mut alice);
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 macro_rules! fault_tests {

@@ -15,18 +15,6 @@ use common::*;
 
 const PAGE: &str = "/some/page?x=1";
 
-/// `assert_error_log_is_clean`, and no `[alert]` either.
-fn assert_clean(env: &Env) {
-    env.assert_error_log_is_clean();
-    let log = env.error_log();
-    let alerts: Vec<&str> = log.lines().filter(|l| l.contains("[alert]")).collect();
-    assert!(
-        alerts.is_empty(),
-        "[alert] in error.log:\n{}",
-        alerts.join("\n")
-    );
-}
-
 /// The response is a redirect to the provider's authorization endpoint.
 fn assert_sent_to_login(env: &Env, r: &Resp) {
     let auth = format!("{}/protocol/openid-connect/auth?", env.provider.issuer);
@@ -108,7 +96,7 @@ fn a_cookie_beyond_nginx_header_buffers_gets_400_from_nginx_without_a_crash() {
         matches!(status, 302 | 400),
         "an 28 KB chunked cookie: {status}"
     );
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 #[test]
@@ -133,7 +121,7 @@ fn forty_bogus_chunks_are_no_session_not_an_error() {
         let (status, _) = raw_get_with_cookie(env.port, PAGE, cookie.as_bytes());
         assert!(matches!(status, 200 | 302), "odd chunk names: {status}");
     }
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 /// The contract config with room for a Cookie header of up to 32 KB.
@@ -190,7 +178,7 @@ fn a_chunked_session_missing_a_chunk_or_with_chunks_swapped_goes_to_login() {
     // The intact jar still works.
     let r = b.get(&env.url(PAGE), &[]);
     assert_eq!(r.status, 200);
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 #[test]
@@ -223,7 +211,7 @@ fn non_utf8_and_control_bytes_in_cookies_are_no_session() {
     let c = [b"bad=\xff\xfe; _oidc=", session.as_bytes()].concat();
     let (status, _) = raw_get_with_cookie(env.port, PAGE, &c);
     assert_eq!(status, 200);
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 /// Two providers sharing one key file, with different names and cookie names; a third with
@@ -295,7 +283,7 @@ fn a_cookie_of_another_provider_or_cookie_name_does_not_log_in() {
     t.jar.set("_one", &value);
     let r = t.get(&env.url("/one/page"), &[]);
     assert_eq!(r.status, 200, "{}", t.transcript());
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 #[test]
@@ -314,7 +302,7 @@ fn a_cookie_sealed_with_a_retired_key_goes_to_login_and_login_works_again() {
         r.upstream_header("x-auth-request-user").as_deref(),
         Some("demo")
     );
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 #[test]
@@ -328,7 +316,7 @@ fn a_cookie_replayed_after_sign_out_does_not_log_in() {
     replay.jar = jar;
     let r = replay.get(&env.url(PAGE), &[]);
     assert_sent_to_login(&env, &r);
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 // ---------------------------------------------------------------------------- callbacks
@@ -381,7 +369,7 @@ fn a_callback_with_missing_duplicate_or_huge_parameters_gets_4xx() {
     let r = b.get(&callback, &[]);
     assert!(r.is_redirect(), "the real callback: {}", r.summary());
     assert!(!session_cookies_set(&r).is_empty());
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 #[test]
@@ -410,7 +398,7 @@ fn a_callback_with_another_browsers_state_is_refused_login_csrf() {
         r.summary()
     );
     assert!(victim.jar.names_where(is_session_cookie).is_empty());
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 // ---------------------------------------------------------------------------- return URLs
@@ -513,7 +501,7 @@ fn sign_in_refuses_forty_plus_open_redirect_payloads_with_400() {
     let mut b = env.browser();
     let r = b.get(&env.url("/oauth2/sign_in?rd=%2Fapp%2Fpage%3Fa%3D1"), &[]);
     assert_sent_to_login(&env, &r);
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 #[test]
@@ -562,7 +550,7 @@ fn error_pages_never_reflect_markup() {
         );
         assert_no_script("a protected page", &r);
     }
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 // ---------------------------------------------------------------------------- spoofed headers
@@ -619,7 +607,7 @@ fn spoofed_x_auth_request_headers_never_reach_the_upstream() {
         let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
         assert!(!body.contains("spoof-"), "{body}");
     }
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 // ---------------------------------------------------------------------------- faults
@@ -672,7 +660,7 @@ fn a_frozen_provider_does_not_delay_a_logged_in_user() {
         status < 500 || status == 502 || status == 503 || status == 504,
         "{status}"
     );
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 #[test]
@@ -745,7 +733,7 @@ fn a_reload_under_load_fails_no_request_and_keeps_sessions() {
         failures.len(),
         &failures[..failures.len().min(10)]
     );
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }
 
 #[test]
@@ -777,5 +765,5 @@ fn a_new_first_key_and_a_reload_keep_old_sessions_and_seal_new_ones_with_the_new
     );
     let r = old_user.get(&env.url(PAGE), &[]);
     assert_sent_to_login(&env, &r);
-    assert_clean(&env);
+    env.assert_error_log_is_clean();
 }

@@ -934,8 +934,8 @@ impl Env {
         self.nginx.error_log()
     }
 
-    /// The error log never holds the client secret, a cookie key, an authorization code or a
-    /// JWT, and no worker crashed.
+    /// The error log never holds the client secret, a cookie key, an authorization code, a JWT
+    /// or an `[alert]`, and no worker crashed.
     pub fn assert_error_log_is_clean(&self) {
         let log = self.error_log();
         let mut problems = Vec::new();
@@ -958,6 +958,9 @@ impl Env {
         if log.contains("exited on signal") {
             problems.push("a crashed worker (exited on signal)".into());
         }
+        if log.contains("[alert]") {
+            problems.push("an [alert]".into());
+        }
         if !problems.is_empty() {
             let lines: Vec<&str> = log
                 .lines()
@@ -965,6 +968,7 @@ impl Env {
                     l.contains("code=")
                         || l.contains("eyJ")
                         || l.contains("signal")
+                        || l.contains("[alert]")
                         || l.contains(&self.provider.client_secret)
                 })
                 .take(10)
