@@ -440,18 +440,6 @@ fn a_wrong_client_secret_logs_check_client_secret() {
 // covered by the unit tests of src/oidc/id_token.rs: the test provider cannot issue tokens
 // from the future.)
 
-fn config_vars() -> Vars {
-    let mut v = Vars::default();
-    v.set("PORT", free_port().to_string())
-        .set("UPSTREAM", "9")
-        .set("IDP_PORT", "9")
-        .set("ISSUER", "http://127.0.0.1:9/realms/test")
-        .set("CLIENT_SECRET", "secret")
-        .set("KEYS", "@DIR@/keys")
-        .set("LOCATION_EXTRA", "");
-    v
-}
-
 #[test]
 fn rule_mistakes_fail_nginx_t_naming_the_directive() {
     let key = format!("{}\n", new_cookie_key());
@@ -463,7 +451,7 @@ fn rule_mistakes_fail_nginx_t_naming_the_directive() {
             "oidc_require_groups admins; oidc_require_roles admin test:viewer; \
              oidc_require_claim department sales ops; oidc_email_domains example.com;",
         ),
-        &config_vars(),
+        &offline_config_vars(),
         &[("keys", &key)],
         true,
     );
@@ -505,7 +493,7 @@ fn rule_mistakes_fail_nginx_t_naming_the_directive() {
     ];
     let mut failures = Vec::new();
     for (config, directive) in &cases {
-        let t = nginx_t(config, &config_vars(), &[("keys", &key)], true);
+        let t = nginx_t(config, &offline_config_vars(), &[("keys", &key)], true);
         if t.ok {
             failures.push(format!("{directive}: nginx -t passed"));
         } else if !t.stderr.contains(directive) {

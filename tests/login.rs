@@ -10,17 +10,6 @@ use common::*;
 
 const PAGE: &str = "/some/page?x=1";
 
-/// The response is a redirect to the provider's authorization endpoint.
-fn assert_sent_to_login(env: &Env, b: &Browser, r: &Resp) {
-    let auth = format!("{}/protocol/openid-connect/auth?", env.provider.issuer);
-    assert!(
-        matches!(r.status, 302 | 303) && r.location().is_some_and(|l| l.starts_with(&auth)),
-        "expected a redirect to {auth}..., got {}\n{}",
-        r.summary(),
-        b.transcript()
-    );
-}
-
 /// A 4xx without a session cookie.
 fn assert_refused(b: &Browser, r: &Resp) {
     assert!(
@@ -77,7 +66,7 @@ fn an_unauthenticated_browser_is_sent_to_the_provider_with_pkce() {
     let env = Env::start();
     let mut b = env.browser();
     let r = b.get(&env.url(PAGE), &[]);
-    assert_sent_to_login(&env, &b, &r);
+    assert_sent_to_login(&env, &r, &b.transcript());
     let loc = r.location().unwrap();
     let p = |n: &str| query_param(loc, n);
     assert_eq!(p("response_type").as_deref(), Some("code"));
@@ -342,7 +331,7 @@ fn client_sent_identity_headers_never_reach_the_upstream() {
     // Without a session, on a protected location: nothing reaches the upstream at all.
     let count = env.upstream.count();
     let r = anon.get(&env.url(PAGE), forged);
-    assert_sent_to_login(&env, &anon, &r);
+    assert_sent_to_login(&env, &r, &anon.transcript());
     assert_eq!(env.upstream.count(), count);
 
     // With a session, on a protected location: only the module's values.
@@ -498,7 +487,7 @@ fn signing_out_ends_the_session() {
         b.transcript()
     );
     let r = b.get(&env.url(PAGE), &[]);
-    assert_sent_to_login(&env, &b, &r);
+    assert_sent_to_login(&env, &r, &b.transcript());
     env.assert_error_log_is_clean();
 }
 
@@ -538,7 +527,7 @@ fn a_tampered_cookie_sends_the_browser_to_login() {
         t.jar.set("_oidc", &bad);
         let r = t.get(&env.url(PAGE), &[]);
         assert!(r.status != 500, "{what}: 500");
-        assert_sent_to_login(&env, &t, &r);
+        assert_sent_to_login(&env, &r, &t.transcript());
         // An API client is not redirected to a login page it cannot follow (401), and
         // nothing answers 500.
         let r = t.get(&env.url(PAGE), &[("Accept", "application/json")]);
@@ -557,7 +546,7 @@ fn a_cookie_sealed_with_another_key_sends_the_browser_to_login() {
     let mut b = logged_in(&env, PAGE, "demo");
     env.set_cookie_keys(&[new_cookie_key()]);
     let r = b.get(&env.url(PAGE), &[]);
-    assert_sent_to_login(&env, &b, &r);
+    assert_sent_to_login(&env, &r, &b.transcript());
     env.assert_error_log_is_clean();
 }
 
@@ -582,7 +571,7 @@ fn an_expired_session_sends_the_browser_to_login() {
     let mut b = logged_in(&env, PAGE, "demo");
     thread::sleep(Duration::from_secs(5));
     let r = b.get(&env.url(PAGE), &[]);
-    assert_sent_to_login(&env, &b, &r);
+    assert_sent_to_login(&env, &r, &b.transcript());
     env.assert_error_log_is_clean();
 }
 
@@ -643,7 +632,7 @@ fn a_denied_login_is_refused_without_a_session() {
     let env = Env::start();
     let mut b = env.browser();
     let r = b.get(&env.url(PAGE), &[]);
-    assert_sent_to_login(&env, &b, &r);
+    assert_sent_to_login(&env, &r, &b.transcript());
     let state = query_param(r.location().unwrap(), "state").unwrap();
     let r = b.get(
         &with_query_param(
@@ -720,7 +709,7 @@ fn sign_in_refuses_to_send_the_browser_off_site() {
             if first.status == 400 {
                 continue; // refused up front
             }
-            assert_sent_to_login(&env, &b, &first);
+            assert_sent_to_login(&env, &first, &b.transcript());
             let mut b = env.browser();
             let cb = b.login_callback(&start, "demo", "demo");
             if (400..500).contains(&cb.status) {
@@ -766,18 +755,6 @@ fn a_wrong_password_keeps_the_browser_at_the_provider() {
 
 // ---------------------------------------------------------------------------- config errors
 
-fn config_vars() -> Vars {
-    let mut v = Vars::default();
-    v.set("PORT", free_port().to_string())
-        .set("UPSTREAM", "9")
-        .set("IDP_PORT", "9")
-        .set("ISSUER", "http://127.0.0.1:9/realms/test")
-        .set("CLIENT_SECRET", "secret")
-        .set("KEYS", "@DIR@/keys")
-        .set("LOCATION_EXTRA", "");
-    v
-}
-
 fn contract() -> String {
     format!("{PROVIDER_BLOCK}{PROTECTED_SERVER}")
 }
@@ -787,7 +764,7 @@ fn the_documented_config_passes_nginx_t() {
     let key = new_cookie_key();
     let t = nginx_t(
         &contract(),
-        &config_vars(),
+        &offline_config_vars(),
         &[("keys", &format!("{key}\n"))],
         true,
     );
@@ -803,7 +780,12 @@ fn cookie_key_files_accept_standard_and_url_safe_base64_with_several_keys() {
     }
     let url_safe = key.replace('+', "-").replace('/', "_");
     let keys = format!("{}\n{key}\n{url_safe}\n", new_cookie_key());
-    let t = nginx_t(&contract(), &config_vars(), &[("keys", &keys)], true);
+    let t = nginx_t(
+        &contract(),
+        &offline_config_vars(),
+        &[("keys", &keys)],
+        true,
+    );
     assert!(t.ok, "nginx -t failed:\n{}", t.stderr);
 }
 
@@ -882,7 +864,7 @@ fn config_mistakes_fail_nginx_t_naming_the_directive() {
     ];
     let mut failures = Vec::new();
     for (what, config, keys, directive) in &cases {
-        let t = nginx_t(config, &config_vars(), &[("keys", keys)], true);
+        let t = nginx_t(config, &offline_config_vars(), &[("keys", keys)], true);
         if t.ok {
             failures.push(format!("{what}: nginx -t passed"));
         } else if t.stderr.contains("load_module") || t.stderr.contains("dlopen") {

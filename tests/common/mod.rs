@@ -1671,3 +1671,27 @@ pub fn logged_in(env: &Env, page: &str, user: &str) -> Browser {
     assert_eq!(r.json()["path"], page);
     b
 }
+
+/// Placeholders for configs that are only checked with `nginx -t` (nothing listens).
+pub fn offline_config_vars() -> Vars {
+    let mut v = Vars::default();
+    v.set("PORT", free_port().to_string())
+        .set("UPSTREAM", "9")
+        .set("IDP_PORT", "9")
+        .set("ISSUER", "http://127.0.0.1:9/realms/test")
+        .set("CLIENT_SECRET", "secret")
+        .set("KEYS", "@DIR@/keys")
+        .set("LOCATION_EXTRA", "");
+    v
+}
+
+/// The response is a redirect to the provider's authorization endpoint; `context` (a browser
+/// transcript, say) is printed when it is not.
+pub fn assert_sent_to_login(env: &Env, r: &Resp, context: &str) {
+    let auth = format!("{}/protocol/openid-connect/auth?", env.provider.issuer);
+    assert!(
+        matches!(r.status, 302 | 303) && r.location().is_some_and(|l| l.starts_with(&auth)),
+        "expected a redirect to {auth}..., got {}\n{context}",
+        r.summary()
+    );
+}
