@@ -179,32 +179,20 @@ macro_rules! fault_tests {
     )*};
 }
 
-// A provider answer bigger than the module's 256 KiB fetch buffer makes nginx's in-memory
-// subrequest fail with "too big subrequest response" and the browser's connection is closed
-// without an answer, instead of the 502 page; logged-in users are not affected.
-#[test]
-#[ignore = "issue #6: a provider answer over 256 KiB drops the login's connection"]
-fn token_endpoint_10mb_body_gives_a_clear_login_failure() {
-    fault_story("token", "huge");
-}
-
-#[test]
-#[ignore = "issue #6: a provider answer over 256 KiB drops the login's connection"]
-fn discovery_10mb_body_gives_a_clear_login_failure() {
-    fault_story("discovery", "huge");
-}
-
-#[test]
-#[ignore = "issue #6: a provider answer over 256 KiB drops the login's connection"]
-fn jwks_10mb_body_gives_a_clear_login_failure() {
-    fault_story("jwks", "huge");
-}
-
+// "huge" is a 10 MB answer with a Content-Length, "hugechunked" one without: both are bigger
+// than the module's 256 KiB fetch buffer, where nginx's own in-memory subrequest would fail with
+// "too big subrequest response" and take the browser's connection down with it.
 fault_tests! {
     token_endpoint_500_gives_a_clear_login_failure: "token", "500";
     token_endpoint_invalid_json_gives_a_clear_login_failure: "token", "badjson";
+    token_endpoint_10mb_body_gives_a_clear_login_failure: "token", "huge";
+    token_endpoint_10mb_chunked_body_gives_a_clear_login_failure: "token", "hugechunked";
     discovery_500_gives_a_clear_login_failure: "discovery", "500";
     discovery_invalid_json_gives_a_clear_login_failure: "discovery", "badjson";
+    discovery_10mb_body_gives_a_clear_login_failure: "discovery", "huge";
+    discovery_10mb_chunked_body_gives_a_clear_login_failure: "discovery", "hugechunked";
     jwks_500_gives_a_clear_login_failure: "jwks", "500";
     jwks_invalid_json_gives_a_clear_login_failure: "jwks", "badjson";
+    jwks_10mb_body_gives_a_clear_login_failure: "jwks", "huge";
+    jwks_10mb_chunked_body_gives_a_clear_login_failure: "jwks", "hugechunked";
 }

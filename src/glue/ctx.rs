@@ -13,7 +13,8 @@ use crate::session::Verified;
 pub enum FetchSlot {
     Idle,
     Pending,
-    /// HTTP status (0 when no response arrived) and body.
+    /// HTTP status (0 when no response arrived, [`super::fetch::TOO_BIG`] when it did not fit)
+    /// and body.
     Done(u16, Vec<u8>),
 }
 
@@ -36,6 +37,8 @@ pub struct RequestCtx {
     pub token: Option<TokenResponse>,
     /// On a fetch subrequest: the provider URL behind `$oidc_fetch_url`.
     pub fetch_url: Option<ngx_str_t>,
+    /// On a fetch subrequest: the answer outgrew the buffer and the rest of it is discarded.
+    pub too_big: bool,
     pub refresh: RefreshState,
     /// `Set-Cookie` lines for whatever response this request ends up sending.
     pub set_cookies: Vec<String>,
@@ -48,6 +51,7 @@ impl Default for RequestCtx {
             fetch: FetchSlot::Idle,
             token: None,
             fetch_url: None,
+            too_big: false,
             refresh: RefreshState::Idle,
             set_cookies: Vec::new(),
         }

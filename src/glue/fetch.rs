@@ -6,10 +6,10 @@ use core::mem::size_of;
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_create_temp_buf, ngx_http_post_subrequest_t, ngx_http_request_body_t,
-    ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init, ngx_palloc, ngx_pcalloc,
-    ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
+    ngx_alloc_chain_link, ngx_chain_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
+    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
+    ngx_palloc, ngx_pcalloc, ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_POST,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
 use super::ctx::{self, FetchSlot, RequestCtx};
@@ -18,6 +18,38 @@ use super::http::{calloc_buf, pool_str, push_header};
 /// Largest provider answer kept; a bigger one fails the call instead of filling memory.
 /// Keycloak token responses for users in hundreds of groups stay far below this.
 const MAX_RESPONSE: usize = 256 * 1024;
+
+/// The status a call reports when its answer was larger than `MAX_RESPONSE`. HTTP statuses
+/// start at 100, so it cannot be mistaken for one the provider sent.
+pub const TOO_BIG: u16 = 1;
+
+/// Whether `status` came from an HTTP answer (rather than from no answer or one too big).
+pub fn answered(status: u16) -> bool {
+    status >= 100
+}
+
+/// An operator's hint for the status of a provider call: 404/405 come from a missing fetch
+/// location more often than from the provider.
+pub fn location_hint(status: u16, location: &str) -> String {
+    match status {
+        404 | 405 => format!(
+            " (is `location {location} {{ internal; proxy_pass $oidc_fetch_url; }}` configured in this server?)"
+        ),
+        _ => String::new(),
+    }
+}
+
+/// A call that brought no usable answer, described for the error log.
+pub fn describe(status: u16, location: &str) -> String {
+    match status {
+        0 => format!("no answer through {location} (is the provider reachable from nginx?)"),
+        TOO_BIG => format!(
+            "an answer larger than {} KiB, the most a provider call may return",
+            MAX_RESPONSE / 1024
+        ),
+        _ => format!("HTTP {status}{}", location_hint(status, location)),
+    }
+}
 
 pub struct FetchRequest<'a> {
     pub url: &'a str,
@@ -157,7 +189,10 @@ unsafe extern "C" fn fetch_done(
     unsafe {
         let rctx = &mut *(data as *mut RequestCtx);
         if matches!(rctx.fetch, FetchSlot::Pending) {
-            let status = if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            let too_big = ctx::get(sr).is_some_and(|c| c.too_big);
+            let status = if too_big {
+                TOO_BIG
+            } else if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
                 rc as u16
             } else if rc == NGX_ERROR as ngx_int_t {
                 0
@@ -181,5 +216,87 @@ unsafe extern "C" fn fetch_done(
         } else {
             rc
         }
+    }
+}
+
+// nginx ends the whole connection when an output filter fails, so an answer that overflows the
+// in-memory buffer ("too big subrequest response") would drop the browser's request with it.
+// These two checks keep such an answer away from that filter and report it as `TOO_BIG`.
+
+/// The fetch subrequest `r`'s context and the free room in its answer buffer; `None` for any
+/// other request.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn fetch_room<'a>(r: *mut ngx_http_request_t) -> Option<(&'a mut RequestCtx, usize)> {
+    // SAFETY: per this function's contract; `out` of a fetch subrequest is the buffer `start`
+    // allocated, kept until the request's pool goes.
+    unsafe {
+        if r == (*r).main {
+            return None;
+        }
+        let c = ctx::get(r).filter(|c| c.fetch_url.is_some())?;
+        let out = (*r).out;
+        if out.is_null() || (*out).buf.is_null() {
+            return None;
+        }
+        let b = (*out).buf;
+        Some((c, (*b).end.offset_from((*b).last).max(0) as usize))
+    }
+}
+
+/// Header-filter check: an answer whose Content-Length cannot fit ends after its header, so
+/// nginx does not even read the body.
+///
+/// # Safety
+/// `r` must be a live request in the header filter.
+pub unsafe fn check_header(r: *mut ngx_http_request_t) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        if let Some((c, room)) = fetch_room(r) {
+            let len = (*r).headers_out.content_length_n;
+            if len > 0 && len as u64 > room as u64 {
+                c.too_big = true;
+                (*r).set_header_only(1);
+            }
+        }
+    }
+}
+
+/// Body-filter check: an answer without a Content-Length that outgrows the buffer is read to
+/// its end (bounded by `proxy_read_timeout`) and discarded.
+///
+/// # Safety
+/// `r` must be a live request and `chain` its output chain, in the body filter.
+pub unsafe fn swallow_overflow(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> bool {
+    // SAFETY: per this function's contract; the chain's buffers belong to the upstream, which
+    // takes a buffer whose data was consumed (pos == last) as free again.
+    unsafe {
+        let Some((c, room)) = fetch_room(r) else {
+            return false;
+        };
+        let mut len = 0usize;
+        let mut cl = chain;
+        while !cl.is_null() {
+            let b = (*cl).buf;
+            if (*b).temporary() != 0 || (*b).memory() != 0 || (*b).mmap() != 0 {
+                len += (*b).last.offset_from((*b).pos).max(0) as usize;
+            } else if (*b).in_file() != 0 {
+                len += ((*b).file_last - (*b).file_pos).max(0) as usize;
+            }
+            cl = (*cl).next;
+        }
+        if !c.too_big && len <= room {
+            return false;
+        }
+        c.too_big = true;
+        let mut cl = chain;
+        while !cl.is_null() {
+            let b = (*cl).buf;
+            (*b).pos = (*b).last;
+            (*b).file_pos = (*b).file_last;
+            cl = (*cl).next;
+        }
+        true
     }
 }

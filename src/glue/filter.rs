@@ -1,17 +1,20 @@
-//! A header filter that adds the cookies a request queued (a refreshed session, a cleared one)
-//! to whatever response it gets — from the upstream, a static file or an error page — and the
-//! pause of a request that waits for another one's refresh.
+//! Output filters: the cookies a request queued (a refreshed session, a cleared one) go out
+//! with whatever response it gets — from the upstream, a static file or an error page — and a
+//! provider answer too big for the fetch buffer is kept out of it. Also the pause of a request
+//! that waits for another one's refresh.
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_handle_read_event, ngx_handle_write_event, ngx_http_block_reading,
-    ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_output_header_filter_pt,
-    ngx_http_request_t, ngx_http_test_reading, ngx_http_top_header_filter, ngx_int_t, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
+    ngx_add_timer, ngx_chain_t, ngx_handle_read_event, ngx_handle_write_event,
+    ngx_http_block_reading, ngx_http_core_run_phases, ngx_http_finalize_request,
+    ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt, ngx_http_request_t,
+    ngx_http_test_reading, ngx_http_top_body_filter, ngx_http_top_header_filter, ngx_int_t,
+    NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_OK,
 };
 
-use super::{ctx, http};
+use super::{ctx, fetch, http};
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
+static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
 
 /// # Safety
 /// Call once from postconfiguration.
@@ -20,6 +23,22 @@ pub unsafe fn install() {
     unsafe {
         NEXT_HEADER_FILTER = ngx_http_top_header_filter;
         ngx_http_top_header_filter = Some(header_filter);
+        NEXT_BODY_FILTER = ngx_http_top_body_filter;
+        ngx_http_top_body_filter = Some(body_filter);
+    }
+}
+
+unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> ngx_int_t {
+    // SAFETY: nginx calls body filters with a live request and its chain; NEXT_BODY_FILTER was
+    // set before any request.
+    unsafe {
+        if fetch::swallow_overflow(r, chain) {
+            return NGX_OK as ngx_int_t;
+        }
+        match NEXT_BODY_FILTER {
+            Some(next) => next(r, chain),
+            None => NGX_OK as ngx_int_t,
+        }
     }
 }
 
@@ -36,6 +55,8 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
                     }
                 }
             }
+        } else {
+            fetch::check_header(r);
         }
         match NEXT_HEADER_FILTER {
             Some(next) => next(r),

@@ -150,10 +150,7 @@ pub unsafe fn discovery(
             discovery::not_found_hint(&p.conf.issuer, &p.conf.fetch_location)
         )
     } else if status != 200 {
-        format!(
-            "HTTP {status}{}",
-            fetch_location_hint(status, &p.conf.fetch_location)
-        )
+        fetch::describe(status, &p.conf.fetch_location)
     } else {
         match discovery::parse(&body, &p.conf.issuer) {
             Ok(d) => {
@@ -177,13 +174,12 @@ pub unsafe fn discovery(
     }
 }
 
-fn fetch_location_hint(status: u16, location: &str) -> String {
-    match status {
-        0 => format!(" (no answer through {location}: is the provider reachable from nginx?)"),
-        404 | 405 => format!(
-            " (is `location {location} {{ internal; proxy_pass $oidc_fetch_url; }}` configured in this server?)"
-        ),
-        _ => String::new(),
+/// A failed token-endpoint call, described for the error log.
+pub fn token_failure(e: &token::TokenError, status: u16, location: &str) -> String {
+    if fetch::answered(status) {
+        format!("{e}{}{}", e.hint(), fetch::location_hint(status, location))
+    } else {
+        fetch::describe(status, location)
     }
 }
 
@@ -218,10 +214,7 @@ pub unsafe fn keys(
         };
     };
     let failure = if status != 200 {
-        format!(
-            "HTTP {status}{}",
-            fetch_location_hint(status, &p.conf.fetch_location)
-        )
+        fetch::describe(status, &p.conf.fetch_location)
     } else {
         match serde_json::from_slice::<JwkSet>(&body) {
             Ok(set) => {
@@ -503,11 +496,9 @@ pub unsafe fn callback(
                     log_quiet!(
                         r,
                         NGX_LOG_WARN,
-                        "oidc: provider \"{}\": code exchange failed: {}{}{}",
+                        "oidc: provider \"{}\": code exchange failed: {}",
                         p.conf.name,
-                        e,
-                        e.hint(),
-                        fetch_location_hint(status, &p.conf.fetch_location)
+                        token_failure(&e, status, &p.conf.fetch_location)
                     );
                     let resp = match e {
                         token::TokenError::Refused { .. } => fail(

@@ -84,8 +84,9 @@ pub unsafe fn refresh(
     if rctx.refresh == RefreshState::Fetching {
         rctx.refresh = RefreshState::Idle;
         let (status, body) = rctx.take_fetched().unwrap_or((0, Vec::new()));
+        let answer = token::parse(status, &body).map_err(|e| (e, status));
         // SAFETY: per this function's contract.
-        return unsafe { finish(r, rctx, p, session, &key, token::parse(status, &body), now) };
+        return unsafe { finish(r, rctx, p, session, &key, answer, now) };
     }
     // SAFETY: per this function's contract.
     let d = match unsafe { login::discovery(r, rctx, p, now) } {
@@ -161,12 +162,12 @@ unsafe fn finish(
     p: &Provider,
     session: Session,
     key: &shared::Key,
-    answer: Result<token::TokenResponse, token::TokenError>,
+    answer: Result<token::TokenResponse, (token::TokenError, u16)>,
     now: u64,
 ) -> Refreshed {
     let t = match answer {
         Ok(t) => t,
-        Err(token::TokenError::Refused { error, description }) if error == "invalid_grant" => {
+        Err((token::TokenError::Refused { error, description }, _)) if error == "invalid_grant" => {
             ngx_log_error!(
                 NGX_LOG_INFO,
                 log(r),
@@ -179,14 +180,13 @@ unsafe fn finish(
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Ended, now)) };
             return Refreshed::Ended;
         }
-        Err(e) => {
+        Err((e, status)) => {
             ngx_log_error!(
                 NGX_LOG_ERR,
                 log(r),
-                "oidc: provider \"{}\": token refresh failed: {}{}",
+                "oidc: provider \"{}\": token refresh failed: {}",
                 p.conf.name,
-                e,
-                e.hint()
+                login::token_failure(&e, status, &p.conf.fetch_location)
             );
             // SAFETY: the zone belongs to this provider.
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };

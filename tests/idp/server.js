@@ -86,11 +86,12 @@ function resetStats() {
 }
 
 // ---------------------------------------------------------------- faults
-// POST /_test/fault?what=token|discovery|jwks&kind=500|badjson|huge[&n=N] makes the next N
-// (default: all, until cleared) answers of that endpoint a 500, invalid JSON or a 10 MB body;
+// POST /_test/fault?what=token|discovery|jwks&kind=500|badjson|huge|hugechunked[&n=N] makes
+// the next N (default: all, until cleared) answers of that endpoint a 500, invalid JSON or a
+// 10 MB body;
 // POST /_test/fault?clear=1 ends every fault.
 const FAULT_WHATS = ['token', 'discovery', 'jwks'];
-const FAULT_KINDS = ['500', 'badjson', 'huge'];
+const FAULT_KINDS = ['500', 'badjson', 'huge', 'hugechunked'];
 const faults = new Map();
 function serveFault(req, res, what) {
   const f = faults.get(what);
@@ -106,8 +107,16 @@ function serveFault(req, res, what) {
   } else if (f.kind === 'badjson') {
     send(res, 200, '{"issuer": "http://x", "oops": [1, 2,', 'application/json');
   } else {
-    // 10 MB of valid JSON.
-    send(res, 200, `{"pad":"${'a'.repeat(10 * 1024 * 1024)}"}`, 'application/json');
+    // 10 MB of valid JSON, announced by Content-Length (huge) or streamed in chunks of
+    // unknown total length (hugechunked).
+    const body = `{"pad":"${'a'.repeat(10 * 1024 * 1024)}"}`;
+    if (f.kind === 'huge') {
+      send(res, 200, body, 'application/json', { 'content-length': Buffer.byteLength(body) });
+    } else {
+      res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+      for (let i = 0; i < body.length; i += 64 * 1024) res.write(body.slice(i, i + 64 * 1024));
+      res.end();
+    }
   }
   return true;
 }
