@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 
 use crate::session::codec::{KeyError, KeyRing};
 use crate::session::cookies::CookieName;
+use zeroize::Zeroizing;
 
 /// A provider's settings, complete and checked.
 pub struct ProviderConf {
     pub name: String,
     pub issuer: String,
     pub client_id: String,
-    pub client_secret: String,
+    pub client_secret: Zeroizing<String>,
     pub keys: KeyRing,
     pub scope: String,
     /// Absolute URL, or a path completed from the request's scheme and Host.
@@ -76,7 +77,7 @@ pub struct ProviderBuilder {
     name: String,
     issuer: Option<String>,
     client_id: Option<String>,
-    client_secret: Option<String>,
+    client_secret: Option<Zeroizing<String>>,
     keys: Option<KeyRing>,
     scope: Option<String>,
     redirect_uri: Option<String>,
@@ -110,12 +111,15 @@ fn on_off(directive: &'static str, value: &str) -> Result<bool, ConfError> {
     }
 }
 
-fn read_file(directive: &'static str, path: &Path) -> Result<String, ConfError> {
-    std::fs::read_to_string(path).map_err(|err| ConfError::File {
-        directive,
-        path: path.display().to_string(),
-        err,
-    })
+/// Reads a file of secrets; the text is wiped when dropped.
+fn read_file(directive: &'static str, path: &Path) -> Result<Zeroizing<String>, ConfError> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|err| ConfError::File {
+            directive,
+            path: path.display().to_string(),
+            err,
+        })
 }
 
 impl ProviderBuilder {
@@ -167,10 +171,14 @@ impl ProviderBuilder {
                 once(&mut self.issuer, directive, issuer.to_string())
             }
             "client_id" => once(&mut self.client_id, directive, value.to_string()),
-            "client_secret" => once(&mut self.client_secret, directive, value.to_string()),
+            "client_secret" => once(
+                &mut self.client_secret,
+                directive,
+                Zeroizing::new(value.to_string()),
+            ),
             "client_secret_file" => {
                 let text = read_file("client_secret_file", &resolve(value))?;
-                let secret = text.trim().to_string();
+                let secret = Zeroizing::new(text.trim().to_string());
                 if secret.is_empty() {
                     return Err(ConfError::Invalid {
                         directive: "client_secret_file",

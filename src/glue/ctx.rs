@@ -6,6 +6,7 @@ use ngx::http::HttpModule;
 use super::Module;
 use crate::oidc::token::TokenResponse;
 use std::rc::Rc;
+use zeroize::Zeroizing;
 
 use crate::session::Verified;
 
@@ -15,7 +16,7 @@ pub enum FetchSlot {
     Pending,
     /// HTTP status (0 when no response arrived, [`super::fetch::TOO_BIG`] when it did not fit)
     /// and body.
-    Done(u16, Vec<u8>),
+    Done(u16, Zeroizing<Vec<u8>>),
 }
 
 /// Where this request stands with refreshing its session's access token.
@@ -60,7 +61,7 @@ impl Default for RequestCtx {
 
 impl RequestCtx {
     /// Takes a finished fetch result, leaving the slot idle.
-    pub fn take_fetched(&mut self) -> Option<(u16, Vec<u8>)> {
+    pub fn take_fetched(&mut self) -> Option<(u16, Zeroizing<Vec<u8>>)> {
         match std::mem::replace(&mut self.fetch, FetchSlot::Idle) {
             FetchSlot::Done(status, body) => Some((status, body)),
             other => {

@@ -8,9 +8,12 @@ use core::ptr;
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_chain_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
     ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
-    ngx_palloc, ngx_pcalloc, ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_POST,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
+    ngx_list_part_t, ngx_palloc, ngx_pcalloc, ngx_table_elt_t, ngx_uint_t, NGX_ERROR,
+    NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_IN_MEMORY,
+    NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
+
+use zeroize::Zeroizing;
 
 use super::ctx::{self, FetchSlot, RequestCtx};
 use super::http::{calloc_buf, pool_str, push_header};
@@ -54,8 +57,8 @@ pub fn describe(status: u16, location: &str) -> String {
 pub struct FetchRequest<'a> {
     pub url: &'a str,
     /// An `application/x-www-form-urlencoded` body; makes the call a POST.
-    pub form: Option<String>,
-    pub authorization: Option<String>,
+    pub form: Option<Zeroizing<String>>,
+    pub authorization: Option<Zeroizing<String>>,
 }
 
 /// Starts the call; the request's phase handler runs again when it completes, and finds the
@@ -201,13 +204,16 @@ unsafe extern "C" fn fetch_done(
             };
             let out = (*sr).out;
             let body = if out.is_null() || (*out).buf.is_null() {
-                Vec::new()
+                Zeroizing::default()
             } else {
                 let b = (*out).buf;
                 let len = (*b).last.offset_from((*b).pos).max(0) as usize;
-                core::slice::from_raw_parts((*b).pos, len).to_vec()
+                let body = Zeroizing::new(core::slice::from_raw_parts((*b).pos, len).to_vec());
+                wipe((*b).pos, len);
+                body
             };
             rctx.fetch = FetchSlot::Done(status, body);
+            wipe_request(sr);
         }
         // An error here would terminate the browser's request with no answer; the parent
         // reports the failure with a proper page instead.
@@ -215,6 +221,50 @@ unsafe extern "C" fn fetch_done(
             NGX_OK as ngx_int_t
         } else {
             rc
+        }
+    }
+}
+
+/// Zeroes `len` bytes at `p`; the compiler may not drop the writes (they go to memory nginx
+/// reuses, which it cannot see).
+///
+/// # Safety
+/// `p..p+len` must be writable memory.
+unsafe fn wipe(p: *mut u8, len: usize) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        for i in 0..len {
+            ptr::write_volatile(p.add(i), 0);
+        }
+    }
+}
+
+/// Wipes what this module put into the subrequest's pool for the provider: the form body (a
+/// code and PKCE verifier, or a refresh token) and the header values (client credentials).
+/// nginx's own copy in the proxied request's buffer goes with the pool unwiped, like any
+/// proxied request.
+///
+/// # Safety
+/// `sr` must be a finished fetch subrequest whose pool memory is still alive.
+unsafe fn wipe_request(sr: *mut ngx_http_request_t) {
+    // SAFETY: per this function's contract; the body buffer and the header list were built by
+    // `start` in the main request's pool.
+    unsafe {
+        let rb = (*sr).request_body;
+        if !rb.is_null() && !(*rb).bufs.is_null() {
+            let b = (*(*rb).bufs).buf;
+            if !b.is_null() && (*b).memory() != 0 {
+                wipe((*b).start, (*b).end.offset_from((*b).start).max(0) as usize);
+            }
+        }
+        let mut part: *mut ngx_list_part_t = &mut (*sr).headers_in.headers.part;
+        while !part.is_null() {
+            let elts = (*part).elts as *mut ngx_table_elt_t;
+            for i in 0..(*part).nelts {
+                let h = elts.add(i);
+                wipe((*h).value.data, (*h).value.len);
+            }
+            part = (*part).next;
         }
     }
 }

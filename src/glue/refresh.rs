@@ -83,7 +83,7 @@ pub unsafe fn refresh(
     let key = shared::key(rt.as_bytes());
     if rctx.refresh == RefreshState::Fetching {
         rctx.refresh = RefreshState::Idle;
-        let (status, body) = rctx.take_fetched().unwrap_or((0, Vec::new()));
+        let (status, body) = rctx.take_fetched().unwrap_or_default();
         let answer = token::parse(status, &body).map_err(|e| (e, status));
         // SAFETY: per this function's contract.
         return unsafe { finish(r, rctx, p, session, &key, answer, now) };

@@ -4,6 +4,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// RFC 3986 unreserved characters stay as they are; everything else is escaped.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -53,21 +54,21 @@ impl AuthorizationRequest<'_> {
 }
 
 /// The form body of the authorization-code exchange; the client authenticates with HTTP Basic.
-pub fn code_exchange_body(code: &str, redirect_uri: &str, verifier: &str) -> String {
-    format!(
+pub fn code_exchange_body(code: &str, redirect_uri: &str, verifier: &str) -> Zeroizing<String> {
+    Zeroizing::new(format!(
         "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={}",
         encode(code),
         encode(redirect_uri),
         encode(verifier)
-    )
+    ))
 }
 
 /// The form body of a refresh-token grant.
-pub fn refresh_body(refresh_token: &str) -> String {
-    format!(
+pub fn refresh_body(refresh_token: &str) -> Zeroizing<String> {
+    Zeroizing::new(format!(
         "grant_type=refresh_token&refresh_token={}",
         encode(refresh_token)
-    )
+    ))
 }
 
 /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
@@ -89,12 +90,12 @@ pub fn end_session_url(
 }
 
 /// `Authorization: Basic` for client_secret_basic (RFC 6749 2.3.1: form-encode, then base64).
-pub fn client_basic_auth(client_id: &str, secret: &str) -> String {
-    let raw = format!("{}:{}", encode(client_id), encode(secret));
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
+pub fn client_basic_auth(client_id: &str, secret: &str) -> Zeroizing<String> {
+    let raw = Zeroizing::new(format!("{}:{}", encode(client_id), encode(secret)));
+    let mut header = Zeroizing::new(String::with_capacity(6 + raw.len().div_ceil(3) * 4));
+    header.push_str("Basic ");
+    base64::engine::general_purpose::STANDARD.encode_string(raw.as_bytes(), &mut header);
+    header
 }
 
 #[cfg(test)]
@@ -142,13 +143,16 @@ mod tests {
             "http://kc/logout?x=1&client_id=test&post_logout_redirect_uri=%2F"
         );
         assert_eq!(
-            refresh_body("r+1"),
+            refresh_body("r+1").as_str(),
             "grant_type=refresh_token&refresh_token=r%2B1"
         );
     }
 
     #[test]
     fn client_credentials_are_form_encoded_before_base64() {
-        assert_eq!(client_basic_auth("a b", "p:w"), "Basic YSUyMGI6cCUzQXc=");
+        assert_eq!(
+            client_basic_auth("a b", "p:w").as_str(),
+            "Basic YSUyMGI6cCUzQXc="
+        );
     }
 }

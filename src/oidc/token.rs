@@ -1,6 +1,7 @@
 //! The token endpoint's answer.
 
 use serde::Deserialize;
+use zeroize::Zeroize;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenResponse {
@@ -14,6 +15,15 @@ pub struct TokenResponse {
     /// Keycloak's lifetime of the refresh token (and so of the login).
     #[serde(default)]
     pub refresh_expires_in: Option<u64>,
+}
+
+/// The tokens are credentials: wiped when the answer is dropped.
+impl Drop for TokenResponse {
+    fn drop(&mut self) {
+        self.access_token.zeroize();
+        self.id_token.zeroize();
+        self.refresh_token.zeroize();
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use zeroize::Zeroizing;
 
 const PREFIX: &str = "v1.";
 const NONCE_LEN: usize = 12;
@@ -42,18 +43,21 @@ impl KeyRing {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let normalized: String = line
-                .trim_end_matches('=')
-                .chars()
-                .map(|c| match c {
-                    '-' => '+',
-                    '_' => '/',
-                    c => c,
-                })
-                .collect();
-            let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(normalized.as_bytes())
-                .map_err(|_| KeyError::NotBase64 { line: i + 1 })?;
+            let normalized: Zeroizing<String> = Zeroizing::new(
+                line.trim_end_matches('=')
+                    .chars()
+                    .map(|c| match c {
+                        '-' => '+',
+                        '_' => '/',
+                        c => c,
+                    })
+                    .collect(),
+            );
+            let bytes = Zeroizing::new(
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(normalized.as_bytes())
+                    .map_err(|_| KeyError::NotBase64 { line: i + 1 })?,
+            );
             let key = Aes256Gcm::new_from_slice(&bytes).map_err(|_| KeyError::WrongLength {
                 line: i + 1,
                 len: bytes.len(),
@@ -88,8 +92,9 @@ impl KeyRing {
         Ok(out)
     }
 
-    /// Opens a sealed value; `None` for anything that is not intact and ours.
-    pub fn open(&self, aad: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+    /// Opens a sealed value; `None` for anything that is not intact and ours. The plaintext
+    /// holds tokens: it is wiped when dropped.
+    pub fn open(&self, aad: &[u8], value: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         let body = value.strip_prefix(PREFIX.as_bytes())?;
         let raw = URL_SAFE_NO_PAD.decode(body).ok()?;
         if raw.len() < NONCE_LEN + TAG_LEN {
@@ -99,15 +104,16 @@ impl KeyRing {
         self.keys.iter().find_map(|key| {
             key.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
                 .ok()
+                .map(Zeroizing::new)
         })
     }
 }
 
 /// A fresh random key in the key-file format, for scripts and tests.
 pub fn generate_key_line() -> Result<String, getrandom::Error> {
-    let mut key = [0u8; 32];
-    getrandom::getrandom(&mut key)?;
-    Ok(STANDARD.encode(key))
+    let mut key = Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(key.as_mut())?;
+    Ok(STANDARD.encode(key.as_ref()))
 }
 
 #[cfg(test)]
@@ -124,7 +130,10 @@ mod tests {
         let r = ring(&[&k]);
         let v = r.seal(b"_oidc|kc", b"hello").unwrap();
         assert!(v.starts_with("v1."));
-        assert_eq!(r.open(b"_oidc|kc", v.as_bytes()).unwrap(), b"hello");
+        assert_eq!(
+            r.open(b"_oidc|kc", v.as_bytes()).unwrap().as_slice(),
+            b"hello"
+        );
     }
 
     #[test]
@@ -156,7 +165,10 @@ mod tests {
         let new = generate_key_line().unwrap();
         let before = ring(&[&old]).seal(b"a", b"x").unwrap();
         let rotated = ring(&[&new, &old]);
-        assert_eq!(rotated.open(b"a", before.as_bytes()).unwrap(), b"x");
+        assert_eq!(
+            rotated.open(b"a", before.as_bytes()).unwrap().as_slice(),
+            b"x"
+        );
         let after = rotated.seal(b"a", b"y").unwrap();
         assert!(ring(&[&old]).open(b"a", after.as_bytes()).is_none());
         assert!(ring(&[&generate_key_line().unwrap()])

@@ -6,6 +6,7 @@ pub mod cookies;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use zeroize::{Zeroize, Zeroizing};
 
 pub use codec::KeyRing;
 
@@ -152,10 +153,12 @@ impl Session {
     /// Seals the session; large ones (many groups) are deflated first so that they fit in
     /// few cookies and nginx's default header buffers.
     pub fn seal(&self, keys: &KeyRing, aad: &[u8]) -> Result<String, codec::SealError> {
-        let json = serde_json::to_vec(self).map_err(|_| codec::SealError)?;
+        // Sized up front so that growing does not leave copies of the tokens behind.
+        let mut json = Zeroizing::new(Vec::with_capacity(8192));
+        serde_json::to_writer(&mut *json, self).map_err(|_| codec::SealError)?;
         if json.len() > COMPRESS_ABOVE {
-            let mut packed = vec![DEFLATED];
-            packed.extend(miniz_oxide::deflate::compress_to_vec(&json, 6));
+            let mut packed = Zeroizing::new(vec![DEFLATED]);
+            packed.extend(Zeroizing::new(miniz_oxide::deflate::compress_to_vec(&json, 6)).iter());
             if packed.len() < json.len() {
                 return keys.seal(aad, &packed);
             }
@@ -167,12 +170,22 @@ impl Session {
     pub fn open(keys: &KeyRing, aad: &[u8], value: &[u8]) -> Option<Session> {
         let plain = keys.open(aad, value)?;
         if plain.first() == Some(&DEFLATED) {
-            let json =
+            let json = Zeroizing::new(
                 miniz_oxide::inflate::decompress_to_vec_with_limit(&plain[1..], MAX_INFLATED)
-                    .ok()?;
+                    .ok()?,
+            );
             return serde_json::from_slice(&json).ok();
         }
         serde_json::from_slice(&plain).ok()
+    }
+}
+
+/// The tokens are credentials: wiped when a session leaves the cache or a request ends.
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.rt.zeroize();
+        self.at.zeroize();
+        self.idt.zeroize();
     }
 }
 
@@ -243,6 +256,15 @@ pub struct LoginState {
     pub rd: String,
     /// Unix time after which the attempt is void.
     pub exp: u64,
+}
+
+/// The PKCE verifier and nonce prove this login: wiped when dropped.
+impl Drop for LoginState {
+    fn drop(&mut self) {
+        self.verifier.zeroize();
+        self.nonce.zeroize();
+        self.state.zeroize();
+    }
 }
 
 impl LoginState {
