@@ -60,13 +60,10 @@ else
     "$NGX_OIDC_ROOT/scripts/build.sh"
 fi
 ensure_idp_deps
-for tool in wrk:wrk curl:curl; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || _apt_install "${tool#*:}"
-done
+ensure_commands wrk curl python3
 if [ "$cg_part" = 1 ]; then
-    command -v valgrind >/dev/null 2>&1 || _apt_install valgrind
+    ensure_commands valgrind
 fi
-command -v python3 >/dev/null 2>&1 || _apt_install python3
 
 rm -rf "$run" "$out/raw"
 mkdir -p "$run/tmp" "$run/html" "$out/raw"

@@ -83,6 +83,18 @@ _ensure_npm_deps() {
 # npm ci for the test provider when node_modules is missing or package-lock.json changed.
 ensure_idp_deps() { _ensure_npm_deps tests/idp; }
 
+# Commands whose Debian package has the same name (wrk, curl, python3, valgrind): apt-get
+# installs the missing ones.
+ensure_commands() {
+    local c missing=()
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 || missing+=("$c")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        _apt_install "${missing[@]}"
+    fi
+}
+
 # npm ci for tests/browser (playwright-core); never downloads a browser.
 ensure_browser_deps() { PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 _ensure_npm_deps tests/browser; }
 

@@ -39,8 +39,7 @@ else
     "$NGX_OIDC_ROOT/scripts/build.sh"
 fi
 ensure_idp_deps
-command -v wrk >/dev/null 2>&1 || _apt_install wrk
-command -v python3 >/dev/null 2>&1 || _apt_install python3
+ensure_commands wrk python3
 
 rm -rf "$run" "$out/raw"
 mkdir -p "$run/tmp" "$run/html" "$out/raw"

@@ -25,6 +25,7 @@ trap 'rc=$?; [ $rc -ne 0 ] && printf "\nFAILED (exit %s) at step: %s\n" "$rc" "$
 step="install dependencies"
 ensure_build_deps
 ensure_idp_deps
+ensure_commands wrk # tests/hostile.rs loads nginx with it during reloads
 
 run cargo fmt --all --check
 run cargo clippy --release --all-targets -- -D warnings
