@@ -82,12 +82,7 @@ file_bytes="$(stat -c %s "$run/html/index.html")"
 path=/index.html # not "/": the index module's internal redirect would run the access phase twice
 (umask 077 && head -c 32 /dev/urandom | base64 >"$run/cookie-keys")
 
-read -r P_A P_B P_C P_D P_U P_IDP < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(6)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-for s in socks: s.close()')
+read -r P_A P_B P_C P_D P_U P_IDP < <(free_ports 6)
 declare -A port=([A]=$P_A [B]=$P_B [B2]=$P_B [C]=$P_C [D]=$P_D)
 
 # ------------------------------------------------------------------------------ processes
@@ -103,30 +98,12 @@ trap 'cleanup; exit 130' INT TERM
 
 # nginx.conf for a prefix dir: $1 = dir, $2 = "on" (master + 1 worker) or "off" (one process).
 write_conf() {
-    local dir="$1" master="$2" user_line=""
-    [ "$(id -u)" -eq 0 ] && user_line="user root;" # workers would run as nobody otherwise
-    local affinity=""
+    local dir="$1" master="$2" affinity=""
     [ "${BENCH_PIN:-0}" = 1 ] && [ "$master" = on ] && affinity="worker_cpu_affinity 10;"
     mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-load_module $run/ngx_http_oidc_module.so;
-daemon off;
-master_process $master;
-worker_processes 1;
-$affinity
-$user_line
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/client_body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    types { text/html html; }
-    default_type application/octet-stream;
+    {
+        nginx_conf_prelude "$dir" "$run/ngx_http_oidc_module.so" "$master" 1 "$affinity"
+        cat <<EOF
     large_client_header_buffers 4 32k;
     root $run/html;
 
@@ -183,19 +160,15 @@ http {
     }
 }
 EOF
+    } >"$dir/nginx.conf"
     "$nginx_bin" -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" -t -q \
         || die "nginx -t failed for $dir/nginx.conf"
 }
 
-wait_port() { python3 "$helpers/client.py" wait "$1" "${2:-60}"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 say "starting the test OpenID Provider on 127.0.0.1:$P_IDP (log: $run/idp.log)"
-IDP_PORT=$P_IDP IDP_REALM=test IDP_CLIENT_ID=test IDP_CLIENT_SECRET=secret \
-    IDP_REDIRECT_URIS="http://127.0.0.1:$P_B/oauth2/callback" \
-    IDP_ACCESS_TOKEN_TTL=86400 IDP_ID_TOKEN_TTL=86400 IDP_REFRESH_TOKEN_TTL=86400 \
-    IDP_SESSION_TTL=86400 \
-    node tests/idp/server.js >"$run/idp.log" 2>&1 &
+start_test_idp "$P_IDP" "$P_B" 86400 "$run/idp.log"
 idp_pid=$!
 wait_port "$P_IDP" 30
 
@@ -213,10 +186,7 @@ say "logging in as demo and as biggroups"
 login_url="http://127.0.0.1:$P_B$path"
 cookie_demo="$(python3 "$helpers/login.py" "$login_url" demo demo)" || die "login as demo failed (see $run/error.log, $run/idp.log)"
 cookie_big="$(python3 "$helpers/login.py" "$login_url" biggroups biggroups)" || die "login as biggroups failed"
-# Garbage shaped like a session (v1. + base64url) and as long as the demo one: it gets decoded
-# and fails the AES-GCM tag check.
-garbage_len=$((${#cookie_demo} - 9))
-cookie_garbage="_oidc=v1.$(head -c $((garbage_len * 3 / 4 + 3)) /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=' | cut -c1-"$garbage_len")"
+cookie_garbage="$(garbage_cookie "$cookie_demo")"
 declare -A cookie=([A]=$cookie_demo [B]=$cookie_demo [B2]=$cookie_big [C]=$cookie_demo [D]=$cookie_garbage)
 declare -A want_status=([A]=200 [B]=200 [B2]=200 [C]=200 [D]=401)
 

@@ -107,6 +107,66 @@ ensure_chromium() {
     [ -x "$NGX_OIDC_CHROMIUM" ]
 }
 
+# ------------------------------------------------------------ load scripts (bench.sh, soak.sh)
+
+# N free TCP ports on 127.0.0.1, on one line.
+free_ports() {
+    python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+for s in socks: s.close()' "$1"
+}
+
+# Waits until 127.0.0.1:PORT accepts connections (at most SECONDS, default 60).
+wait_port() { python3 "$NGX_OIDC_ROOT/scripts/bench/client.py" wait "$1" "${2:-60}"; }
+
+# Starts the test provider in the background ($! is its pid): PORT, the nginx port whose
+# /oauth2/callback it accepts, access/ID token lifetime in seconds, log file.
+start_test_idp() {
+    IDP_PORT=$1 IDP_REALM=test IDP_CLIENT_ID=test IDP_CLIENT_SECRET=secret \
+        IDP_REDIRECT_URIS="http://127.0.0.1:$2/oauth2/callback" \
+        IDP_ACCESS_TOKEN_TTL=$3 IDP_ID_TOKEN_TTL=$3 IDP_REFRESH_TOKEN_TTL=86400 \
+        IDP_SESSION_TTL=86400 \
+        node "$NGX_OIDC_ROOT/tests/idp/server.js" >"$4" 2>&1 &
+}
+
+# nginx.conf up to and including `http {` and its temp paths, every path inside DIR:
+# DIR, module .so, master_process (on|off), worker_processes, extra main-context lines.
+nginx_conf_prelude() {
+    local dir="$1" user_line=""
+    # Workers would switch to nobody and fail to read the key files otherwise.
+    [ "$(id -u)" -eq 0 ] && user_line="user root;"
+    cat <<EOF
+load_module $2;
+daemon off;
+master_process $3;
+worker_processes $4;
+${5:-}
+$user_line
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/client_body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    types { text/html html; }
+    default_type application/octet-stream;
+EOF
+}
+
+# A session cookie of garbage shaped like a real one (`_oidc=v1.` + base64url) and as long as
+# COOKIE: it gets decoded and fails the AES-GCM tag check.
+garbage_cookie() {
+    local len=$((${#1} - 9))
+    printf '_oidc=v1.%s' "$(head -c $((len * 3 / 4 + 3)) /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=' | cut -c1-"$len")"
+}
+
 # Copy without ever writing into a file that a running nginx may have mapped.
 install_atomically() {
     local src="$1" dst="$2" tmp

@@ -49,12 +49,7 @@ printf '%s\n' '<!doctype html><title>ngx-oidc soak</title><p>soak' >"$run/html/i
 path=/index.html
 (umask 077 && head -c 32 /dev/urandom | base64 >"$run/cookie-keys")
 
-read -r P_S P_L P_IDS P_IDL < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(4)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-for s in socks: s.close()')
+read -r P_S P_L P_IDS P_IDL < <(free_ports 4)
 
 idp_s="" idp_l="" nginx_pid="" bg_pids=()
 cleanup() {
@@ -68,43 +63,17 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
-wait_port() { python3 "$helpers/client.py" wait "$1" "${2:-60}"; }
-
-start_idp() { # port nginx-port token-ttl log
-    IDP_PORT=$1 IDP_REALM=test IDP_CLIENT_ID=test IDP_CLIENT_SECRET=secret \
-        IDP_REDIRECT_URIS="http://127.0.0.1:$2/oauth2/callback" \
-        IDP_ACCESS_TOKEN_TTL=$3 IDP_ID_TOKEN_TTL=$3 IDP_REFRESH_TOKEN_TTL=86400 \
-        IDP_SESSION_TTL=86400 \
-        node tests/idp/server.js >"$4" 2>&1 &
-}
 say "starting the providers: short TTL ${ttl}s on $P_IDS, long TTL on $P_IDL"
-start_idp "$P_IDS" "$P_S" "$ttl" "$run/idp-short.log"
+start_test_idp "$P_IDS" "$P_S" "$ttl" "$run/idp-short.log"
 idp_s=$!
-start_idp "$P_IDL" "$P_L" 86400 "$run/idp-long.log"
+start_test_idp "$P_IDL" "$P_L" 86400 "$run/idp-long.log"
 idp_l=$!
 wait_port "$P_IDS" 30
 wait_port "$P_IDL" 30
 
-user_line=""
-[ "$(id -u)" -eq 0 ] && user_line="user root;"
-cat >"$run/nginx.conf" <<EOF
-load_module $run/ngx_http_oidc_module.so;
-daemon off;
-master_process on;
-worker_processes 2;
-$user_line
-pid $run/nginx.pid;
-error_log $run/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $run/tmp/client_body;
-    proxy_temp_path $run/tmp/proxy;
-    fastcgi_temp_path $run/tmp/fastcgi;
-    uwsgi_temp_path $run/tmp/uwsgi;
-    scgi_temp_path $run/tmp/scgi;
-    types { text/html html; }
-    default_type application/octet-stream;
+{
+    nginx_conf_prelude "$run" "$run/ngx_http_oidc_module.so" on 2
+    cat <<EOF
     root $run/html;
 
     oidc_provider short {
@@ -136,6 +105,7 @@ http {
     }
 }
 EOF
+} >"$run/nginx.conf"
 "$run/nginx" -p "$run/" -e "$run/error.log" -c "$run/nginx.conf" -t -q || die "nginx -t failed"
 say "starting nginx (2 workers; short site $P_S, long site $P_L)"
 "$run/nginx" -p "$run/" -e "$run/error.log" -c "$run/nginx.conf" &
@@ -153,8 +123,7 @@ for u in "${users[@]}"; do
         || die "login as $u failed (see $run/error.log, $run/idp-short.log)"
 done
 cookie_long="$(python3 "$helpers/login.py" "http://127.0.0.1:$P_L$path" demo demo)" || die "login (long) failed"
-garbage_len=$((${#cookie_long} - 9))
-cookie_garbage="_oidc=v1.$(head -c $((garbage_len * 3 / 4 + 3)) /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=' | cut -c1-"$garbage_len")"
+cookie_garbage="$(garbage_cookie "$cookie_long")"
 # Refreshes from now on only.
 python3 -c 'import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="POST")).read()' \
     "http://127.0.0.1:$P_IDS/_test/reset"
