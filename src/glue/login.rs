@@ -98,20 +98,49 @@ pub fn provider_unreachable(status: u16) -> Response<'static> {
     }
 }
 
-/// Starts a provider call, or fails with a page.
+/// A provider document for the per-worker cache (discovery, JWKS): fetched through the fetch
+/// location; `accept` checks the answer and caches it; when the provider fails, the `stale`
+/// copy keeps logins going, else the login gets an error page.
 ///
 /// # Safety
 /// `r` must be the live main request owning `rctx`.
-unsafe fn fetch<T>(
+unsafe fn provider_document<T>(
     r: *mut ngx_http_request_t,
     rctx: &mut RequestCtx,
     p: &Provider,
-    req: FetchRequest,
+    what: &str,
+    url: &str,
+    accept: impl FnOnce(u16, &[u8]) -> Result<T, String>,
+    stale: impl FnOnce() -> Option<T>,
 ) -> Step<T> {
-    // SAFETY: per this function's contract.
-    match unsafe { fetch::start(r, rctx, &p.conf.fetch_location, req) } {
-        Ok(()) => Step::Pending,
-        Err(()) => Step::Failed(internal_error()),
+    let Some((status, body)) = rctx.take_fetched() else {
+        let req = FetchRequest {
+            url,
+            form: None,
+            authorization: None,
+        };
+        // SAFETY: per this function's contract.
+        return match unsafe { fetch::start(r, rctx, &p.conf.fetch_location, req) } {
+            Ok(()) => Step::Pending,
+            Err(()) => Step::Failed(internal_error()),
+        };
+    };
+    let failure = match accept(status, &body) {
+        Ok(doc) => return Step::Ready(doc),
+        Err(failure) => failure,
+    };
+    log_quiet!(
+        r,
+        NGX_LOG_ERR,
+        "oidc: provider \"{}\": {} from {} failed: {}",
+        p.conf.name,
+        what,
+        url,
+        failure
+    );
+    match stale() {
+        Some(doc) => Step::Ready(doc),
+        None => Step::Failed(provider_unreachable(status)),
     }
 }
 
@@ -129,49 +158,23 @@ pub unsafe fn discovery(
         return Step::Ready(d.clone());
     }
     let url = discovery::url(&p.conf.issuer);
-    let Some((status, body)) = rctx.take_fetched() else {
-        // SAFETY: per this function's contract.
-        return unsafe {
-            fetch(
-                r,
-                rctx,
-                p,
-                FetchRequest {
-                    url: &url,
-                    form: None,
-                    authorization: None,
-                },
-            )
-        };
-    };
-    let failure = if status == 404 {
-        format!(
-            "HTTP 404{}",
-            discovery::not_found_hint(&p.conf.issuer, &p.conf.fetch_location)
-        )
-    } else if status != 200 {
-        fetch::describe(status, &p.conf.fetch_location)
-    } else {
-        match discovery::parse(&body, &p.conf.issuer) {
-            Ok(d) => {
-                p.cache.borrow_mut().set_discovery(d.clone(), now);
-                return Step::Ready(d);
+    let accept = |status, body: &[u8]| {
+        let d = match status {
+            200 => discovery::parse(body, &p.conf.issuer).map_err(|e| e.to_string())?,
+            404 => {
+                return Err(format!(
+                    "HTTP 404{}",
+                    discovery::not_found_hint(&p.conf.issuer, &p.conf.fetch_location)
+                ))
             }
-            Err(e) => e.to_string(),
-        }
+            _ => return Err(fetch::describe(status, &p.conf.fetch_location)),
+        };
+        p.cache.borrow_mut().set_discovery(d.clone(), now);
+        Ok(d)
     };
-    log_quiet!(
-        r,
-        NGX_LOG_ERR,
-        "oidc: provider \"{}\": discovery from {} failed: {}",
-        p.conf.name,
-        url,
-        failure
-    );
-    match p.cache.borrow().stale_discovery() {
-        Some(d) => Step::Ready(d.clone()),
-        None => Step::Failed(provider_unreachable(status)),
-    }
+    let stale = || p.cache.borrow().stale_discovery().cloned();
+    // SAFETY: per this function's contract.
+    unsafe { provider_document(r, rctx, p, "discovery", &url, accept, stale) }
 }
 
 /// A failed token-endpoint call, described for the error log.
@@ -198,44 +201,17 @@ pub unsafe fn keys(
     if let Keys::Ready(set) = p.cache.borrow().keys(kid, now) {
         return Step::Ready(set.clone());
     }
-    let Some((status, body)) = rctx.take_fetched() else {
-        // SAFETY: per this function's contract.
-        return unsafe {
-            fetch(
-                r,
-                rctx,
-                p,
-                FetchRequest {
-                    url: &d.jwks_uri,
-                    form: None,
-                    authorization: None,
-                },
-            )
-        };
-    };
-    let failure = if status != 200 {
-        fetch::describe(status, &p.conf.fetch_location)
-    } else {
-        match serde_json::from_slice::<JwkSet>(&body) {
-            Ok(set) => {
-                p.cache.borrow_mut().set_keys(set.clone(), now);
-                return Step::Ready(set);
-            }
-            Err(e) => format!("not a JWKS: {e}"),
+    let accept = |status, body: &[u8]| {
+        if status != 200 {
+            return Err(fetch::describe(status, &p.conf.fetch_location));
         }
+        let set = serde_json::from_slice::<JwkSet>(body).map_err(|e| format!("not a JWKS: {e}"))?;
+        p.cache.borrow_mut().set_keys(set.clone(), now);
+        Ok(set)
     };
-    log_quiet!(
-        r,
-        NGX_LOG_ERR,
-        "oidc: provider \"{}\": JWKS from {} failed: {}",
-        p.conf.name,
-        d.jwks_uri,
-        failure
-    );
-    match p.cache.borrow().stale_keys() {
-        Some(set) => Step::Ready(set.clone()),
-        None => Step::Failed(provider_unreachable(status)),
-    }
+    let stale = || p.cache.borrow().stale_keys().cloned();
+    // SAFETY: per this function's contract.
+    unsafe { provider_document(r, rctx, p, "JWKS", &d.jwks_uri, accept, stale) }
 }
 
 /// The redirect URI sent to the provider; a path is completed from how the browser reached us,
