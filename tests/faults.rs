@@ -5,21 +5,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const PAGE: &str = "/some/page?x=1";
 
-/// One GET with the browser's cookies over a fresh connection, no retry (ureq retries a GET
-/// whose connection was closed, which would replay a one-time callback). Status 0 = nginx
-/// closed the connection without an answer; panics after 10 s without one.
+/// One GET with the browser's cookies over a fresh connection, no retry (a callback must not be
+/// replayed). Status 0 = nginx closed the connection without an answer.
 fn once(b: &Browser, url: &str) -> Resp {
     let u = url::Url::parse(url).unwrap();
-    let mut s = TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let path = &url[common::origin(&u).len()..];
     let mut head = format!(
         "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nAccept: text/html\r\nConnection: close\r\n",
@@ -30,21 +25,7 @@ fn once(b: &Browser, url: &str) -> Resp {
         head.push_str(&format!("Cookie: {c}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    if let Err(e) = s.read_to_end(&mut buf) {
-        assert!(
-            buf.is_empty() || e.kind() != std::io::ErrorKind::WouldBlock,
-            "{url}: {e}"
-        );
-        panic!("{url}: no complete answer within 10 s ({e})");
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let (status, text) = raw_request(u.port().unwrap(), head.as_bytes());
     let body = text
         .split_once("\r\n\r\n")
         .map(|x| x.1.to_string())

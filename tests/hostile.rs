@@ -4,31 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const PAGE: &str = "/some/page?x=1";
-
-/// One request written byte for byte (headers need not be valid UTF-8 or fit ureq's rules);
-/// returns the status and the whole response.
-fn raw_request(port: u16, head: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(head).expect("write request");
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {:?}", &text[..text.len().min(200)]));
-    (status, text)
-}
 
 /// `GET path` with `Cookie: <cookie>` (raw bytes), `Accept: text/html`, `Connection: close`.
 fn raw_get_with_cookie(port: u16, path: &str, cookie: &[u8]) -> (u16, String) {

@@ -1656,6 +1656,30 @@ pub fn session_cookies_set(resp: &Resp) -> Vec<SetCookie> {
         .collect()
 }
 
+/// One request written byte for byte to 127.0.0.1:`port` on a fresh connection, no retry
+/// (headers need not be valid UTF-8 or fit ureq's rules; ureq would replay a GET whose
+/// connection closed). Returns the status (0: nginx closed the connection without an answer)
+/// and the whole response; panics after 10 s without one.
+pub fn raw_request(port: u16, head: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head).expect("write request");
+    let mut buf = Vec::new();
+    if let Err(e) = s.read_to_end(&mut buf) {
+        panic!(
+            "no complete answer within 10 s ({e}) to {:?}",
+            String::from_utf8_lossy(&head[..head.len().min(200)])
+        );
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
 /// Logs `user` in (password = user name) from `page` and checks that the final answer came
 /// from the upstream for that page.
 pub fn logged_in(env: &Env, page: &str, user: &str) -> Browser {
