@@ -1,6 +1,8 @@
 // Shared by the fuzz targets (each includes it with `#[path]`).
 #![allow(dead_code)]
 
+use std::sync::OnceLock;
+
 use jsonwebtoken::jwk::JwkSet;
 use ngx_http_oidc_module::session::codec::KeyRing;
 
@@ -9,9 +11,12 @@ pub fn keys() -> KeyRing {
     KeyRing::parse("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").expect("test key")
 }
 
-/// The unit tests' JWKS (one RSA key).
-pub fn jwks() -> JwkSet {
-    serde_json::from_str(include_str!("../../src/oidc/testdata/jwks.json")).expect("test JWKS")
+/// The unit tests' JWKS (one RSA key), parsed once per fuzzing process.
+pub fn jwks() -> &'static JwkSet {
+    static JWKS: OnceLock<JwkSet> = OnceLock::new();
+    JWKS.get_or_init(|| {
+        serde_json::from_str(include_str!("../../src/oidc/testdata/jwks.json")).expect("test JWKS")
+    })
 }
 
 pub const ISSUER: &str = "http://127.0.0.1:8081/realms/test";

@@ -4,15 +4,11 @@
 #[path = "common.rs"]
 mod common;
 
-use std::sync::OnceLock;
-
-use jsonwebtoken::jwk::JwkSet;
 use libfuzzer_sys::fuzz_target;
 use ngx_http_oidc_module::oidc::id_token::{self, Expectations};
 
 fuzz_target!(|data: &[u8]| {
-    static JWKS: OnceLock<JwkSet> = OnceLock::new();
-    let jwks = JWKS.get_or_init(common::jwks);
+    let jwks = common::jwks();
     let Some(token) = common::token(data) else {
         return;
     };
