@@ -1656,6 +1656,18 @@ pub fn session_cookies_set(resp: &Resp) -> Vec<SetCookie> {
         .collect()
 }
 
+/// A browser carrying only `session` as its session cookie gets 401 on an API request;
+/// `what` says where the cookie came from, for the failure message.
+pub fn assert_session_refused(env: &Env, session: &str, what: &str) {
+    let mut b = env.browser();
+    b.jar.set("_oidc", session);
+    let r = b.get(
+        &env.url("/some/page?x=1"),
+        &[("Accept", "application/json")],
+    );
+    assert_eq!(r.status, 401, "{what} was not refused: {}", r.summary());
+}
+
 /// One request written byte for byte to 127.0.0.1:`port` on a fresh connection, no retry
 /// (headers need not be valid UTF-8 or fit ureq's rules; ureq would replay a GET whose
 /// connection closed). Returns the status (0: nginx closed the connection without an answer)
