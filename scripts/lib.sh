@@ -8,6 +8,8 @@ NGX_OIDC_MODULE_OUT="$NGX_OIDC_TARGET/ngx-oidc/modules/ngx_http_oidc_module.so"
 
 # Debian packages the build needs (bindgen needs libclang; nginx needs pcre2, zlib, openssl).
 NGX_OIDC_APT_PACKAGES=(libssl-dev libpcre2-dev zlib1g-dev libclang-dev)
+# The cargo-fuzz that fuzz/run.sh was written against (scripts/test.sh installs it when missing).
+NGX_OIDC_CARGO_FUZZ_VERSION=0.13.2
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {

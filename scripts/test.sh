@@ -5,7 +5,8 @@
 #   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider),
 #   scripts/check-configs.sh (nginx -t of every nginx-conf/ config, realm.json and YAML parsed),
 #   the module built for Debian's nginx 1.22.1 with the login/lifecycle tests against it,
-#   a one-second smoke run of scripts/bench.sh, then the headless Chromium tests in
+#   a one-second smoke run of scripts/bench.sh, every fuzz target for 10 s
+#   (NGX_OIDC_FUZZ_SECONDS; installs cargo-fuzz), then the headless Chromium tests in
 #   tests/browser (apt chromium + npm ci when needed).
 # Usage: scripts/test.sh [cargo test args...]   e.g. scripts/test.sh --test login a_tampered
 #        NGX_OIDC_SKIP_BROWSER=1 scripts/test.sh   skips the browser tests
@@ -46,6 +47,11 @@ run env NGX_OIDC_NGINX=/usr/sbin/nginx NGX_OIDC_MODULE="$debian_module" \
 # The benchmark is not a test (too noisy for CI), but one tiny run keeps it from rotting: it
 # checks every case's answers, a short leak check and that no worker crashed.
 run env NGX_OIDC_SKIP_BUILD=1 scripts/bench.sh --quick
+# Every fuzz target for a few seconds (5 minutes each is a manual `fuzz/run.sh 300`): they keep
+# building, and a crash on the seeds or a quick mutation fails CI.
+step="install cargo-fuzz"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version "$NGX_OIDC_CARGO_FUZZ_VERSION" --locked
+run fuzz/run.sh "${NGX_OIDC_FUZZ_SECONDS:-10}"
 
 if [ "${NGX_OIDC_SKIP_BROWSER:-0}" = 1 ]; then
     say "SKIP browser tests: NGX_OIDC_SKIP_BROWSER=1"
