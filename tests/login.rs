@@ -607,6 +607,37 @@ fn a_callback_with_an_unknown_state_is_refused() {
 }
 
 #[test]
+fn the_logs_never_show_the_authorization_code_or_state() {
+    let mut env = Env::start();
+    logged_in(&env, PAGE, "demo");
+    let mut b = env.browser();
+    b.get(&env.url("/oauth2/callback?code=c0de&state=unknown"), &[]);
+    // nginx's own error line about the provider subrequest carries the callback's request.
+    let callback = b.authorize(&env.url(PAGE), "demo", "demo").unwrap();
+    env.provider.kill();
+    let r = b.get(&callback, &[]);
+    assert!(r.status == 502 || r.status == 503, "{}", r.summary());
+
+    let access = std::fs::read_to_string(env.dir.path.join("access.log")).unwrap();
+    let error = env.error_log();
+    for (name, log) in [("access.log", &access), ("error.log", &error)] {
+        assert!(
+            !shows_one_time_value(log),
+            "{name} shows a code or state:\n{log}"
+        );
+        assert!(
+            log.contains("/oauth2/callback?code=[hidden]&state=[hidden]"),
+            "{name} does not show the callback:\n{log}"
+        );
+    }
+    assert!(
+        error.contains("connect() failed") && error.contains("state=[hidden]&iss="),
+        "no nginx connect() error with the hidden callback request:\n{error}"
+    );
+    env.assert_error_log_is_clean();
+}
+
+#[test]
 fn a_callback_without_the_state_cookie_is_refused() {
     let env = Env::start();
     let mut victim = env.browser();

@@ -9,6 +9,7 @@ use ngx::ffi::{
     ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_LAST, NGX_OK,
 };
 
+use crate::oidc::query;
 use crate::session::cookies;
 
 /// Headers this module sets for the upstream; a client must never be able to send its own.
@@ -383,6 +384,30 @@ pub unsafe fn request_body(r: *mut ngx_http_request_t) -> Option<Vec<u8>> {
 /// The request's query string (without `?`).
 pub fn args(r: &ngx_http_request_t) -> &str {
     core::str::from_utf8(bytes(&r.args)).unwrap_or("")
+}
+
+/// Hides the callback's one-time values from everything nginx logs about this request: the
+/// access log's `$request` and `$request_uri`, and the request context of every error-log line
+/// (a provider subrequest copies it from here, so this runs before one starts).
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn hide_callback_values(r: *mut ngx_http_request_t) {
+    // SAFETY: per this function's contract; the replacements live in the request pool and
+    // `args` keeps pointing at the original query, which the callback still parses.
+    unsafe {
+        let args = bytes(&(*r).args);
+        if let Some(line) = query::hide_one_time_values(bytes(&(*r).request_line), args) {
+            if let Some(s) = pool_str(r, &line) {
+                (*r).request_line = s;
+            }
+        }
+        if let Some(uri) = query::hide_one_time_values(bytes(&(*r).unparsed_uri), args) {
+            if let Some(s) = pool_str(r, &uri) {
+                (*r).unparsed_uri = s;
+            }
+        }
+    }
 }
 
 /// `scheme://host[:port]` as the browser addressed this server.

@@ -40,20 +40,6 @@ pub enum Step<T> {
     Failed(Response<'static>),
 }
 
-/// Logs without nginx's request context: the callback's request line (also the one of its
-/// provider subrequests) carries the
-/// authorization code, which has no place in a log.
-macro_rules! log_quiet {
-    ($r:expr, $level:expr, $($arg:tt)+) => {{
-        let log = log($r);
-        // SAFETY: the connection's log is live; its context handler is restored right after.
-        let saved = unsafe { (*log).handler.take() };
-        ngx_log_error!($level, log, $($arg)+);
-        // SAFETY: as above.
-        unsafe { (*log).handler = saved };
-    }};
-}
-
 macro_rules! step {
     ($r:expr, $e:expr) => {
         match $e {
@@ -129,9 +115,9 @@ unsafe fn provider_document<T>(
         Ok(doc) => return Step::Ready(doc),
         Err(failure) => failure,
     };
-    log_quiet!(
-        r,
+    ngx_log_error!(
         NGX_LOG_ERR,
+        log(r),
         "oidc: provider \"{}\": {} from {} failed: {}",
         p.conf.name,
         what,
@@ -286,7 +272,7 @@ pub unsafe fn start(
         .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
         .unwrap_or(0);
     if rounds >= MAX_LOGIN_ROUNDS {
-        log_quiet!(r, NGX_LOG_WARN, "oidc: provider \"{}\": {} logins started within {}s without a session coming back: the browser is not keeping the session cookie (Secure cookie over plain http? blocked cookies? a proxy dropping Set-Cookie?)", p.conf.name, rounds, LOGIN_ROUND_WINDOW);
+        ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": {} logins started within {}s without a session coming back: the browser is not keeping the session cookie (Secure cookie over plain http? blocked cookies? a proxy dropping Set-Cookie?)", p.conf.name, rounds, LOGIN_ROUND_WINDOW);
         let page = error_page(
             NGX_HTTP_BAD_REQUEST,
             "Login keeps starting over",
@@ -334,9 +320,9 @@ pub unsafe fn start(
             cookies::set_cookie(&name, &sealed, LOGIN_STATE_LIFETIME, attrs(p)),
         )
         .header("Location", url);
-    log_quiet!(
-        r,
+    ngx_log_error!(
         NGX_LOG_INFO,
+        log(r),
         "oidc: provider \"{}\": no valid session, redirecting to login with redirect_uri {} \
          (if the provider answers \"Invalid parameter: redirect_uri\" or invalid_redirect_uri, \
          add exactly this URL to the client's Valid redirect URIs)",
@@ -358,61 +344,64 @@ pub unsafe fn callback(
 ) -> ngx_int_t {
     let now = now();
     // SAFETY: per this function's contract.
-    let args = unsafe { http::args(&*r) }.to_string();
-    let (code, state) = match query::parse_callback(&args) {
-        Ok(Callback::Code { code, state }) => (code.into_owned(), state.into_owned()),
-        Ok(Callback::Error {
-            error, description, ..
-        }) => {
-            let error: String = error
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(64)
-                .collect();
-            let description: String = description
-                .unwrap_or_default()
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(200)
-                .collect();
-            log_quiet!(
-                r,
-                NGX_LOG_WARN,
+    let args = unsafe {
+        http::hide_callback_values(r);
+        http::args(&*r)
+    }
+    .to_string();
+    let (code, state) =
+        match query::parse_callback(&args) {
+            Ok(Callback::Code { code, state }) => (code.into_owned(), state.into_owned()),
+            Ok(Callback::Error {
+                error, description, ..
+            }) => {
+                let error: String = error
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(64)
+                    .collect();
+                let description: String = description
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect();
+                ngx_log_error!(NGX_LOG_WARN, log(r),
                 "oidc: provider \"{}\": login not completed, the provider answered error={} ({})",
                 p.conf.name,
                 error,
                 description
             );
-            let status = if error == "access_denied" {
-                NGX_HTTP_FORBIDDEN
-            } else {
-                NGX_HTTP_UNAUTHORIZED
-            };
-            let text = format!("The identity provider answered \"{error}\": {description}");
-            // SAFETY: per this function's contract.
-            return unsafe { finish(r, error_page(status, "Login was not completed", &text)) };
-        }
-        Err(e) => {
-            log_quiet!(
-                r,
-                NGX_LOG_WARN,
-                "oidc: provider \"{}\": bad callback: {}",
-                p.conf.name,
-                e
-            );
-            // SAFETY: per this function's contract.
-            return unsafe {
-                finish(
-                    r,
-                    error_page(
-                        NGX_HTTP_BAD_REQUEST,
-                        "Login failed",
-                        &format!("Bad callback: {e}."),
-                    ),
-                )
-            };
-        }
-    };
+                let status = if error == "access_denied" {
+                    NGX_HTTP_FORBIDDEN
+                } else {
+                    NGX_HTTP_UNAUTHORIZED
+                };
+                let text = format!("The identity provider answered \"{error}\": {description}");
+                // SAFETY: per this function's contract.
+                return unsafe { finish(r, error_page(status, "Login was not completed", &text)) };
+            }
+            Err(e) => {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log(r),
+                    "oidc: provider \"{}\": bad callback: {}",
+                    p.conf.name,
+                    e
+                );
+                // SAFETY: per this function's contract.
+                return unsafe {
+                    finish(
+                        r,
+                        error_page(
+                            NGX_HTTP_BAD_REQUEST,
+                            "Login failed",
+                            &format!("Bad callback: {e}."),
+                        ),
+                    )
+                };
+            }
+        };
 
     let state_cookie = LoginState::cookie_name(&p.conf.cookie_name, &state);
     // SAFETY: per this function's contract.
@@ -422,7 +411,7 @@ pub unsafe fn callback(
         .and_then(|json| serde_json::from_slice::<LoginState>(&json).ok())
         .filter(|l| l.exp > now && constant_time_eq(l.state.as_bytes(), state.as_bytes()));
     let Some(login) = login else {
-        log_quiet!(r, NGX_LOG_WARN, "oidc: provider \"{}\": callback with an unknown or expired state (login-state cookie missing, from another browser, or older than {}s)", p.conf.name, LOGIN_STATE_LIFETIME);
+        ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": callback with an unknown or expired state (login-state cookie missing, from another browser, or older than {}s)", p.conf.name, LOGIN_STATE_LIFETIME);
         let page = error_page(
             NGX_HTTP_BAD_REQUEST,
             "Login failed",
@@ -469,9 +458,9 @@ pub unsafe fn callback(
             Some((status, body)) => match token::parse(status, &body) {
                 Ok(t) => t,
                 Err(e) => {
-                    log_quiet!(
-                        r,
+                    ngx_log_error!(
                         NGX_LOG_WARN,
+                        log(r),
                         "oidc: provider \"{}\": code exchange failed: {}",
                         p.conf.name,
                         token_failure(&e, status, &p.conf.fetch_location)
@@ -490,7 +479,7 @@ pub unsafe fn callback(
         },
     };
     let Some(id_token) = token.id_token.clone() else {
-        log_quiet!(r, NGX_LOG_ERR, "oidc: provider \"{}\": the token response has no id_token (does `scope` contain \"openid\"?)", p.conf.name);
+        ngx_log_error!(NGX_LOG_ERR, log(r), "oidc: provider \"{}\": the token response has no id_token (does `scope` contain \"openid\"?)", p.conf.name);
         // SAFETY: per this function's contract.
         return unsafe {
             finish(
@@ -520,9 +509,9 @@ pub unsafe fn callback(
     let claims = match id_token::verify(&id_token, &set, &want) {
         Ok(c) => c,
         Err(e) => {
-            log_quiet!(
-                r,
+            ngx_log_error!(
                 NGX_LOG_WARN,
+                log(r),
                 "oidc: provider \"{}\": ID token rejected: {}",
                 p.conf.name,
                 e
@@ -577,9 +566,9 @@ pub unsafe fn callback(
         resp = resp.header("Set-Cookie", line);
     }
     resp = resp.header("Location", rd);
-    log_quiet!(
-        r,
+    ngx_log_error!(
         NGX_LOG_INFO,
+        log(r),
         "oidc: provider \"{}\": user \"{}\" logged in ({} cookie bytes in {} chunk(s))",
         p.conf.name,
         session.user().unwrap_or_default(),

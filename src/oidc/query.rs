@@ -75,6 +75,43 @@ pub fn parse_callback(query: &str) -> Result<Callback<'_>, CallbackError> {
     Ok(Callback::Code { code, state })
 }
 
+/// Callback parameters whose values finish a login (with the state cookie) or name the
+/// provider session: never logged.
+const ONE_TIME: &[&[u8]] = &[b"code", b"state", b"session_state"];
+
+/// What replaces a hidden value.
+const HIDDEN: &[u8] = b"[hidden]";
+
+/// `line` (a request line or URI that contains the callback's `query`) with the values of
+/// `code`, `state` and `session_state` hidden, for what nginx logs about the request; `None`
+/// when there is nothing to hide.
+pub fn hide_one_time_values(line: &[u8], query: &[u8]) -> Option<Vec<u8>> {
+    let mut hidden = Vec::with_capacity(query.len());
+    let mut changed = false;
+    for (i, pair) in query.split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            hidden.push(b'&');
+        }
+        match pair.iter().position(|&b| b == b'=') {
+            Some(eq) if ONE_TIME.contains(&&pair[..eq]) => {
+                hidden.extend_from_slice(&pair[..=eq]);
+                hidden.extend_from_slice(HIDDEN);
+                changed = true;
+            }
+            _ => hidden.extend_from_slice(pair),
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let at = memchr::memmem::find(line, query)?;
+    let mut out = Vec::with_capacity(line.len() - query.len() + hidden.len());
+    out.extend_from_slice(&line[..at]);
+    out.extend_from_slice(&hidden);
+    out.extend_from_slice(&line[at + query.len()..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +148,24 @@ mod tests {
             parse_callback("code=a&code=b&state=s"),
             Err(CallbackError::Query(QueryError::Duplicate("code")))
         );
+    }
+
+    #[test]
+    fn the_logged_request_line_hides_code_and_state() {
+        let q = b"state=s3cr3t&session_state=ss&code=c0de&iss=http%3A%2F%2Fkc";
+        let line = [b"GET /oauth2/callback?".as_slice(), q, b" HTTP/1.1"].concat();
+        assert_eq!(
+            String::from_utf8(hide_one_time_values(&line, q).unwrap()).unwrap(),
+            "GET /oauth2/callback?state=[hidden]&session_state=[hidden]&code=[hidden]\
+             &iss=http%3A%2F%2Fkc HTTP/1.1"
+        );
+        assert_eq!(
+            hide_one_time_values(b"/cb?error=access_denied", b"error=access_denied"),
+            None
+        );
+        // Already hidden (the query is no longer in the line), or a bare `code` without a value.
+        let once = hide_one_time_values(&line, q).unwrap();
+        assert_eq!(hide_one_time_values(&once, q), None);
+        assert_eq!(hide_one_time_values(b"/cb?code", b"code"), None);
     }
 }

@@ -949,8 +949,8 @@ impl Env {
                 problems.push(format!("the cookie key {key}"));
             }
         }
-        if log.contains("?code=") || log.contains("&code=") {
-            problems.push("an authorization code (code=...)".into());
+        if shows_one_time_value(&log) {
+            problems.push("an authorization code or state (code=...)".into());
         }
         if log.contains("eyJ") {
             problems.push("a JWT (eyJ...)".into());
@@ -1654,6 +1654,17 @@ pub fn session_cookies_set(resp: &Resp) -> Vec<SetCookie> {
         .into_iter()
         .filter(|c| is_session_cookie(&c.name) && !c.is_deletion() && !c.value.is_empty())
         .collect()
+}
+
+/// Whether `log` shows a callback's `code` or `state` value (the module logs them as
+/// `[hidden]`).
+pub fn shows_one_time_value(log: &str) -> bool {
+    ["code=", "state="].iter().any(|p| {
+        log.match_indices(p).any(|(i, _)| {
+            let param = log[..i].ends_with(['?', '&']) || log[..i].ends_with("session_");
+            param && !log[i + p.len()..].starts_with("[hidden]")
+        })
+    })
 }
 
 /// A browser carrying only `session` as its session cookie gets 401 on an API request;
