@@ -177,3 +177,47 @@ fault_tests! {
     jwks_10mb_body_gives_a_clear_login_failure: "jwks", "huge";
     jwks_10mb_chunked_body_gives_a_clear_login_failure: "jwks", "hugechunked";
 }
+
+#[test]
+fn a_frozen_provider_fails_the_login_at_the_fetch_locations_timeout() {
+    let opts = EnvOptions {
+        http: format!(
+            "{PROVIDER_BLOCK}{}",
+            PROTECTED_SERVER.replace(
+                "proxy_pass $oidc_fetch_url; }",
+                "proxy_pass $oidc_fetch_url; proxy_read_timeout 2s; }"
+            )
+        ),
+        ..Default::default()
+    };
+    let env = Env::start_with(opts);
+    let mut alice = logged_in(&env, PAGE, "alice");
+    let mut b = env.browser();
+    let callback = b.authorize(&env.url(PAGE), "demo", "demo").unwrap();
+    let log_start = env.error_log().len();
+
+    env.provider.pause();
+    let started = Instant::now();
+    let r = once(&b, &callback);
+    let took = started.elapsed();
+    assert_still_served("token", "frozen", &mut alice);
+    env.provider.resume();
+
+    assert_clear_failure("token", "frozen", &r, took);
+    assert!(
+        took >= Duration::from_secs(2),
+        "answered before proxy_read_timeout: {took:?}"
+    );
+    let line = cause_line(&env, log_start, "code exchange failed")
+        .unwrap_or_else(|| panic!("no cause in error.log:\n{}", env.error_log()));
+    assert!(
+        env.error_log()[log_start..].contains("upstream timed out"),
+        "{}",
+        env.error_log()
+    );
+    eprintln!(
+        "frozen provider: {} after {took:?} / error.log: {line}",
+        r.status
+    );
+    env.assert_error_log_is_clean();
+}

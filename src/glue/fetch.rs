@@ -9,8 +9,8 @@ use ngx::ffi::{
     ngx_alloc_chain_link, ngx_chain_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
     ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
     ngx_list_part_t, ngx_palloc, ngx_pcalloc, ngx_table_elt_t, ngx_uint_t, NGX_ERROR,
-    NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_IN_MEMORY,
-    NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
 use zeroize::Zeroizing;
@@ -45,7 +45,10 @@ pub fn location_hint(status: u16, location: &str) -> String {
 /// A call that brought no usable answer, described for the error log.
 pub fn describe(status: u16, location: &str) -> String {
     match status {
-        0 => format!("no answer through {location} (is the provider reachable from nginx?)"),
+        0 => format!(
+            "no answer through {location} (is the provider reachable from nginx? nginx's own \
+             line about the call comes just before this one)"
+        ),
         TOO_BIG => format!(
             "an answer larger than {} KiB, the most a provider call may return",
             MAX_RESPONSE / 1024
@@ -195,10 +198,14 @@ unsafe extern "C" fn fetch_done(
             let too_big = ctx::get(sr).is_some_and(|c| c.too_big);
             let status = if too_big {
                 TOO_BIG
+            } else if rc >= NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+                || rc == NGX_ERROR as ngx_int_t
+            {
+                // nginx's own failure (connect refused, timeout, ...), logged by nginx: the
+                // provider did not answer. A provider's own 5xx arrives as a response instead.
+                0
             } else if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
                 rc as u16
-            } else if rc == NGX_ERROR as ngx_int_t {
-                0
             } else {
                 (*sr).headers_out.status as u16
             };

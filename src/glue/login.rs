@@ -458,8 +458,14 @@ pub unsafe fn callback(
             Some((status, body)) => match token::parse(status, &body) {
                 Ok(t) => t,
                 Err(e) => {
+                    // A refused code is the browser's problem; no answer is the operator's.
+                    let level = if fetch::answered(status) {
+                        NGX_LOG_WARN
+                    } else {
+                        NGX_LOG_ERR
+                    };
                     ngx_log_error!(
-                        NGX_LOG_WARN,
+                        level,
                         log(r),
                         "oidc: provider \"{}\": code exchange failed: {}",
                         p.conf.name,
