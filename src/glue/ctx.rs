@@ -38,7 +38,9 @@ pub struct RequestCtx {
     pub token: Option<TokenResponse>,
     /// On a fetch subrequest: the provider URL behind `$oidc_fetch_url`.
     pub fetch_url: Option<ngx_str_t>,
-    /// On a fetch subrequest: the answer outgrew the buffer and the rest of it is discarded.
+    /// On a fetch subrequest: the answer so far.
+    pub answer: Zeroizing<Vec<u8>>,
+    /// On a fetch subrequest: the answer is over the limit and discarded.
     pub too_big: bool,
     pub refresh: RefreshState,
     /// `Set-Cookie` lines for whatever response this request ends up sending.
@@ -52,6 +54,7 @@ impl Default for RequestCtx {
             fetch: FetchSlot::Idle,
             token: None,
             fetch_url: None,
+            answer: Zeroizing::default(),
             too_big: false,
             refresh: RefreshState::Idle,
             set_cookies: Vec::new(),

@@ -6,11 +6,11 @@ use core::mem::size_of;
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_chain_t, ngx_create_temp_buf, ngx_http_post_subrequest_t,
-    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
-    ngx_list_part_t, ngx_palloc, ngx_pcalloc, ngx_table_elt_t, ngx_uint_t, NGX_ERROR,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
+    ngx_alloc_chain_link, ngx_chain_t, ngx_http_post_subrequest_t, ngx_http_request_body_t,
+    ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init, ngx_list_part_t, ngx_palloc,
+    ngx_pcalloc, ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_IN_MEMORY,
+    NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
 use zeroize::Zeroizing;
@@ -157,18 +157,6 @@ pub unsafe fn start(
             (*sr).method_name = pool_str(r, b"POST").ok_or(())?;
         }
 
-        // The postpone filter appends an in-memory response to `out` when it already exists,
-        // so a buffer of our size replaces the (small) subrequest_output_buffer_size default.
-        let buf = ngx_create_temp_buf(pool, MAX_RESPONSE);
-        let out = ngx_alloc_chain_link(pool);
-        if buf.is_null() || out.is_null() {
-            return Err(());
-        }
-        (*buf).set_last_buf(1);
-        (*out).buf = buf;
-        (*out).next = ptr::null_mut();
-        (*sr).out = out;
-
         let url = pool_str(r, req.url.as_bytes()).ok_or(())?;
         ctx::set(
             sr,
@@ -209,16 +197,9 @@ unsafe extern "C" fn fetch_done(
             } else {
                 (*sr).headers_out.status as u16
             };
-            let out = (*sr).out;
-            let body = if out.is_null() || (*out).buf.is_null() {
-                Zeroizing::default()
-            } else {
-                let b = (*out).buf;
-                let len = (*b).last.offset_from((*b).pos).max(0) as usize;
-                let body = Zeroizing::new(core::slice::from_raw_parts((*b).pos, len).to_vec());
-                wipe((*b).pos, len);
-                body
-            };
+            let body = ctx::get(sr)
+                .map(|c| core::mem::take(&mut c.answer))
+                .unwrap_or_default();
             rctx.fetch = FetchSlot::Done(status, body);
             wipe_request(sr);
         }
@@ -276,84 +257,92 @@ unsafe fn wipe_request(sr: *mut ngx_http_request_t) {
     }
 }
 
-// nginx ends the whole connection when an output filter fails, so an answer that overflows the
-// in-memory buffer ("too big subrequest response") would drop the browser's request with it.
-// These two checks keep such an answer away from that filter and report it as `TOO_BIG`.
+// The answer is collected by this module's own body filter, ahead of nginx's in-memory
+// subrequest filter: memory grows with the answer instead of a fixed buffer per call, and an
+// answer over MAX_RESPONSE never reaches that filter, whose failure ("too big subrequest
+// response") would close the browser's connection with the subrequest.
 
-/// The fetch subrequest `r`'s context and the free room in its answer buffer; `None` for any
-/// other request.
+/// The context of `r` if it is a fetch subrequest.
 ///
 /// # Safety
 /// `r` must be a live request.
-unsafe fn fetch_room<'a>(r: *mut ngx_http_request_t) -> Option<(&'a mut RequestCtx, usize)> {
-    // SAFETY: per this function's contract; `out` of a fetch subrequest is the buffer `start`
-    // allocated, kept until the request's pool goes.
+unsafe fn fetch_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCtx> {
+    // SAFETY: per this function's contract.
     unsafe {
         if r == (*r).main {
             return None;
         }
-        let c = ctx::get(r).filter(|c| c.fetch_url.is_some())?;
-        let out = (*r).out;
-        if out.is_null() || (*out).buf.is_null() {
-            return None;
-        }
-        let b = (*out).buf;
-        Some((c, (*b).end.offset_from((*b).last).max(0) as usize))
+        ctx::get(r).filter(|c| c.fetch_url.is_some())
     }
 }
 
-/// Header-filter check: an answer whose Content-Length cannot fit ends after its header, so
-/// nginx does not even read the body.
+/// Header filter, for a fetch subrequest: an answer whose Content-Length is over the limit ends
+/// after its header (nginx does not read the body); one that fits gets its room up front.
+/// The body is passed unbuffered, so nginx never spills it to a temp file.
 ///
 /// # Safety
 /// `r` must be a live request in the header filter.
 pub unsafe fn check_header(r: *mut ngx_http_request_t) {
-    // SAFETY: per this function's contract.
+    // SAFETY: per this function's contract; `upstream` of a proxied subrequest is live while
+    // its header is sent, and nginx reads `buffering` only after the header filters (as for
+    // X-Accel-Buffering).
     unsafe {
-        if let Some((c, room)) = fetch_room(r) {
-            let len = (*r).headers_out.content_length_n;
-            if len > 0 && len as u64 > room as u64 {
-                c.too_big = true;
-                (*r).set_header_only(1);
-            }
+        let Some(c) = fetch_ctx(r) else {
+            return;
+        };
+        if !(*r).upstream.is_null() {
+            (*(*r).upstream).set_buffering(0);
+        }
+        let len = (*r).headers_out.content_length_n;
+        if len > MAX_RESPONSE as i64 {
+            c.too_big = true;
+            (*r).set_header_only(1);
+        } else if len > 0 {
+            c.answer.reserve_exact(len as usize);
         }
     }
 }
 
-/// Body-filter check: an answer without a Content-Length that outgrows the buffer is read to
-/// its end (bounded by `proxy_read_timeout`) and discarded.
+/// Body filter: takes a fetch subrequest's answer into its context (up to MAX_RESPONSE; a
+/// bigger one is read to its end, bounded by `proxy_read_timeout`, and discarded). Returns
+/// false for any other request.
 ///
 /// # Safety
 /// `r` must be a live request and `chain` its output chain, in the body filter.
-pub unsafe fn swallow_overflow(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> bool {
+pub unsafe fn collect(r: *mut ngx_http_request_t, chain: *mut ngx_chain_t) -> bool {
     // SAFETY: per this function's contract; the chain's buffers belong to the upstream, which
     // takes a buffer whose data was consumed (pos == last) as free again.
     unsafe {
-        let Some((c, room)) = fetch_room(r) else {
+        let Some(c) = fetch_ctx(r) else {
             return false;
         };
-        let mut len = 0usize;
         let mut cl = chain;
         while !cl.is_null() {
             let b = (*cl).buf;
-            if (*b).temporary() != 0 || (*b).memory() != 0 || (*b).mmap() != 0 {
-                len += (*b).last.offset_from((*b).pos).max(0) as usize;
-            } else if (*b).in_file() != 0 {
-                len += ((*b).file_last - (*b).file_pos).max(0) as usize;
+            let len = (*b).last.offset_from((*b).pos).max(0) as usize;
+            if len > 0 && !c.too_big {
+                if c.answer.len() + len > MAX_RESPONSE {
+                    c.too_big = true;
+                    c.answer = Zeroizing::default();
+                } else {
+                    grow_zeroizing(&mut c.answer, len);
+                    c.answer
+                        .extend_from_slice(core::slice::from_raw_parts((*b).pos, len));
+                }
             }
-            cl = (*cl).next;
-        }
-        if !c.too_big && len <= room {
-            return false;
-        }
-        c.too_big = true;
-        let mut cl = chain;
-        while !cl.is_null() {
-            let b = (*cl).buf;
             (*b).pos = (*b).last;
-            (*b).file_pos = (*b).file_last;
             cl = (*cl).next;
         }
         true
     }
+}
+
+/// Makes room for `more` bytes without leaving a copy of the answer in freed memory.
+fn grow_zeroizing(v: &mut Zeroizing<Vec<u8>>, more: usize) {
+    if v.capacity() - v.len() >= more {
+        return;
+    }
+    let mut bigger = Zeroizing::new(Vec::with_capacity((v.len() + more).max(2 * v.capacity())));
+    bigger.extend_from_slice(v);
+    *v = bigger;
 }

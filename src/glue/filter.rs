@@ -1,7 +1,7 @@
 //! Output filters: the cookies a request queued (a refreshed session, a cleared one) go out
 //! with whatever response it gets — from the upstream, a static file or an error page — and a
-//! provider answer too big for the fetch buffer is kept out of it. Also the pause of a request
-//! that waits for another one's refresh.
+//! provider call's answer is collected (see `fetch`). Also the pause of a request that waits
+//! for another one's refresh.
 
 use ngx::ffi::{
     ngx_add_timer, ngx_chain_t, ngx_handle_read_event, ngx_handle_write_event,
@@ -32,7 +32,7 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, chain: *mut ngx_cha
     // SAFETY: nginx calls body filters with a live request and its chain; NEXT_BODY_FILTER was
     // set before any request.
     unsafe {
-        if fetch::swallow_overflow(r, chain) {
+        if fetch::collect(r, chain) {
             return NGX_OK as ngx_int_t;
         }
         match NEXT_BODY_FILTER {
