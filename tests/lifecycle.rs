@@ -457,3 +457,33 @@ fn a_session_ends_when_its_refresh_token_expires() {
     );
     env.assert_error_log_is_clean();
 }
+
+#[test]
+fn a_group_change_at_the_provider_applies_from_the_next_refresh() {
+    let env = env_with(3, "1s", "oidc_require_groups /admins;");
+    let mut alice = logged_in(&env, PAGE, "alice");
+    let groups = |b: &mut Browser| {
+        let r = b.get(&env.url(PAGE), &[("Accept", "application/json")]);
+        (r.status, r.upstream_header("x-auth-request-groups"))
+    };
+    assert_eq!(groups(&mut alice), (200, Some("/admins,/staff".into())));
+
+    env.provider.set_groups("alice", &["/staff"]);
+    thread::sleep(Duration::from_millis(2500));
+    let (status, _) = groups(&mut alice);
+    assert_eq!(
+        status, 403,
+        "alice left /admins at the provider but still gets in"
+    );
+    assert_eq!(refreshes(&env), 1);
+
+    env.provider
+        .set_groups("alice", &["/admins", "/staff", "/new"]);
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        groups(&mut alice),
+        (200, Some("/admins,/staff,/new".into()))
+    );
+    assert_eq!(refreshes(&env), 2);
+    env.assert_error_log_is_clean();
+}

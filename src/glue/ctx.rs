@@ -25,6 +25,8 @@ pub enum RefreshState {
     Idle,
     /// This request asked the provider; the answer is in `fetch`.
     Fetching,
+    /// The answer (in `token`) holds an ID token, being verified (keys may be fetched).
+    Verifying,
     /// Another request is refreshing; this one has waited this many times.
     Waiting(u32),
 }

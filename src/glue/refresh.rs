@@ -1,16 +1,19 @@
 //! Token refresh: one request per session asks the provider, in all workers together; the
 //! others pass on the still-valid token, or wait and take the result from the shared zone.
 
-use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO};
+use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
 use super::ctx::{RefreshState, RequestCtx};
 use super::fetch::{self, FetchRequest};
 use super::login::{self, Step};
 use super::{filter, http, zone, Provider};
+use crate::oidc::id_token::{self, Expectations};
 use crate::oidc::{authorize, token};
 use crate::session::cookies::{self, CookieAttrs};
+use serde_json::{Map, Value};
 use std::rc::Rc;
+use zeroize::Zeroizing;
 
 use crate::session::{Session, Tokens, Verified};
 use crate::shared::{self, Begin, Outcome};
@@ -84,9 +87,31 @@ pub unsafe fn refresh(
     if rctx.refresh == RefreshState::Fetching {
         rctx.refresh = RefreshState::Idle;
         let (status, body) = rctx.take_fetched().unwrap_or_default();
-        let answer = token::parse(status, &body).map_err(|e| (e, status));
+        match token::parse(status, &body) {
+            Ok(t) if t.id_token.is_some() => {
+                rctx.token = Some(t);
+                rctx.refresh = RefreshState::Verifying;
+            }
+            answer => {
+                let answer = answer.map_err(|e| (e, status));
+                // SAFETY: per this function's contract.
+                return unsafe { finish(r, rctx, p, session, &key, answer, None, now) };
+            }
+        }
+    }
+    if rctx.refresh == RefreshState::Verifying {
         // SAFETY: per this function's contract.
-        return unsafe { finish(r, rctx, p, session, &key, answer, now) };
+        let claims = match unsafe { refreshed_claims(r, rctx, p, &session, now) } {
+            Step::Pending => return Refreshed::Pending,
+            Step::Ready(claims) => claims,
+            Step::Failed(_) => None,
+        };
+        rctx.refresh = RefreshState::Idle;
+        let Some(t) = rctx.token.take() else {
+            return Refreshed::Unavailable;
+        };
+        // SAFETY: per this function's contract.
+        return unsafe { finish(r, rctx, p, session, &key, Ok(t), claims, now) };
     }
     // SAFETY: per this function's contract.
     let d = match unsafe { login::discovery(r, rctx, p, now) } {
@@ -152,10 +177,66 @@ pub unsafe fn refresh(
     }
 }
 
-/// Applies the provider's answer and tells the other workers.
+/// The identity claims of the refreshed ID token in `rctx.token`, verified like the login's
+/// (but for the nonce) and about the same user, so that group and role changes at the provider
+/// apply from the next refresh on; `None` keeps the login's claims (logged).
 ///
 /// # Safety
 /// `r` must be a live main request owning `rctx`.
+unsafe fn refreshed_claims(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    session: &Session,
+    now: u64,
+) -> Step<Option<Map<String, Value>>> {
+    let Some(idt) = rctx.token.as_ref().and_then(|t| t.id_token.clone()) else {
+        return Step::Ready(None);
+    };
+    let idt = Zeroizing::new(idt);
+    // SAFETY: per this function's contract.
+    let d = match unsafe { login::discovery(r, rctx, p, now) } {
+        Step::Ready(d) => d,
+        Step::Pending => return Step::Pending,
+        Step::Failed(_) => return Step::Ready(None),
+    };
+    let kid = id_token::key_id(&idt);
+    // SAFETY: per this function's contract.
+    let set = match unsafe { login::keys(r, rctx, p, &d, kid.as_deref(), now) } {
+        Step::Ready(set) => set,
+        Step::Pending => return Step::Pending,
+        Step::Failed(_) => return Step::Ready(None),
+    };
+    let want = Expectations {
+        issuer: &p.conf.issuer,
+        client_id: &p.conf.client_id,
+        nonce: "",
+        now,
+        leeway: p.conf.clock_skew,
+    };
+    let sub = session.claim("sub").unwrap_or_default();
+    match id_token::verify_refreshed(&idt, &set, &want, &sub) {
+        Ok(claims) => Step::Ready(Some(claims)),
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log(r),
+                "oidc: provider \"{}\": the refreshed ID token of \"{}\" was not accepted ({}); the login's claims stay",
+                p.conf.name,
+                session.user().unwrap_or_default(),
+                e
+            );
+            Step::Ready(None)
+        }
+    }
+}
+
+/// Applies the provider's answer (with the refreshed ID token's `claims`, when verified) and
+/// tells the other workers.
+///
+/// # Safety
+/// `r` must be a live main request owning `rctx`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn finish(
     r: *mut ngx_http_request_t,
     rctx: &mut RequestCtx,
@@ -163,6 +244,7 @@ unsafe fn finish(
     session: Session,
     key: &shared::Key,
     answer: Result<token::TokenResponse, (token::TokenError, u16)>,
+    claims: Option<Map<String, Value>>,
     now: u64,
 ) -> Refreshed {
     let t = match answer {
@@ -199,6 +281,10 @@ unsafe fn finish(
         expires_in: t.expires_in,
         refresh_expires_in: t.refresh_expires_in,
         id_token: t.id_token.as_deref(),
+    };
+    let session = match claims {
+        Some(c) => session.with_claims(c),
+        None => session,
     };
     let new = session.with_tokens(
         &tokens,

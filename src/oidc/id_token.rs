@@ -44,6 +44,8 @@ pub enum JwtError {
     MissingClaim(String),
     #[error("the token's nonce does not match this login")]
     Nonce,
+    #[error("the token is about another user than the session")]
+    Subject,
 }
 
 pub struct Expectations<'a> {
@@ -66,6 +68,36 @@ pub fn verify(
     jwks: &JwkSet,
     want: &Expectations,
 ) -> Result<Map<String, Value>, JwtError> {
+    let claims = verify_for_client(token, jwks, want)?;
+    match claims.get("nonce") {
+        Some(Value::String(n)) if constant_time_eq(n.as_bytes(), want.nonce.as_bytes()) => {}
+        _ => return Err(JwtError::Nonce),
+    }
+    Ok(claims)
+}
+
+/// An ID token from a refresh (OpenID Connect Core 12.2): the login's checks except the nonce
+/// (`want.nonce` is ignored: the token comes from the token endpoint, not through the
+/// browser), and it must be about the same user.
+pub fn verify_refreshed(
+    token: &str,
+    jwks: &JwkSet,
+    want: &Expectations,
+    sub: &str,
+) -> Result<Map<String, Value>, JwtError> {
+    let claims = verify_for_client(token, jwks, want)?;
+    match claims.get("sub") {
+        Some(Value::String(s)) if s == sub => Ok(claims),
+        _ => Err(JwtError::Subject),
+    }
+}
+
+/// Signature, algorithm, iss, aud, azp, exp and iat of an ID token for this client.
+fn verify_for_client(
+    token: &str,
+    jwks: &JwkSet,
+    want: &Expectations,
+) -> Result<Map<String, Value>, JwtError> {
     let claims = verify_signed(
         token,
         jwks,
@@ -77,15 +109,10 @@ pub fn verify(
     )?;
     let multiple_audiences = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
     match claims.get("azp") {
-        Some(Value::String(azp)) if azp != want.client_id => return Err(JwtError::AuthorizedParty),
-        None if multiple_audiences => return Err(JwtError::AuthorizedParty),
-        _ => {}
+        Some(Value::String(azp)) if azp != want.client_id => Err(JwtError::AuthorizedParty),
+        None if multiple_audiences => Err(JwtError::AuthorizedParty),
+        _ => Ok(claims),
     }
-    match claims.get("nonce") {
-        Some(Value::String(n)) if constant_time_eq(n.as_bytes(), want.nonce.as_bytes()) => {}
-        _ => return Err(JwtError::Nonce),
-    }
-    Ok(claims)
 }
 
 /// The checks every token shares: an allowed asymmetric algorithm, a key from the JWKS by
@@ -260,19 +287,40 @@ mod tests {
                "exp":NOW+300,"iat":NOW,"nonce":"n1","preferred_username":"demo"})
     }
 
+    const WANT: Expectations<'static> = Expectations {
+        issuer: "http://kc/realms/test",
+        client_id: "test",
+        nonce: "n1",
+        now: NOW,
+        leeway: 60,
+    };
+
     fn check(token: &str) -> Result<Map<String, Value>, JwtError> {
+        verify(token, &serde_json::from_str(JWKS).unwrap(), &WANT)
+    }
+
+    #[test]
+    fn a_refreshed_id_token_needs_no_nonce_but_the_same_user() {
         let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
-        verify(
-            token,
-            &jwks,
-            &Expectations {
-                issuer: "http://kc/realms/test",
-                client_id: "test",
-                nonce: "n1",
-                now: NOW,
-                leeway: 60,
-            },
-        )
+        let mut c = with("groups", json!(["/new"]));
+        c.as_object_mut().unwrap().remove("nonce");
+        let t = sign(c, Some("test-key"), Algorithm::RS256);
+        assert_eq!(check(&t), Err(JwtError::Nonce));
+        let claims = verify_refreshed(&t, &jwks, &WANT, "u1").unwrap();
+        assert_eq!(claims["groups"], json!(["/new"]));
+        assert_eq!(
+            verify_refreshed(&t, &jwks, &WANT, "u2"),
+            Err(JwtError::Subject)
+        );
+        let other_client = sign(
+            with("aud", json!("other")),
+            Some("test-key"),
+            Algorithm::RS256,
+        );
+        assert_eq!(
+            verify_refreshed(&other_client, &jwks, &WANT, "u1"),
+            Err(JwtError::Audience("test".into()))
+        );
     }
 
     fn with(field: &str, v: Value) -> Value {

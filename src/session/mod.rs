@@ -79,22 +79,28 @@ pub const MAX_ID_TOKEN_HINT: usize = 2048;
 
 impl Session {
     /// Builds a session from verified ID-token claims.
-    pub fn from_id_token(mut claims: Map<String, Value>, now: u64, lifetime: u64) -> Session {
+    pub fn from_id_token(claims: Map<String, Value>, now: u64, lifetime: u64) -> Session {
         let sid = match claims.get("sid") {
             Some(Value::String(s)) => Some(s.clone()),
             _ => None,
         };
-        claims.retain(|k, _| !TOKEN_BOOKKEEPING.contains(&k.as_str()));
         Session {
             exp: now + lifetime,
             iat: now,
             sid,
-            claims,
+            claims: identity(claims),
             rt: None,
             at: None,
             at_exp: 0,
             idt: None,
         }
+    }
+
+    /// Takes the identity claims of a refreshed ID token: a group or role change at the
+    /// provider shows from the next refresh, not only from the next login.
+    pub fn with_claims(mut self, claims: Map<String, Value>) -> Session {
+        self.claims = identity(claims);
+        self
     }
 
     /// Takes the tokens of a login or refresh. The session then lasts as long as the provider
@@ -178,6 +184,12 @@ impl Session {
         }
         serde_json::from_slice(&plain).ok()
     }
+}
+
+/// The claims that describe the user (token bookkeeping dropped).
+fn identity(mut claims: Map<String, Value>) -> Map<String, Value> {
+    claims.retain(|k, _| !TOKEN_BOOKKEEPING.contains(&k.as_str()));
+    claims
 }
 
 /// The tokens are credentials: wiped when a session leaves the cache or a request ends.
@@ -307,6 +319,17 @@ mod tests {
         assert_eq!(s.claim("email_verified").as_deref(), Some("true"));
         assert_eq!(s.claim("missing"), None);
         assert!(s.is_valid_at(1059) && !s.is_valid_at(1060));
+    }
+
+    #[test]
+    fn refreshed_claims_replace_the_logins_but_not_its_times() {
+        let s = Session::from_id_token(claims(json!({"sub":"u1","groups":["/a"]})), 1000, 60)
+            .with_claims(claims(
+                json!({"sub":"u1","groups":["/b"],"nonce":"n","iat":2000}),
+            ));
+        assert_eq!(s.claim("groups").as_deref(), Some("/b"));
+        assert!(!s.claims.contains_key("nonce") && !s.claims.contains_key("iat"));
+        assert_eq!((s.iat, s.exp), (1000, 1060));
     }
 
     fn tokens(rt: Option<&'static str>, exp: Option<u64>, rexp: Option<u64>) -> Tokens<'static> {

@@ -354,8 +354,20 @@ impl Provider {
             .expect("POST /_test/revoke-grants");
     }
 
+    /// Changes `user`'s groups at the provider, as an admin would; later tokens carry them.
+    pub fn set_groups(&self, user: &str, groups: &[&str]) {
+        plain_agent()
+            .post(&self.url(&format!(
+                "/_test/set-groups?user={user}&groups={}",
+                groups.join(",")
+            )))
+            .call()
+            .expect("POST /_test/set-groups");
+    }
+
     /// `POST /_test/fault?what=..&kind=..`: every answer of `what` (`token`, `discovery`,
-    /// `jwks`) becomes `kind` (`500`, `badjson`, `huge` = a 10 MB body) until `clear_faults`.
+    /// `jwks`) becomes `kind` (`500`, `badjson`, `huge`/`hugechunked` = a 10 MB body with and
+    /// without Content-Length) until `clear_faults`.
     pub fn fault(&self, what: &str, kind: &str) {
         plain_agent()
             .post(&self.url(&format!("/_test/fault?what={what}&kind={kind}")))

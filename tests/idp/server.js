@@ -621,6 +621,15 @@ const server = http.createServer(async (req, res) => {
       grantIds.clear();
       return sendJson(res, 200, { revoked });
     }
+    // POST /_test/set-groups?user=NAME&groups=/a,/b: an admin changes a user's groups; tokens
+    // issued from now on (refreshes too) carry the new ones.
+    if (pathname === '/_test/set-groups' && req.method === 'POST') {
+      const q = new URLSearchParams(req.url.split('?')[1] || '');
+      const user = byUsername.get(q.get('user'));
+      if (!user) return sendJson(res, 404, { error: 'no such user' });
+      user.groups = (q.get('groups') || '').split(',').filter(Boolean);
+      return sendJson(res, 200, { user: user.username, groups: user.groups });
+    }
     if (pathname === '/_test/fault' && req.method === 'POST') {
       const q = new URLSearchParams(req.url.split('?')[1] || '');
       if (q.get('clear')) {
