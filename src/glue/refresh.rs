@@ -93,9 +93,9 @@ pub unsafe fn refresh(
                 rctx.refresh = RefreshState::Verifying;
             }
             answer => {
-                let answer = answer.map_err(|e| (e, status));
+                let answer = answer.map(|t| (t, None)).map_err(|e| (e, status));
                 // SAFETY: per this function's contract.
-                return unsafe { finish(r, rctx, p, session, &key, answer, None, now) };
+                return unsafe { finish(r, rctx, p, session, &key, answer, now) };
             }
         }
     }
@@ -111,7 +111,7 @@ pub unsafe fn refresh(
             return Refreshed::Unavailable;
         };
         // SAFETY: per this function's contract.
-        return unsafe { finish(r, rctx, p, session, &key, Ok(t), claims, now) };
+        return unsafe { finish(r, rctx, p, session, &key, Ok((t, claims)), now) };
     }
     // SAFETY: per this function's contract.
     let d = match unsafe { login::discovery(r, rctx, p, now) } {
@@ -177,6 +177,10 @@ pub unsafe fn refresh(
     }
 }
 
+/// The token endpoint's answer to a refresh: the tokens with the refreshed ID token's claims
+/// (when they verified), or the error with the call's status.
+type Answer = Result<(token::TokenResponse, Option<Map<String, Value>>), (token::TokenError, u16)>;
+
 /// The identity claims of the refreshed ID token in `rctx.token`, verified like the login's
 /// (but for the nonce) and about the same user, so that group and role changes at the provider
 /// apply from the next refresh on; `None` keeps the login's claims (logged).
@@ -231,24 +235,22 @@ unsafe fn refreshed_claims(
     }
 }
 
-/// Applies the provider's answer (with the refreshed ID token's `claims`, when verified) and
-/// tells the other workers.
+/// Applies the provider's answer (the tokens, and the refreshed ID token's claims when they
+/// verified) and tells the other workers.
 ///
 /// # Safety
 /// `r` must be a live main request owning `rctx`.
-#[allow(clippy::too_many_arguments)]
 unsafe fn finish(
     r: *mut ngx_http_request_t,
     rctx: &mut RequestCtx,
     p: &Provider,
     session: Session,
     key: &shared::Key,
-    answer: Result<token::TokenResponse, (token::TokenError, u16)>,
-    claims: Option<Map<String, Value>>,
+    answer: Answer,
     now: u64,
 ) -> Refreshed {
-    let t = match answer {
-        Ok(t) => t,
+    let (t, claims) = match answer {
+        Ok(answer) => answer,
         Err((token::TokenError::Refused { error, description }, _)) if error == "invalid_grant" => {
             ngx_log_error!(
                 NGX_LOG_INFO,
