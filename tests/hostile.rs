@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -629,6 +631,82 @@ fn a_frozen_provider_does_not_delay_a_logged_in_user() {
         status < 500 || status == 502 || status == 503 || status == 504,
         "{status}"
     );
+    env.assert_error_log_is_clean();
+}
+
+/// Sum of a `/proc/PID/status` field (in KiB) over nginx's workers.
+fn workers_kib(env: &Env, field: &str) -> u64 {
+    let master = env.nginx.master_pid().expect("nginx is running");
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|st| {
+            st.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn callbacks_waiting_on_a_frozen_provider_cost_little_memory() {
+    let env = Env::start();
+    // Anyone can start a login and post a made-up code with its state: each such callback
+    // holds a provider call open for as long as the provider takes.
+    let n = 300;
+    let starts: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let (status, text) = raw_request(
+                env.port,
+                format!(
+                    "GET /p{i} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\n\
+                     Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            assert_eq!(status, 302, "{text}");
+            let state = text
+                .split(['?', '&'])
+                .find_map(|p| p.strip_prefix("state="))
+                .and_then(|v| v.split([' ', '\r']).next())
+                .expect("state in Location")
+                .to_string();
+            let cookies: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("Set-Cookie: "))
+                .filter_map(|c| c.split(';').next())
+                .collect();
+            (state, cookies.join("; "))
+        })
+        .collect();
+    env.provider.pause();
+    thread::sleep(Duration::from_millis(300));
+    let before = workers_kib(&env, "VmSize:");
+    let open: Vec<TcpStream> = starts
+        .iter()
+        .map(|(state, cookie)| {
+            let mut s = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+            write!(
+                s,
+                "GET /oauth2/callback?code=made-up&state={state} HTTP/1.1\r\n\
+                 Host: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    let grown = workers_kib(&env, "VmSize:").saturating_sub(before);
+    env.provider.resume();
+    drop(open);
+    eprintln!(
+        "{n} callbacks waiting on a frozen provider: workers' address space +{grown} KiB ({} KiB each)",
+        grown / n
+    );
+    // A fixed 256 KiB answer buffer per call made this ~270 KiB each.
+    assert!(grown / n < 64, "+{grown} KiB for {n} waiting callbacks");
     env.assert_error_log_is_clean();
 }
 
