@@ -10,22 +10,6 @@ use common::*;
 
 const PAGE: &str = "/some/page?x=1";
 
-/// A 4xx without a session cookie.
-fn assert_refused(b: &Browser, r: &Resp) {
-    assert!(
-        (400..500).contains(&r.status),
-        "expected 400/401/403, got {}\n{}",
-        r.summary(),
-        b.transcript()
-    );
-    let set = session_cookies_set(r);
-    assert!(set.is_empty(), "a refused callback set {:?}", set);
-    assert!(
-        b.jar.names_where(is_session_cookie).is_empty(),
-        "the browser holds a session cookie after a refused callback"
-    );
-}
-
 /// A redirect that stays on the site: a relative path starting with exactly one `/`, or an
 /// absolute URL of the site itself (nginx's `absolute_redirect` completes relative ones).
 fn assert_on_site_redirect(env: &Env, b: &Browser, r: &Resp) -> String {

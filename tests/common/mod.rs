@@ -1679,6 +1679,22 @@ pub fn shows_one_time_value(log: &str) -> bool {
     })
 }
 
+/// A 4xx without a session cookie.
+pub fn assert_refused(b: &Browser, r: &Resp) {
+    assert!(
+        (400..500).contains(&r.status),
+        "expected 400/401/403, got {}\n{}",
+        r.summary(),
+        b.transcript()
+    );
+    let set = session_cookies_set(r);
+    assert!(set.is_empty(), "a refused callback set {:?}", set);
+    assert!(
+        b.jar.names_where(is_session_cookie).is_empty(),
+        "the browser holds a session cookie after a refused callback"
+    );
+}
+
 /// A browser carrying only `session` as its session cookie gets 401 on an API request;
 /// `what` says where the cookie came from, for the failure message.
 pub fn assert_session_refused(env: &Env, session: &str, what: &str) {
