@@ -74,22 +74,13 @@ pub unsafe fn push_header(
     key: &str,
     value: &[u8],
 ) -> Option<()> {
-    // SAFETY: per the caller's contract; ngx_list_push returns room for one element.
+    // SAFETY: per the caller's contract; the copies live in the request pool.
     unsafe {
-        let h = ngx_list_push(list) as *mut ngx_table_elt_t;
-        if h.is_null() {
-            return None;
-        }
         let lower = key.to_ascii_lowercase();
-        (*h).key = pool_str(r, key.as_bytes())?;
-        (*h).value = pool_str(r, value)?;
-        (*h).lowcase_key = pool_str(r, lower.as_bytes())?.data;
-        (*h).hash = 1;
-        #[cfg(not(ngx_oidc_pre_1_23))]
-        {
-            (*h).next = ptr::null_mut();
-        }
-        Some(())
+        let key = pool_str(r, key.as_bytes())?;
+        let lowcase_key = pool_str(r, lower.as_bytes())?.data;
+        let value = pool_str(r, value)?;
+        push_elt(list, key, lowcase_key, value)
     }
 }
 
@@ -106,19 +97,37 @@ pub unsafe fn push_header_borrowed(
 ) -> Option<()> {
     // SAFETY: per the caller's contract; nginx only reads header names and values.
     unsafe {
+        let key_str = ngx_str_t {
+            len: key.len(),
+            data: key.as_ptr() as *mut u8,
+        };
+        let value = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr() as *mut u8,
+        };
+        push_elt(list, key_str, lowcase_key.as_ptr() as *mut u8, value)
+    }
+}
+
+/// Appends one header element (a single value, not chained to another of its name).
+///
+/// # Safety
+/// `list` must be a header list of a live request; the strings must outlive the request.
+unsafe fn push_elt(
+    list: *mut ngx_list_t,
+    key: ngx_str_t,
+    lowcase_key: *mut u8,
+    value: ngx_str_t,
+) -> Option<()> {
+    // SAFETY: per this function's contract; ngx_list_push returns room for one element.
+    unsafe {
         let h = ngx_list_push(list) as *mut ngx_table_elt_t;
         if h.is_null() {
             return None;
         }
-        (*h).key = ngx_str_t {
-            len: key.len(),
-            data: key.as_ptr() as *mut u8,
-        };
-        (*h).value = ngx_str_t {
-            len: value.len(),
-            data: value.as_ptr() as *mut u8,
-        };
-        (*h).lowcase_key = lowcase_key.as_ptr() as *mut u8;
+        (*h).key = key;
+        (*h).value = value;
+        (*h).lowcase_key = lowcase_key;
         (*h).hash = 1;
         #[cfg(not(ngx_oidc_pre_1_23))]
         {
