@@ -54,11 +54,7 @@ run="$out/run"
 helpers="$NGX_OIDC_ROOT/scripts/bench"
 
 # ------------------------------------------------------------------------------ dependencies
-if [ "${NGX_OIDC_SKIP_BUILD:-0}" = 1 ]; then
-    [ -x "$NGX_OIDC_NGINX_OUT" ] && [ -f "$NGX_OIDC_MODULE_OUT" ] || die "run scripts/build.sh first"
-else
-    "$NGX_OIDC_ROOT/scripts/build.sh"
-fi
+build_unless_skipped
 ensure_idp_deps
 ensure_commands wrk curl python3
 if [ "$cg_part" = 1 ]; then
@@ -70,9 +66,7 @@ mkdir -p "$run/tmp" "$run/html" "$out/raw"
 rm -f "$out/runs.jsonl" "$out/checks.json" "$out/rss.json" "$out/callgrind.json" "$out/meta.json"
 : >"$out/runs.jsonl"
 
-# A private copy of both binaries: a concurrent scripts/build.sh cannot change them mid-run.
-cp "$NGX_OIDC_NGINX_OUT" "$run/nginx"
-cp "$NGX_OIDC_MODULE_OUT" "$run/ngx_http_oidc_module.so"
+copy_binaries "$run"
 nginx_bin="$run/nginx"
 
 # About 100 bytes, served from disk by the static module in every case.
@@ -107,13 +101,7 @@ write_conf() {
     large_client_header_buffers 4 32k;
     root $run/html;
 
-    oidc_provider keycloak {
-        issuer             http://127.0.0.1:$P_IDP/realms/test;
-        client_id          test;
-        client_secret      secret;
-        cookie_secret_file $run/cookie-keys;
-        cookie_secure      off;
-    }
+$(oidc_provider_block keycloak "$P_IDP" "$run/cookie-keys")
 
     # A: plain nginx.
     server {

@@ -111,6 +111,37 @@ ensure_chromium() {
 
 # ------------------------------------------------------------ load scripts (bench.sh, soak.sh)
 
+# scripts/build.sh, or with NGX_OIDC_SKIP_BUILD=1 the last build as it is.
+build_unless_skipped() {
+    if [ "${NGX_OIDC_SKIP_BUILD:-0}" = 1 ]; then
+        [ -x "$NGX_OIDC_NGINX_OUT" ] && [ -f "$NGX_OIDC_MODULE_OUT" ] || die "run scripts/build.sh first"
+    else
+        "$NGX_OIDC_ROOT/scripts/build.sh"
+    fi
+}
+
+# Private copies of nginx and the module in DIR (DIR/nginx, DIR/ngx_http_oidc_module.so): a
+# concurrent scripts/build.sh cannot change them mid-run.
+copy_binaries() {
+    cp "$NGX_OIDC_NGINX_OUT" "$1/nginx"
+    cp "$NGX_OIDC_MODULE_OUT" "$1/ngx_http_oidc_module.so"
+}
+
+# An `oidc_provider` block for the test provider: NAME, provider port, cookie key file, extra
+# directives.
+oidc_provider_block() {
+    cat <<EOF
+    oidc_provider $1 {
+        issuer             http://127.0.0.1:$2/realms/test;
+        client_id          test;
+        client_secret      secret;
+        cookie_secret_file $3;
+        cookie_secure      off;
+        ${4:-}
+    }
+EOF
+}
+
 # N free TCP ports on 127.0.0.1, on one line.
 free_ports() {
     python3 -c '

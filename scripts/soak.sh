@@ -33,18 +33,13 @@ out="$NGX_OIDC_TARGET/soak"
 run="$out/run"
 helpers="$NGX_OIDC_ROOT/scripts/bench"
 
-if [ "${NGX_OIDC_SKIP_BUILD:-0}" = 1 ]; then
-    [ -x "$NGX_OIDC_NGINX_OUT" ] && [ -f "$NGX_OIDC_MODULE_OUT" ] || die "run scripts/build.sh first"
-else
-    "$NGX_OIDC_ROOT/scripts/build.sh"
-fi
+build_unless_skipped
 ensure_idp_deps
 ensure_commands wrk python3
 
 rm -rf "$run" "$out/raw"
 mkdir -p "$run/tmp" "$run/html" "$out/raw"
-cp "$NGX_OIDC_NGINX_OUT" "$run/nginx"
-cp "$NGX_OIDC_MODULE_OUT" "$run/ngx_http_oidc_module.so"
+copy_binaries "$run"
 printf '%s\n' '<!doctype html><title>ngx-oidc soak</title><p>soak' >"$run/html/index.html"
 path=/index.html
 (umask 077 && head -c 32 /dev/urandom | base64 >"$run/cookie-keys")
@@ -76,21 +71,8 @@ wait_port "$P_IDL" 30
     cat <<EOF
     root $run/html;
 
-    oidc_provider short {
-        issuer             http://127.0.0.1:$P_IDS/realms/test;
-        client_id          test;
-        client_secret      secret;
-        cookie_secret_file $run/cookie-keys;
-        cookie_secure      off;
-        refresh_leeway     ${leeway}s;
-    }
-    oidc_provider long {
-        issuer             http://127.0.0.1:$P_IDL/realms/test;
-        client_id          test;
-        client_secret      secret;
-        cookie_secret_file $run/cookie-keys;
-        cookie_secure      off;
-    }
+$(oidc_provider_block short "$P_IDS" "$run/cookie-keys" "refresh_leeway     ${leeway}s;")
+$(oidc_provider_block long "$P_IDL" "$run/cookie-keys")
     server {
         listen 127.0.0.1:$P_S;
         location /_oidc { internal; proxy_pass \$oidc_fetch_url; }
