@@ -11,6 +11,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
+const { test } = require('node:test');
 const { chromium } = require('playwright-core');
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -179,4 +180,34 @@ function shooter(testName) {
   };
 }
 
-module.exports = { ROOT, OUT, CHROMIUM, startWorld, launchBrowser, shooter, slug, sleep };
+/**
+ * `story(name, fn, opts)` defines a test that runs `fn({ t, context, page, shot })` in a fresh
+ * browser context (empty cookie jar); on failure it saves a screenshot and adds the server logs.
+ * `env()` gives `{ browser, world }` once the file's `before` hook has made them.
+ * `opts.contextOptions`, an async function, gives extra `browser.newContext` options.
+ */
+function storyTeller(env) {
+  return function story(name, fn, opts = {}) {
+    const { contextOptions, ...testOptions } = opts;
+    test(name, testOptions, async (t) => {
+      const { browser, world } = env();
+      const extra = typeof contextOptions === 'function' ? await contextOptions() : {};
+      const context = await browser.newContext({ viewport: { width: 1000, height: 700 }, ...extra });
+      const page = await context.newPage();
+      const shot = shooter(name);
+      try {
+        await fn({ t, context, page, shot });
+      } catch (e) {
+        await shot(page, 'failure');
+        e.message += `\n(page at ${page.url()})\n${world.diagnostics()}`;
+        throw e;
+      } finally {
+        await context.close();
+      }
+    });
+  };
+}
+
+module.exports = {
+  ROOT, OUT, CHROMIUM, startWorld, launchBrowser, storyTeller, slug, sleep,
+};

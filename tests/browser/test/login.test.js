@@ -2,9 +2,9 @@
 // http://127.0.0.1 with `cookie_secure off` (the demo's config). One world (provider, upstream,
 // nginx) and one browser for the file; every test gets a fresh browser context (empty cookie jar).
 'use strict';
-const { test, before, after } = require('node:test');
+const { before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startWorld, launchBrowser, shooter } = require('../lib/world');
+const { startWorld, launchBrowser, storyTeller } = require('../lib/world');
 const { startCookieProxy } = require('../lib/cookie-proxy');
 const {
   expectLoginForm, submitLogin, identityHeaders, moduleCookies, pageFetch, pageXhr, recordNavigation,
@@ -23,25 +23,7 @@ after(async () => {
   await world?.stop();
 });
 
-/** Runs `fn({ context, page, shot })` in a fresh context; on failure adds the server logs. */
-function story(name, fn, opts = {}) {
-  const { contextOptions, ...testOptions } = opts;
-  test(name, testOptions, async (t) => {
-    const extra = typeof contextOptions === 'function' ? await contextOptions() : {};
-    const context = await browser.newContext({ viewport: { width: 1000, height: 700 }, ...extra });
-    const page = await context.newPage();
-    const shot = shooter(name);
-    try {
-      await fn({ t, context, page, shot });
-    } catch (e) {
-      await shot(page, 'failure');
-      e.message += `\n(page at ${page.url()})\n${world.diagnostics()}`;
-      throw e;
-    } finally {
-      await context.close();
-    }
-  });
-}
+const story = storyTeller(() => ({ browser, world }));
 
 story('a user opens a protected deep link, logs in at the provider and lands on the deep link',
   async ({ t, context, page, shot }) => {
