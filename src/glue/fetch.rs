@@ -7,16 +7,15 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_alloc_chain_link, ngx_chain_t, ngx_http_post_subrequest_t, ngx_http_request_body_t,
-    ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init, ngx_list_part_t, ngx_palloc,
-    ngx_pcalloc, ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_IN_MEMORY,
-    NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
+    ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init, ngx_palloc, ngx_pcalloc,
+    ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::ctx::{self, FetchSlot, RequestCtx};
-use super::http::{calloc_buf, pool_str, push_header};
+use super::http::{calloc_buf, list_elts, pool_str, push_header};
 
 /// Largest provider answer kept; a bigger one fails the call instead of filling memory.
 /// Keycloak token responses for users in hundreds of groups stay far below this.
@@ -213,18 +212,17 @@ unsafe extern "C" fn fetch_done(
     }
 }
 
-/// Zeroes `len` bytes at `p`; the compiler may not drop the writes (they go to memory nginx
-/// reuses, which it cannot see).
+/// Zeroes `len` bytes at `p` (zeroize: writes the compiler may not drop, although nothing in
+/// Rust reads the memory again).
 ///
 /// # Safety
-/// `p..p+len` must be writable memory.
+/// `p..p+len` must be writable memory, or `len` 0.
 unsafe fn wipe(p: *mut u8, len: usize) {
-    // SAFETY: per this function's contract.
-    unsafe {
-        for i in 0..len {
-            ptr::write_volatile(p.add(i), 0);
-        }
+    if p.is_null() || len == 0 {
+        return;
     }
+    // SAFETY: per this function's contract.
+    unsafe { core::slice::from_raw_parts_mut(p, len) }.zeroize();
 }
 
 /// Wipes what this module put into the subrequest's pool for the provider: the form body (a
@@ -245,14 +243,8 @@ unsafe fn wipe_request(sr: *mut ngx_http_request_t) {
                 wipe((*b).start, (*b).end.offset_from((*b).start).max(0) as usize);
             }
         }
-        let mut part: *mut ngx_list_part_t = &mut (*sr).headers_in.headers.part;
-        while !part.is_null() {
-            let elts = (*part).elts as *mut ngx_table_elt_t;
-            for i in 0..(*part).nelts {
-                let h = elts.add(i);
-                wipe((*h).value.data, (*h).value.len);
-            }
-            part = (*part).next;
+        for h in list_elts(&(*sr).headers_in.headers) {
+            wipe(h.value.data, h.value.len);
         }
     }
 }
