@@ -640,29 +640,15 @@ fn callbacks_waiting_on_a_frozen_provider_cost_little_memory() {
     // Anyone can start a login and post a made-up code with its state: each such callback
     // holds a provider call open for as long as the provider takes.
     let n = 300;
+    let callback_url = url::Url::parse(&env.url("/oauth2/callback")).unwrap();
     let starts: Vec<(String, String)> = (0..n)
         .map(|i| {
-            let (status, text) = raw_request(
-                env.port,
-                format!(
-                    "GET /p{i} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\n\
-                     Connection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            assert_eq!(status, 302, "{text}");
-            let state = text
-                .split(['?', '&'])
-                .find_map(|p| p.strip_prefix("state="))
-                .and_then(|v| v.split([' ', '\r']).next())
-                .expect("state in Location")
-                .to_string();
-            let cookies: Vec<&str> = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("Set-Cookie: "))
-                .filter_map(|c| c.split(';').next())
-                .collect();
-            (state, cookies.join("; "))
+            let mut b = env.browser();
+            let r = b.get(&env.url(&format!("/p{i}")), &[]);
+            assert_sent_to_login(&env, &r, "");
+            let state = query_param(r.location().unwrap(), "state").expect("state");
+            let cookie = b.jar.header_for(&callback_url).expect("login-state cookie");
+            (state, cookie)
         })
         .collect();
     env.provider.pause();
