@@ -1,6 +1,6 @@
 //! The login: redirect to the provider, and the callback that turns a code into a session.
 
-use jsonwebtoken::jwk::JwkSet;
+use crate::oidc::jws::JwkSet;
 use ngx::ffi::{
     ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_BAD_REQUEST,
     NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MOVED_TEMPORARILY,
