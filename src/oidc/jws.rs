@@ -141,10 +141,12 @@ pub enum JwsError {
 /// Splits a compact JWS (RFC 7515 §7.1) and decodes its header and payload.
 pub fn parse(token: &str) -> Result<Jws<'_>, JwsError> {
     let (signing_input, signature) = token.rsplit_once('.').ok_or(JwsError::Malformed)?;
-    let (header, payload) = signing_input
-        .split_once('.')
-        .ok_or(JwsError::Malformed)?;
-    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| JwsError::Malformed);
+    let (header, payload) = signing_input.split_once('.').ok_or(JwsError::Malformed)?;
+    let decode = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| JwsError::Malformed)
+    };
     let header: Header =
         serde_json::from_slice(&decode(header)?).map_err(|_| JwsError::Malformed)?;
     Ok(Jws {
@@ -235,7 +237,8 @@ fn verify_es512(jws: &Jws, x: Vec<u8>, y: Vec<u8>) -> Result<(), JwsError> {
 /// signature.
 fn verify_ed448(jws: &Jws, x: Vec<u8>) -> Result<(), JwsError> {
     let x: [u8; 57] = x.try_into().map_err(|_| JwsError::BadKey)?;
-    let key = ed448_goldilocks::VerifyingKey::from_bytes(&x.into()).map_err(|_| JwsError::BadKey)?;
+    let key =
+        ed448_goldilocks::VerifyingKey::from_bytes(&x.into()).map_err(|_| JwsError::BadKey)?;
     let sig = ed448_goldilocks::Signature::from_slice(&signature_bytes(jws)?)
         .map_err(|_| JwsError::Signature)?;
     key.verify_raw(&sig, jws.signing_input.as_bytes())
@@ -244,7 +247,10 @@ fn verify_ed448(jws: &Jws, x: Vec<u8>) -> Result<(), JwsError> {
 
 /// A header value for a log line: short and printable.
 fn printable(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_graphic()).take(32).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -318,12 +324,18 @@ mod tests {
             verify(&parse(t).unwrap(), &k)
         };
         // ES512 header, P-384 key; EdDSA header with an Ed25519 key for an Ed448 signature.
-        assert_eq!(with_key(token("ES512"), key("ES384")), Err(JwsError::BadKey));
+        assert_eq!(
+            with_key(token("ES512"), key("ES384")),
+            Err(JwsError::BadKey)
+        );
         assert_eq!(
             with_key(token("Ed448"), key("Ed25519")),
             Err(JwsError::Signature)
         );
-        assert_eq!(with_key(token("RS256"), key("ES256")), Err(JwsError::BadKey));
+        assert_eq!(
+            with_key(token("RS256"), key("ES256")),
+            Err(JwsError::BadKey)
+        );
         // A key that names its algorithm is used with no other.
         let mut rs384 = key("RS256");
         rs384.alg = Some("RS384".into());
