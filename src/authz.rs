@@ -44,6 +44,20 @@ pub struct Rules {
     pub emails: Option<Vec<String>>,
 }
 
+impl Rules {
+    /// The client roles of these rules that name a client other than `client_id`. Keycloak
+    /// puts another client's roles into this client's tokens only with "Full scope allowed"
+    /// or a scope mapping, so such a rule is more often a typo (the shipped example once named
+    /// a client "client") than intended: `nginx -t` warns.
+    pub fn foreign_client_roles<'a>(&'a self, client_id: &str) -> Vec<&'a Role> {
+        self.roles
+            .iter()
+            .flatten()
+            .filter(|r| matches!(r, Role::Client { client, .. } if client != client_id))
+            .collect()
+    }
+}
+
 /// A configuration mistake in a rule directive; the text names the directive.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RuleError {
@@ -504,6 +518,21 @@ mod tests {
         assert!(r.check(&alice(), false).is_ok());
         assert!(r.check(&bob(), true).is_err(), "staff, but other.org");
         assert!(r.check(&demo(), false).is_err(), "example.com, not staff");
+    }
+
+    #[test]
+    fn client_roles_of_another_client_are_pointed_out() {
+        let r = rules(&[(
+            "oidc_require_roles",
+            &["admin", "test:viewer", "client:editor"],
+        )]);
+        let foreign: Vec<String> = r
+            .foreign_client_roles("test")
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(foreign, ["client:editor"]);
+        assert!(rules(&[]).foreign_client_roles("test").is_empty());
     }
 
     #[test]

@@ -19,11 +19,11 @@ use std::cell::{Cell, RefCell};
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_shm_zone_t,
-    ngx_uint_t, NGX_HTTP_MODULE,
+    ngx_uint_t, NGX_HTTP_MODULE, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 
-use crate::authz::Rules;
+use crate::authz::{Role, Rules};
 use crate::conf::provider::ProviderConf;
 use crate::oidc::ProviderCache;
 use crate::session::cache::SessionCache;
@@ -138,8 +138,34 @@ impl HttpModule for Module {
         unsafe {
             let prev = &*(prev as *const LocConf);
             let conf = &mut *(conf as *mut LocConf);
+            // Checked on the block that names the rule, not on each block inheriting it.
+            let own_roles = conf.rules.roles.is_some();
             if conf.merge(prev).is_err() {
                 return ngx::core::NGX_CONF_ERROR;
+            }
+            if let (AuthMode::Provider(i), true) = (conf.auth, own_roles) {
+                if let Some(p) = Module::main_conf(&*cf).and_then(|m| m.providers.get(i)) {
+                    for role in conf.rules.foreign_client_roles(&p.conf.client_id) {
+                        let Role::Client { client, role } = role else {
+                            continue;
+                        };
+                        ngx::ngx_conf_log_error!(
+                            NGX_LOG_WARN,
+                            cf,
+                            "oidc_require_roles: \"{}:{}\" is a role of client \"{}\", but \
+                             provider \"{}\" has client_id \"{}\": Keycloak puts another \
+                             client's roles into the tokens only with \"Full scope allowed\" or \
+                             a scope mapping; for this client's role write \"{}:{}\"",
+                            client,
+                            role,
+                            client,
+                            p.conf.name,
+                            p.conf.client_id,
+                            p.conf.client_id,
+                            role
+                        );
+                    }
+                }
             }
             // Sessions keep the access token only when some location needs it: it is the
             // biggest part of a session.

@@ -6,6 +6,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { importJWK, SignJWT } from 'jose';
 import Provider from 'oidc-provider';
 
 import { bySub, byUsername, keycloakClaims } from './users.js';
@@ -34,6 +35,20 @@ const ID_TTL = ttlEnv('IDP_ID_TOKEN_TTL', 300);
 const REFRESH_TTL = ttlEnv('IDP_REFRESH_TOKEN_TTL', 1800);
 const SESSION_TTL = ttlEnv('IDP_SESSION_TTL', 3600);
 const ROTATE_REFRESH = env.IDP_ROTATE_REFRESH !== '0';
+// Keycloak's default "roles" client scope puts realm_access/resource_access in the access
+// token only; `1` also maps them into the ID token (an administrator's choice).
+const ROLES_IN_ID_TOKEN = env.IDP_ROLES_IN_ID_TOKEN === '1';
+// `1`: the client has Keycloak's Audience mapper, so access tokens say `aud: <client_id>`
+// instead of `aud: account`.
+const AUDIENCE_MAPPER = env.IDP_AUDIENCE_MAPPER === '1';
+// The realm's signing algorithm: RS256 (Keycloak's default), ES512 or Ed448 (EdDSA).
+const SIGNING_ALGS = {
+  RS256: { type: 'rsa', opts: { modulusLength: 2048 }, alg: 'RS256', hash: 'sha256' },
+  ES512: { type: 'ec', opts: { namedCurve: 'P-521' }, alg: 'ES512', hash: 'sha512', dsaEncoding: 'ieee-p1363' },
+  Ed448: { type: 'ed448', opts: {}, alg: 'EdDSA', hash: null },
+};
+const SIGNING = SIGNING_ALGS[env.IDP_SIGNING_ALG || 'RS256'];
+if (!SIGNING) throw new Error(`IDP_SIGNING_ALG must be one of ${Object.keys(SIGNING_ALGS)}`);
 
 // Resource indicator used (implicitly) for every access token; its audience is "account"
 // like Keycloak 19+ access tokens.
@@ -47,6 +62,7 @@ const INTERNAL_TOKEN = crypto.randomBytes(16).toString('hex');
 function loadOrGenerateKey() {
   let jwk;
   if (env.IDP_KEYS_FILE) {
+    if (SIGNING.alg !== 'RS256') throw new Error('IDP_KEYS_FILE holds an RSA key: only with IDP_SIGNING_ALG=RS256');
     const file = path.resolve(process.cwd(), env.IDP_KEYS_FILE);
     const data = JSON.parse(fs.readFileSync(file, 'utf8'));
     const keys = Array.isArray(data.keys) ? data.keys : [data];
@@ -54,22 +70,20 @@ function loadOrGenerateKey() {
     if (!jwk) throw new Error(`${file}: no private RSA JWK found`);
     jwk = { ...jwk };
   } else {
-    const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const { privateKey } = crypto.generateKeyPairSync(SIGNING.type, SIGNING.opts);
     jwk = privateKey.export({ format: 'jwk' });
   }
   if (!jwk.kid) {
-    const canon = JSON.stringify({ e: jwk.e, kty: 'RSA', n: jwk.n });
+    const { d, p, q, dp, dq, qi, ...pub } = jwk;
+    const canon = JSON.stringify(Object.fromEntries(Object.entries(pub).sort()));
     jwk.kid = crypto.createHash('sha256').update(canon).digest('base64url');
   }
-  jwk.alg = 'RS256';
+  jwk.alg = SIGNING.alg;
   jwk.use = 'sig';
   return jwk;
 }
 const SIGNING_JWK = loadOrGenerateKey();
-const PUBLIC_KEY = crypto.createPublicKey({
-  key: { kty: 'RSA', n: SIGNING_JWK.n, e: SIGNING_JWK.e },
-  format: 'jwk',
-});
+const PUBLIC_KEY = crypto.createPublicKey(crypto.createPrivateKey({ key: SIGNING_JWK, format: 'jwk' }));
 
 // ---------------------------------------------------------------- counters
 const stats = {
@@ -169,11 +183,11 @@ function verifyOwnJwt(token) {
   if (parts.length !== 3) return null;
   try {
     const header = b64json(parts[0]);
-    if (header.alg !== 'RS256' || header.kid !== SIGNING_JWK.kid) return null;
+    if (header.alg !== SIGNING.alg || header.kid !== SIGNING_JWK.kid) return null;
     const ok = crypto.verify(
-      'sha256',
+      SIGNING.hash,
       Buffer.from(`${parts[0]}.${parts[1]}`),
-      PUBLIC_KEY,
+      SIGNING.dsaEncoding ? { key: PUBLIC_KEY, dsaEncoding: SIGNING.dsaEncoding } : PUBLIC_KEY,
       Buffer.from(parts[2], 'base64url'),
     );
     if (!ok) return null;
@@ -220,7 +234,7 @@ const configuration = {
     // client_secret_basic and client_secret_post are interchangeable in oidc-provider
     // (both are accepted when either is registered).
     token_endpoint_auth_method: 'client_secret_basic',
-    id_token_signed_response_alg: 'RS256',
+    id_token_signed_response_alg: SIGNING.alg,
     require_auth_time: true,
     // Only used so that oidc-provider puts `sid` into ID tokens (Keycloak always does).
     backchannel_logout_uri: process.env.IDP_BACKCHANNEL_LOGOUT_URI || `http://${HOST}:${PORT}/_test/backchannel-logout`,
@@ -239,10 +253,10 @@ const configuration = {
   // scopes even when only `openid` is requested, so everything hangs off `openid` too.
   claims: {
     openid: ['sub', 'preferred_username', 'email', 'email_verified', 'name', 'given_name',
-      'family_name', 'groups', 'realm_access', 'resource_access'],
+      'family_name', 'groups', ...(ROLES_IN_ID_TOKEN ? ['realm_access', 'resource_access'] : [])],
     profile: ['name', 'given_name', 'family_name', 'preferred_username'],
     email: ['email', 'email_verified'],
-    roles: ['realm_access', 'resource_access'],
+    ...(ROLES_IN_ID_TOKEN ? { roles: ['realm_access', 'resource_access'] } : {}),
     groups: ['groups'],
   },
   conformIdTokenClaims: false,
@@ -255,6 +269,9 @@ const configuration = {
         return keycloakClaims(user, CLIENT_ID);
       },
     };
+  },
+  enabledJWA: {
+    idTokenSigningAlgValues: ['RS256', 'ES512', 'EdDSA'],
   },
   features: {
     devInteractions: { enabled: false },
@@ -285,10 +302,10 @@ ${form.replace('</form>', '<input type="hidden" name="logout" value="yes"/></for
         }
         return {
           scope: SCOPES.join(' '),
-          audience: 'account',
+          audience: AUDIENCE_MAPPER ? CLIENT_ID : 'account',
           accessTokenTTL: ACCESS_TTL,
           accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: 'RS256' } },
+          jwt: { sign: { alg: SIGNING.alg } },
         };
       },
     },
@@ -630,6 +647,16 @@ const server = http.createServer(async (req, res) => {
       user.groups = (q.get('groups') || '').split(',').filter(Boolean);
       return sendJson(res, 200, { user: user.username, groups: user.groups });
     }
+    // POST /_test/set-roles?user=NAME&realm=a,b&client=c,d: an admin changes a user's realm
+    // and client roles; tokens issued from now on (refreshes too) carry the new ones.
+    if (pathname === '/_test/set-roles' && req.method === 'POST') {
+      const q = new URLSearchParams(req.url.split('?')[1] || '');
+      const user = byUsername.get(q.get('user'));
+      if (!user) return sendJson(res, 404, { error: 'no such user' });
+      user.realm_roles = (q.get('realm') || '').split(',').filter(Boolean);
+      user.client_roles = (q.get('client') || '').split(',').filter(Boolean);
+      return sendJson(res, 200, { user: user.username, realm: user.realm_roles, client: user.client_roles });
+    }
     if (pathname === '/_test/fault' && req.method === 'POST') {
       const q = new URLSearchParams(req.url.split('?')[1] || '');
       if (q.get('clear')) {
@@ -644,6 +671,37 @@ const server = http.createServer(async (req, res) => {
       const n = q.get('n') ? parseInt(q.get('n'), 10) : null;
       faults.set(what, { kind, left: Number.isFinite(n) && n > 0 ? n : null });
       return sendJson(res, 200, { faults: Object.fromEntries(faults) });
+    }
+    // POST /_test/mint?kind=id|logout|refresh&user=NAME: a token of this client for NAME, signed
+    // with the realm key and valid (iss, aud = client, exp), shaped like the provider's other
+    // tokens: an ID token as oidc-provider makes it (nonce, at_hash, no typ), a Keycloak 24+
+    // logout token (header typ logout+jwt, typ Logout, events) and a Keycloak refresh token
+    // (typ Refresh). oidc-provider's refresh tokens are opaque and its logout tokens go to the
+    // relying party only, so tests that present them as bearer tokens take these.
+    if (pathname === '/_test/mint' && req.method === 'POST') {
+      const q = new URLSearchParams(req.url.split('?')[1] || '');
+      const user = byUsername.get(q.get('user'));
+      const kind = q.get('kind');
+      if (!user || !['id', 'logout', 'refresh'].includes(kind)) {
+        return sendJson(res, 400, { error: 'kind must be id, logout or refresh; user a known user' });
+      }
+      const now = Math.floor(Date.now() / 1000);
+      const { sub } = user;
+      const base = { iss: ISSUER, aud: CLIENT_ID, azp: CLIENT_ID, sub, iat: now, exp: now + 300,
+        jti: crypto.randomUUID(), sid: crypto.randomUUID() };
+      const claims = {
+        id: { ...base, nonce: crypto.randomBytes(8).toString('hex'), at_hash: 'x'.repeat(22),
+          ...keycloakClaims(user, CLIENT_ID) },
+        logout: { ...base, typ: 'Logout',
+          events: { 'http://schemas.openid.net/event/backchannel-logout': {} } },
+        refresh: { ...base, typ: 'Refresh', scope: 'openid profile email' },
+      }[kind];
+      const typ = kind === 'logout' ? 'logout+jwt' : 'JWT';
+      const key = await importJWK(SIGNING_JWK, SIGNING.alg);
+      const token = await new SignJWT(claims)
+        .setProtectedHeader({ alg: SIGNING.alg, typ, kid: SIGNING_JWK.kid })
+        .sign(key);
+      return send(res, 200, token, 'text/plain');
     }
     if (pathname === '/_test/backchannel-logout') {
       await readBody(req);
@@ -699,7 +757,7 @@ const server = http.createServer(async (req, res) => {
 });
 
 server.listen(PORT, HOST, () => {
-  console.log(`test IdP listening: issuer=${ISSUER} client_id=${CLIENT_ID} rotate_refresh=${ROTATE_REFRESH} kid=${SIGNING_JWK.kid}`);
+  console.log(`test IdP listening: issuer=${ISSUER} client_id=${CLIENT_ID} rotate_refresh=${ROTATE_REFRESH} alg=${SIGNING.alg} kid=${SIGNING_JWK.kid}`);
 });
 
 for (const sig of ['SIGINT', 'SIGTERM']) {
