@@ -237,8 +237,7 @@ fn verify_es512(jws: &Jws, x: Vec<u8>, y: Vec<u8>) -> Result<(), JwsError> {
 /// signature.
 fn verify_ed448(jws: &Jws, x: Vec<u8>) -> Result<(), JwsError> {
     let x: [u8; 57] = x.try_into().map_err(|_| JwsError::BadKey)?;
-    let key =
-        ed448_goldilocks::VerifyingKey::from_bytes(&x.into()).map_err(|_| JwsError::BadKey)?;
+    let key = ed448_goldilocks::VerifyingKey::from_bytes(&x).map_err(|_| JwsError::BadKey)?;
     let sig = ed448_goldilocks::Signature::from_slice(&signature_bytes(jws)?)
         .map_err(|_| JwsError::Signature)?;
     key.verify_raw(&sig, jws.signing_input.as_bytes())
