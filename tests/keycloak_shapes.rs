@@ -166,6 +166,28 @@ fn id_logout_and_refresh_tokens_are_refused_as_bearer_tokens_with_the_reason_log
     let at = access_token_of(&env, "alice");
     let r = api(&env, &at);
     assert_eq!(r.status, 200, "a real access token passes: {}", r.summary());
+    // The real ID token: the sign-out redirect shows it to the browser (id_token_hint).
+    let mut b = logged_in(&env, "/", "alice");
+    let out = b.get(&env.url("/oauth2/sign_out"), &[]);
+    let id_token = out
+        .location()
+        .and_then(|l| query_param(l, "id_token_hint"))
+        .unwrap_or_else(|| {
+            panic!(
+                "the sign-out redirect has an id_token_hint: {}",
+                out.summary()
+            )
+        });
+    assert_eq!(jwt_part(&id_token, 1)["aud"], "test");
+    let r = api(&env, &id_token);
+    assert_eq!(
+        r.status,
+        401,
+        "the ID token from the sign-out URL: {}",
+        r.summary()
+    );
+    assert!(env.error_log().lines().any(|l| l.contains("[warn]")
+        && l.contains("bearer token refused: the token is not an access token: it has a nonce")));
     for (kind, why) in [
         (
             "id",
