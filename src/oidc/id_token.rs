@@ -120,8 +120,8 @@ fn verify_for_client(
 }
 
 /// The checks every token shares: an allowed asymmetric algorithm, a key from the JWKS by
-/// `kid`, the signature, `iss`, `aud` containing `audience` (when given), `exp` and `iat` (with `leeway`),
-/// and the `required` claims.
+/// `kid`, the signature, `iss`, `aud` containing `audience` (when given), `exp` and `iat`
+/// (with `leeway`), and the `required` claims.
 fn verify_signed(
     token: &str,
     jwks: &JwkSet,

@@ -69,8 +69,10 @@ impl Alg {
 /// key does not make the whole set unusable.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct Jwk {
+    /// `RSA`, `EC` or `OKP` for the keys this module can use (RFC 7518 §6.1, RFC 8037 §2).
     #[serde(default)]
     pub kty: String,
+    /// The key id that tokens name in their header.
     #[serde(default)]
     pub kid: Option<String>,
     /// When present, the only algorithm the key may be used with (RFC 7517 §4.4).
@@ -79,12 +81,16 @@ pub struct Jwk {
     /// When present, must be `sig` (RFC 7517 §4.2).
     #[serde(default, rename = "use")]
     pub key_use: Option<String>,
+    /// The curve of an `EC` or `OKP` key: `P-256`, `P-384`, `P-521`, `Ed25519`, `Ed448`.
     #[serde(default)]
     pub crv: Option<String>,
+    /// RSA modulus and exponent, base64url (RFC 7518 §6.3.1).
     #[serde(default)]
     pub n: Option<String>,
     #[serde(default)]
     pub e: Option<String>,
+    /// The public point, base64url: `x` and `y` for `EC` (RFC 7518 §6.2.1), `x` alone for
+    /// `OKP` (RFC 8037 §2).
     #[serde(default)]
     pub x: Option<String>,
     #[serde(default)]
@@ -94,6 +100,7 @@ pub struct Jwk {
 /// The provider's JWKS (`jwks_uri`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct JwkSet {
+    /// In the provider's order; several may share a `kid` only by mistake (the first wins).
     pub keys: Vec<Jwk>,
 }
 
@@ -123,6 +130,7 @@ pub struct Jws<'a> {
     signing_input: &'a str,
     /// The signature, still base64url (as `jsonwebtoken` takes it).
     signature: &'a str,
+    /// The decoded payload: the claims' JSON.
     pub payload: Vec<u8>,
 }
 
