@@ -406,4 +406,29 @@ impl KcEnv {
     pub fn error_log(&self) -> String {
         self.nginx.error_log()
     }
+
+    /// nginx's error log holds no client secret, JWT, authorization code or state, no
+    /// `[alert]`, and no worker crashed.
+    pub fn assert_error_log_is_clean(&self) {
+        let log = self.error_log();
+        let problems: Vec<&str> = [
+            (
+                log.contains(client_secret(self.opts.client_id)),
+                "the client secret",
+            ),
+            (log.contains("eyJ"), "a JWT (eyJ...)"),
+            (shows_one_time_value(&log), "an authorization code or state"),
+            (log.contains("[alert]"), "an [alert]"),
+            (log.contains("exited on signal"), "a crashed worker"),
+        ]
+        .into_iter()
+        .filter_map(|(found, what)| found.then_some(what))
+        .collect();
+        assert!(
+            problems.is_empty(),
+            "nginx's error.log ({}) contains {}",
+            self.nginx.error_log.display(),
+            problems.join(", ")
+        );
+    }
 }
