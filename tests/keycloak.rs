@@ -67,12 +67,12 @@ fn concurrent_gets(url: &str, cookie: &str, n: usize) -> Vec<(u16, Option<String
 }
 
 /// Keycloak's user events of `kind` for `user`, once at least `at_least` of them are stored
-/// (Keycloak stores events after answering; polled for at most 10 s).
+/// (Keycloak stores events after answering; polled for at most 30 s).
 fn events_once_stored(env: &KcEnv, user: &str, kind: &str, at_least: usize) -> Vec<Value> {
     let start = Instant::now();
     loop {
         let events = env.kc.events(env.opts.realm, user, kind);
-        if events.len() >= at_least || start.elapsed() > Duration::from_secs(10) {
+        if events.len() >= at_least || start.elapsed() > Duration::from_secs(30) {
             return events;
         }
         thread::sleep(Duration::from_millis(100));

@@ -375,14 +375,10 @@ impl KcEnv {
     }
 
     /// A fresh browser that, like Chromium, keeps `Secure` cookies on http://127.0.0.1 (where
-    /// Keycloak sets its login cookies `Secure` over http), and trusts the test CA when
-    /// Keycloak runs over https.
+    /// Keycloak sets its login cookies `Secure` over http), trusts the test CA, and waits up
+    /// to a minute for an answer (nginx's own provider timeout).
     pub fn browser(&self) -> Browser {
-        let mut b = if self.opts.https {
-            Browser::trusting(&self.kc.ca)
-        } else {
-            Browser::new()
-        };
+        let mut b = Browser::patient(Duration::from_secs(60), Some(&self.kc.ca));
         b.jar.loopback_is_secure = true;
         b
     }
