@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use url::Url;
 
+pub mod keycloak;
+
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 // ------------------------------------------------------------------------------------ paths
@@ -117,13 +119,13 @@ pub fn new_cookie_key() -> String {
     base64_std(&random_bytes(32))
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"));
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -182,7 +184,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn kill(pid: u32, signal: &str) {
+pub fn kill(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .stderr(Stdio::null())
@@ -1136,13 +1138,23 @@ struct StoredCookie {
 
 /// A browser's cookie jar. Cookies are per host, not per port (as in browsers), host-only
 /// (a `Domain` attribute matching the host is accepted), with path matching and expiry.
-/// `Secure` cookies are neither stored from nor sent over http.
+/// `Secure` cookies are neither stored from nor sent over http (unless `loopback_is_secure`).
 #[derive(Clone, Debug, Default)]
 pub struct CookieJar {
     cookies: Vec<StoredCookie>,
+    /// Treat http://127.0.0.1 and http://localhost as secure, as Chromium does (potentially
+    /// trustworthy origins): Keycloak sets its login cookies `Secure` even over http there.
+    pub loopback_is_secure: bool,
 }
 
 impl CookieJar {
+    /// Whether `Secure` cookies may be stored from and sent to `url`.
+    fn secure_context(&self, url: &Url) -> bool {
+        url.scheme() == "https"
+            || (self.loopback_is_secure
+                && matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
+    }
+
     pub fn store(&mut self, url: &Url, header: &str) {
         let Some(sc) = SetCookie::parse(header) else {
             return;
@@ -1155,7 +1167,7 @@ impl CookieJar {
             }
         }
         let secure = sc.has("secure");
-        if secure && url.scheme() != "https" {
+        if secure && !self.secure_context(url) {
             return;
         }
         let path = match sc.attr("path") {
@@ -1193,7 +1205,7 @@ impl CookieJar {
             .cookies
             .iter()
             .filter(|c| c.host == host)
-            .filter(|c| !c.secure || url.scheme() == "https")
+            .filter(|c| !c.secure || self.secure_context(url))
             .filter(|c| c.expires.is_none_or(|t| t > now))
             .filter(|c| path_matches(url.path(), &c.path))
             .collect();
@@ -1371,6 +1383,28 @@ impl Browser {
     pub fn new() -> Browser {
         Browser {
             agent: plain_agent(),
+            jar: CookieJar::default(),
+            hops: Vec::new(),
+        }
+    }
+
+    /// A browser that waits up to `timeout` for each answer (a Java provider that has just
+    /// started answers its first logins slowly on 2 busy cores), speaks https and trusts the
+    /// CA in the PEM file `ca` besides the system's, like a machine with a company CA installed.
+    pub fn patient(timeout: Duration, ca: Option<&Path>) -> Browser {
+        let mut tls = native_tls::TlsConnector::builder();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
+            tls.add_root_certificate(
+                native_tls::Certificate::from_pem(&pem).expect("the CA file is PEM"),
+            );
+        }
+        Browser {
+            agent: ureq::AgentBuilder::new()
+                .redirects(0)
+                .timeout(timeout)
+                .tls_connector(Arc::new(tls.build().expect("TLS connector")))
+                .build(),
             jar: CookieJar::default(),
             hops: Vec::new(),
         }
