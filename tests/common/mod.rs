@@ -123,7 +123,7 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -187,6 +187,34 @@ fn kill(pid: u32, signal: &str) {
         .args([format!("-{signal}"), pid.to_string()])
         .stderr(Stdio::null())
         .status();
+}
+
+/// Is process `pid` stopped by a signal (state `T` in `/proc/PID/stat`)?
+fn process_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            let after = &st[st.rfind(')')? + 1..];
+            after.split_whitespace().next().map(|state| state == "T")
+        })
+        .unwrap_or(false)
+}
+
+/// ESTABLISHED IPv4 TCP sockets whose local port is `port` (the server side of connections to
+/// a listener on 127.0.0.1:`port`), from `/proc/net/tcp`.
+pub fn established_to_port(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let mut f = l.split_whitespace();
+            let (local_addr, state) = (f.nth(1), f.nth(1));
+            local_addr.is_some_and(|a| a.ends_with(&local)) && state == Some("01")
+        })
+        .count()
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
@@ -384,14 +412,26 @@ impl Provider {
     }
 
     /// Freezes the provider (SIGSTOP): connections are accepted by the kernel but never
-    /// answered, like a provider stuck under load.
+    /// answered, like a provider stuck under load. Returns once the process is stopped.
     pub fn pause(&self) {
         kill(self.child.id(), "STOP");
+        wait_for("the provider to stop", Duration::from_secs(5), || {
+            process_stopped(self.child.id()).then_some(())
+        });
     }
 
-    /// Undoes `pause` (SIGCONT).
+    /// Undoes `pause` (SIGCONT); returns once the process runs again.
     pub fn resume(&self) {
         kill(self.child.id(), "CONT");
+        wait_for("the provider to continue", Duration::from_secs(5), || {
+            (!process_stopped(self.child.id())).then_some(())
+        });
+    }
+
+    /// Connections to the provider's port that the kernel has accepted, whether or not the
+    /// (possibly frozen) provider has taken them from its accept queue yet.
+    pub fn open_connections(&self) -> usize {
+        established_to_port(self.port)
     }
 
     /// Stops the provider for good: connections to its port are refused from now on.
@@ -589,9 +629,18 @@ impl Vars {
     }
 }
 
-/// The whole nginx.conf around an `http {}` body: foreground master with 2 workers, every path
-/// inside `dir`, error_log at info.
-pub fn full_config(dir: &Path, load_module: Option<&Path>, http_body: &str) -> String {
+/// Connections per worker in test configs unless a test says otherwise: room for what a test
+/// does one request at a time (a test that holds many connections open sizes its own).
+pub const WORKER_CONNECTIONS: usize = 512;
+
+/// The whole nginx.conf around an `http {}` body: foreground master with 2 workers of
+/// `worker_connections` each, every path inside `dir`, error_log at info.
+pub fn full_config(
+    dir: &Path,
+    load_module: Option<&Path>,
+    worker_connections: usize,
+    http_body: &str,
+) -> String {
     let d = dir.display();
     let mut c = String::new();
     if let Some(m) = load_module {
@@ -603,7 +652,7 @@ pub fn full_config(dir: &Path, load_module: Option<&Path>, http_body: &str) -> S
         // Workers would switch to `nobody` and fail to read the temp dir / key files.
         writeln!(c, "user root;").unwrap();
     }
-    writeln!(c, "events {{ worker_connections 512; }}").unwrap();
+    writeln!(c, "events {{ worker_connections {worker_connections}; }}").unwrap();
     writeln!(
         c,
         "http {{\n    access_log {d}/access.log;\n    client_body_temp_path {d}/tmp/client_body;\n    \
@@ -641,7 +690,7 @@ pub fn nginx_t(
     vars.set("DIR", dir.path.display().to_string());
     let body = vars.render(http_body);
     let module = with_module.then(module_path);
-    let config = full_config(&dir.path, module.as_deref(), &body);
+    let config = full_config(&dir.path, module.as_deref(), WORKER_CONNECTIONS, &body);
     let conf = dir.write("nginx.conf", &config);
     let out = Command::new(nginx_binary())
         .arg("-t")
@@ -673,10 +722,16 @@ pub struct Nginx {
 impl Nginx {
     /// Writes `dir/nginx.conf` = `full_config(http_body)` and starts nginx with `-p dir`;
     /// waits until `port` accepts connections.
-    pub fn start(dir: &Path, port: u16, with_module: bool, http_body: &str) -> Nginx {
+    pub fn start(
+        dir: &Path,
+        port: u16,
+        with_module: bool,
+        worker_connections: usize,
+        http_body: &str,
+    ) -> Nginx {
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let module = with_module.then(module_path);
-        let config = full_config(dir, module.as_deref(), http_body);
+        let config = full_config(dir, module.as_deref(), worker_connections, http_body);
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, &config).unwrap();
         let error_log = dir.join("error.log");
@@ -807,6 +862,8 @@ pub struct EnvOptions {
     pub http: String,
     pub location_extra: String,
     pub with_module: bool,
+    /// `worker_connections` of each of the 2 workers (`WORKER_CONNECTIONS` unless set).
+    pub worker_connections: usize,
     pub provider: ProviderOptions,
 }
 
@@ -816,6 +873,7 @@ impl Default for EnvOptions {
             http: format!("{PROVIDER_BLOCK}{PROTECTED_SERVER}"),
             location_extra: String::new(),
             with_module: true,
+            worker_connections: WORKER_CONNECTIONS,
             provider: ProviderOptions::default(),
         }
     }
@@ -899,7 +957,13 @@ impl Env {
             .set("KEYS", keys_file.display().to_string())
             .set("DIR", dir.path.display().to_string())
             .set("LOCATION_EXTRA", opts.location_extra.clone());
-        let nginx = Nginx::start(&dir.path, port, opts.with_module, &vars.render(&opts.http));
+        let nginx = Nginx::start(
+            &dir.path,
+            port,
+            opts.with_module,
+            opts.worker_connections,
+            &vars.render(&opts.http),
+        );
         Env {
             nginx,
             provider,
@@ -932,7 +996,13 @@ impl Env {
         wait_for("nginx's port to be free", Duration::from_secs(5), || {
             TcpListener::bind(("127.0.0.1", port)).ok().map(|_| ())
         });
-        self.nginx = Nginx::start(&self.dir.path, self.port, self.opts.with_module, &body);
+        self.nginx = Nginx::start(
+            &self.dir.path,
+            self.port,
+            self.opts.with_module,
+            self.opts.worker_connections,
+            &body,
+        );
     }
 
     /// Rewrites the cookie key file (first key encrypts) and restarts nginx.
