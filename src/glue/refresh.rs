@@ -148,7 +148,7 @@ pub unsafe fn refresh(
             Refreshed::Unavailable
         }
         Decision::Running if session.access_token_valid(now) => {
-            Refreshed::Ready(Rc::new(Verified::new(session)))
+            Refreshed::Ready(Rc::new(Verified::new(session, &p.conf.user_claim)))
         }
         Decision::Running => {
             let waits = match rctx.refresh {
@@ -227,7 +227,7 @@ unsafe fn refreshed_claims(
                 log(r),
                 "oidc: provider \"{}\": the refreshed ID token of \"{}\" was not accepted ({}); the login's claims stay",
                 p.conf.name,
-                session.user().unwrap_or_default(),
+                session.user(&p.conf.user_claim).unwrap_or_default(),
                 e
             );
             Step::Ready(None)
@@ -258,7 +258,7 @@ unsafe fn finish(
                 "oidc: provider \"{}\": refresh refused ({}): the login of \"{}\" has ended",
                 p.conf.name,
                 description,
-                session.user().unwrap_or_default()
+                session.user(&p.conf.user_claim).unwrap_or_default()
             );
             // SAFETY: the zone belongs to this provider.
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Ended, now)) };
@@ -311,7 +311,7 @@ unsafe fn finish(
 
 /// Caches a refreshed session under its new cookie, which the browser sends from now on.
 fn remember(p: &Provider, sealed: &str, session: Session) -> Rc<Verified> {
-    let v = Rc::new(Verified::new(session));
+    let v = Rc::new(Verified::new(session, &p.conf.user_claim));
     p.sessions
         .borrow_mut()
         .insert(sealed.as_bytes(), Rc::clone(&v));
