@@ -465,6 +465,115 @@ fn plain_agent() -> ureq::Agent {
         .build()
 }
 
+// ------------------------------------------------------------------------------------ oauth2-proxy
+
+/// The real oauth2-proxy: `$NGX_OIDC_OAUTH2_PROXY`, or where scripts/build-oauth2-proxy.sh
+/// caches it (`~/.cache/ngx-oidc/bin/oauth2-proxy`).
+pub fn oauth2_proxy_binary() -> PathBuf {
+    let p = std::env::var_os("NGX_OIDC_OAUTH2_PROXY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("ngx-oidc/bin/oauth2-proxy")
+        });
+    assert!(
+        p.is_file(),
+        "{} not found: run scripts/build-oauth2-proxy.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// oauth2-proxy on 127.0.0.1:`port`, run with the flags of the setup ngx-oidc replaces (the
+/// seed article's Deployment); killed on drop.
+pub struct OAuth2Proxy {
+    pub port: u16,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl OAuth2Proxy {
+    /// Starts it for `provider`, sending browsers back to `redirect_url`; logs to
+    /// `log_dir/oauth2-proxy.log`. Returns once `/ping` answers (it has read the provider's
+    /// discovery document by then).
+    pub fn start(
+        port: u16,
+        provider: &Provider,
+        redirect_url: &str,
+        log_dir: &Path,
+    ) -> OAuth2Proxy {
+        let log = log_dir.join("oauth2-proxy.log");
+        let out = std::fs::File::create(&log).expect("create oauth2-proxy.log");
+        let cookie_secret = base64_url(&random_bytes(32));
+        let child = Command::new(oauth2_proxy_binary())
+            .args([
+                // The seed's flags, as its Deployment passes them.
+                "--skip-provider-button=true",
+                "--ssl-insecure-skip-verify",
+                "--provider=keycloak-oidc",
+                "--upstream=file:///dev/null",
+                &format!("--oidc-issuer-url={}", provider.issuer),
+                &format!("--redirect-url={redirect_url}"),
+                &format!("--http-address=127.0.0.1:{port}"),
+                "--email-domain=*",
+                "--cookie-secure=false",
+                "--insecure-oidc-allow-unverified-email=true",
+                // The seed's nginx.conf reads X-Auth-Request-User/-Email: "requires running with
+                // --set-xauthrequest flag".
+                "--set-xauthrequest",
+                // Keycloak's access tokens say `aud: account` unless an Audience mapper is added
+                // (the seed's step 1-4); keycloak-oidc verifies the access token's audience,
+                // so this stands in for that mapper without changing the realm.
+                "--oidc-extra-audience=account",
+            ])
+            .env("OAUTH2_PROXY_CLIENT_ID", &provider.client_id)
+            .env("OAUTH2_PROXY_CLIENT_SECRET", &provider.client_secret)
+            .env("OAUTH2_PROXY_COOKIE_SECRET", &cookie_secret)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn oauth2-proxy");
+        let mut o = OAuth2Proxy { port, log, child };
+        let agent = plain_agent();
+        let ping = format!("http://127.0.0.1:{port}/ping");
+        wait_for("oauth2-proxy's /ping", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = o.child.try_wait() {
+                panic!(
+                    "oauth2-proxy exited ({status}) during startup:\n{}",
+                    tail(&o.log, 40)
+                );
+            }
+            match agent.get(&ping).call() {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => None,
+            }
+        });
+        o
+    }
+}
+
+impl Drop for OAuth2Proxy {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "---- oauth2-proxy log ({}), last lines:\n{}",
+                self.log.display(),
+                tail(&self.log, 30)
+            );
+        }
+        kill(self.child.id(), "TERM");
+        if !wait_exit(&mut self.child, Duration::from_secs(3)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------ upstream
 
 /// One request as the echo upstream received it.
