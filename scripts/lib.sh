@@ -186,11 +186,13 @@ for s in socks: s.close()' "$1"
 # Waits until 127.0.0.1:PORT accepts connections (at most SECONDS, default 60).
 wait_port() { python3 "$NGX_OIDC_ROOT/scripts/bench/client.py" wait "$1" "${2:-60}"; }
 
-# Starts the test provider in the background ($! is its pid): PORT, the nginx port whose
-# /oauth2/callback it accepts, access/ID token lifetime in seconds, log file.
+# Starts the test provider in the background ($! is its pid): PORT, the nginx port(s) whose
+# /oauth2/callback it accepts (space-separated), access/ID token lifetime in seconds, log file.
 start_test_idp() {
+    local uris
+    uris="$(printf 'http://127.0.0.1:%s/oauth2/callback,' $2)"
     IDP_PORT=$1 IDP_REALM=test IDP_CLIENT_ID=test IDP_CLIENT_SECRET=secret \
-        IDP_REDIRECT_URIS="http://127.0.0.1:$2/oauth2/callback" \
+        IDP_REDIRECT_URIS="${uris%,}" \
         IDP_ACCESS_TOKEN_TTL=$3 IDP_ID_TOKEN_TTL=$3 IDP_REFRESH_TOKEN_TTL=86400 \
         IDP_SESSION_TTL=86400 \
         node "$NGX_OIDC_ROOT/tests/idp/server.js" >"$4" 2>&1 &
