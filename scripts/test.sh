@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every check and test, on a fresh Debian 12 box too:
-#   apt packages (only the missing ones), npm ci for tests/idp (when needed),
+#   apt packages (only the missing ones), npm ci for tests/idp (when needed), oauth2-proxy
+#   (built once from the Go module proxy and cached, for tests/migration.rs and the benchmark),
 #   cargo fmt --check, cargo clippy -D warnings, scripts/build.sh, cargo test --release
 #   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider),
 #   scripts/check-configs.sh (nginx -t of every nginx-conf/ config, realm.json and YAML parsed),
@@ -28,6 +29,8 @@ step="install dependencies"
 ensure_build_deps
 ensure_idp_deps
 ensure_commands wrk # tests/hostile.rs loads nginx with it during reloads
+ensure_oauth2_proxy
+export NGX_OIDC_OAUTH2_PROXY
 
 run cargo fmt --all --check
 run cargo clippy --release --all-targets -- -D warnings
