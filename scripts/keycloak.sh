@@ -88,7 +88,8 @@ fetch() {
     echo "$KC_DIST"
 }
 
-# A test CA and a certificate for 127.0.0.1 and localhost signed by it, in DIR/tls.
+# A test CA and a certificate for 127.0.0.1 and localhost signed by it, in DIR/tls. 127.0.0.1
+# is also a DNS name in it: nginx's proxy_ssl_verify matches the host as a DNS name only.
 make_tls() {
     local tls="$1/tls"
     mkdir -p "$tls"
@@ -98,7 +99,7 @@ make_tls() {
     openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
         -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
     printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
-        "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$tls/server.ext"
+        "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost" >"$tls/server.ext"
     openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
         -CAcreateserial -days 30 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
 }

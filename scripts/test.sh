@@ -3,7 +3,8 @@
 #   apt packages (only the missing ones), npm ci for tests/idp (when needed), oauth2-proxy
 #   (built once from the Go module proxy and cached, for tests/migration.rs and the benchmark),
 #   cargo fmt --check, cargo clippy -D warnings, scripts/build.sh, cargo test --release
-#   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider),
+#   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider,
+#   and tests/keycloak.rs against a real Keycloak: scripts/keycloak.sh, fetched with Maven),
 #   scripts/check-configs.sh (nginx -t of every nginx-conf/ config, realm.json and YAML parsed),
 #   the module built for Debian's nginx 1.22.1 with the login, lifecycle, fault and hostile
 #   tests against it,
@@ -23,7 +24,11 @@ run() {
     say "$step"
     "$@"
 }
-trap 'rc=$?; [ $rc -ne 0 ] && printf "\nFAILED (exit %s) at step: %s\n" "$rc" "$step" >&2' EXIT
+kc_dir="$NGX_OIDC_TARGET/keycloak-run"
+stop_keycloak() {
+    [ -f "$kc_dir/keycloak.pid" ] && scripts/keycloak.sh stop "$kc_dir" 2>/dev/null || true
+}
+trap 'rc=$?; stop_keycloak; [ $rc -ne 0 ] && printf "\nFAILED (exit %s) at step: %s\n" "$rc" "$step" >&2' EXIT
 
 step="install dependencies"
 ensure_build_deps
@@ -31,6 +36,13 @@ ensure_idp_deps
 ensure_commands wrk # tests/hostile.rs loads nginx with it during reloads
 ensure_oauth2_proxy
 export NGX_OIDC_OAUTH2_PROXY
+
+# A real Keycloak for tests/keycloak.rs and the Chromium test, started now so that its start
+# (a minute or two on 2 cores; the first run also fetches it with Maven and unpacks it) overlaps
+# with clippy and the build. One Keycloak serves the whole run; it stops when this script ends.
+say "starting Keycloak in the background (log: $NGX_OIDC_TARGET/keycloak-start.log)"
+NGX_OIDC_KEYCLOAK_OWNER_PID=$$ scripts/keycloak.sh start "$kc_dir" >"$NGX_OIDC_TARGET/keycloak-start.log" 2>&1 &
+kc_start_pid=$!
 
 run cargo fmt --all --check
 run cargo clippy --release --all-targets -- -D warnings
@@ -40,6 +52,13 @@ export NGX_OIDC_NGINX="$NGX_OIDC_NGINX_OUT"
 export NGX_OIDC_MODULE="$NGX_OIDC_MODULE_OUT"
 say "NGX_OIDC_NGINX=$NGX_OIDC_NGINX"
 say "NGX_OIDC_MODULE=$NGX_OIDC_MODULE"
+step="wait for Keycloak"
+wait "$kc_start_pid" || {
+    tail -n 40 "$NGX_OIDC_TARGET/keycloak-start.log" >&2
+    die "Keycloak did not start; see $NGX_OIDC_TARGET/keycloak-start.log"
+}
+say "$(tail -n 1 "$NGX_OIDC_TARGET/keycloak-start.log")"
+export NGX_OIDC_KEYCLOAK_ENV="$kc_dir/keycloak.env"
 run cargo test --release --no-fail-fast "$@"
 run scripts/check-configs.sh
 # Debian 12's packaged nginx (1.22.1, older header layout): the same source, built against

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use url::Url;
 
+pub mod keycloak;
+
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 // ------------------------------------------------------------------------------------ paths
@@ -117,7 +119,7 @@ pub fn new_cookie_key() -> String {
     base64_std(&random_bytes(32))
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"));
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -182,7 +184,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn kill(pid: u32, signal: &str) {
+pub fn kill(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .stderr(Stdio::null())
@@ -1315,13 +1317,23 @@ struct StoredCookie {
 
 /// A browser's cookie jar. Cookies are per host, not per port (as in browsers), host-only
 /// (a `Domain` attribute matching the host is accepted), with path matching and expiry.
-/// `Secure` cookies are neither stored from nor sent over http.
+/// `Secure` cookies are neither stored from nor sent over http (unless `loopback_is_secure`).
 #[derive(Clone, Debug, Default)]
 pub struct CookieJar {
     cookies: Vec<StoredCookie>,
+    /// Treat http://127.0.0.1 and http://localhost as secure, as Chromium does (potentially
+    /// trustworthy origins): Keycloak sets its login cookies `Secure` even over http there.
+    pub loopback_is_secure: bool,
 }
 
 impl CookieJar {
+    /// Whether `Secure` cookies may be stored from and sent to `url`.
+    fn secure_context(&self, url: &Url) -> bool {
+        url.scheme() == "https"
+            || (self.loopback_is_secure
+                && matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
+    }
+
     pub fn store(&mut self, url: &Url, header: &str) {
         let Some(sc) = SetCookie::parse(header) else {
             return;
@@ -1334,7 +1346,7 @@ impl CookieJar {
             }
         }
         let secure = sc.has("secure");
-        if secure && url.scheme() != "https" {
+        if secure && !self.secure_context(url) {
             return;
         }
         let path = match sc.attr("path") {
@@ -1372,7 +1384,7 @@ impl CookieJar {
             .cookies
             .iter()
             .filter(|c| c.host == host)
-            .filter(|c| !c.secure || url.scheme() == "https")
+            .filter(|c| !c.secure || self.secure_context(url))
             .filter(|c| c.expires.is_none_or(|t| t > now))
             .filter(|c| path_matches(url.path(), &c.path))
             .collect();
@@ -1550,6 +1562,26 @@ impl Browser {
     pub fn new() -> Browser {
         Browser {
             agent: plain_agent(),
+            jar: CookieJar::default(),
+            hops: Vec::new(),
+        }
+    }
+
+    /// A browser that also speaks https and trusts the CA in the PEM file `ca` (besides the
+    /// system's), like a machine with a company CA installed.
+    pub fn trusting(ca: &Path) -> Browser {
+        let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
+        let cert = native_tls::Certificate::from_pem(&pem).expect("the CA file is PEM");
+        let tls = native_tls::TlsConnector::builder()
+            .add_root_certificate(cert)
+            .build()
+            .expect("TLS connector");
+        Browser {
+            agent: ureq::AgentBuilder::new()
+                .redirects(0)
+                .timeout(Duration::from_secs(10))
+                .tls_connector(Arc::new(tls))
+                .build(),
             jar: CookieJar::default(),
             hops: Vec::new(),
         }

@@ -62,19 +62,53 @@ async function waitHttp(url, what, child, timeoutMs = 20000) {
   }
 }
 
+/** `KEY=value` lines of a scripts/keycloak.sh `keycloak.env` as an object. */
+function readEnvFile(file) {
+  return Object.fromEntries(fs.readFileSync(file, 'utf8').split('\n')
+    .filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+}
+
+/**
+ * A real Keycloak (scripts/keycloak.sh, realms from tests/keycloak/): the one of the test run
+ * when `NGX_OIDC_KEYCLOAK_ENV` names its keycloak.env (scripts/test.sh), else one of our own
+ * under target/browser/run/keycloak. Returns its settings and `stop()` (a no-op for the run's).
+ */
+async function startKeycloak() {
+  if (process.env.NGX_OIDC_KEYCLOAK_ENV) {
+    return { env: readEnvFile(process.env.NGX_OIDC_KEYCLOAK_ENV), stop: async () => {} };
+  }
+  const dir = path.join(OUT, 'run', 'keycloak');
+  const script = path.join(ROOT, 'scripts/keycloak.sh');
+  const run = (args) => new Promise((resolve, reject) => {
+    const child = spawn(script, args, {
+      env: { ...process.env, NGX_OIDC_KEYCLOAK_OWNER_PID: String(process.pid) },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    child.stderr.on('data', (d) => { err += d; });
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`keycloak.sh ${args[0]}: ${err}`))));
+  });
+  await run(['start', dir]);
+  return { env: readEnvFile(path.join(dir, 'keycloak.env')), stop: () => run(['stop', dir]) };
+}
+
 /**
  * Starts provider + upstream + nginx. Options:
  *   name          a label for the output dir (target/browser/run/<name>)
  *   cookieSecure  false (default): `cookie_secure off`; true: `cookie_secure on`
+ *   keycloak      the `env` of startKeycloak(): a real Keycloak (realm test, client test) is the
+ *                 provider instead of the stand-in tests/idp
  */
-async function startWorld({ name = 'world', cookieSecure = false } = {}) {
+async function startWorld({ name = 'world', cookieSecure = false, keycloak = null } = {}) {
   for (const f of [NGINX, MODULE]) {
     if (!fs.existsSync(f)) throw new Error(`${f} not found: run scripts/build.sh first`);
   }
   const dir = path.join(OUT, 'run', slug(name));
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(path.join(dir, 'tmp'), { recursive: true });
-  const [port, idpPort, upstreamPort] = [await freePort(), await freePort(), await freePort()];
+  const port = await freePort();
+  const idpPort = keycloak ? Number(keycloak.KC_HTTP_PORT) : await freePort();
+  const upstreamPort = await freePort();
   const children = [];
   const world = {
     dir, port, idpPort, upstreamPort,
@@ -116,17 +150,20 @@ async function startWorld({ name = 'world', cookieSecure = false } = {}) {
     fs.writeFileSync(keys, crypto.randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
 
     const sites = [`http://127.0.0.1:${port}`, `http://localhost:${port}`];
-    const idp = spawnLogged('node', [path.join(ROOT, 'tests/idp/server.js')], {
-      IDP_PORT: String(idpPort), IDP_REALM: 'test', IDP_CLIENT_ID: 'test', IDP_CLIENT_SECRET: 'secret',
-      IDP_REDIRECT_URIS: sites.map((s) => `${s}/oauth2/callback`).join(','),
-      IDP_POST_LOGOUT_REDIRECT_URIS: sites.flatMap((s) => [`${s}/`, `${s}/public/`]).join(","),
-    }, world.logs.idp);
     const upstream = spawnLogged('node', [path.join(ROOT, 'scripts/demo-upstream.js'), String(upstreamPort)],
       {}, world.logs.upstream);
-    await Promise.all([
-      waitHttp(`http://127.0.0.1:${idpPort}/_test/health`, 'the test provider', idp),
-      waitHttp(`http://127.0.0.1:${upstreamPort}/`, 'the demo upstream', upstream),
-    ]);
+    const ready = [waitHttp(`http://127.0.0.1:${upstreamPort}/`, 'the demo upstream', upstream)];
+    if (keycloak) {
+      world.logs.idp = keycloak.KC_LOG;
+    } else {
+      const idp = spawnLogged('node', [path.join(ROOT, 'tests/idp/server.js')], {
+        IDP_PORT: String(idpPort), IDP_REALM: 'test', IDP_CLIENT_ID: 'test', IDP_CLIENT_SECRET: 'secret',
+        IDP_REDIRECT_URIS: sites.map((s) => `${s}/oauth2/callback`).join(','),
+        IDP_POST_LOGOUT_REDIRECT_URIS: sites.flatMap((s) => [`${s}/`, `${s}/public/`]).join(","),
+      }, world.logs.idp);
+      ready.push(waitHttp(`http://127.0.0.1:${idpPort}/_test/health`, 'the test provider', idp));
+    }
+    await Promise.all(ready);
 
     // Same rendering as scripts/demo.sh, so the tests also cover the demo's config.
     let conf = fs.readFileSync(path.join(ROOT, 'nginx-conf/demo.conf'), 'utf8')
@@ -137,6 +174,7 @@ async function startWorld({ name = 'world', cookieSecure = false } = {}) {
       .replaceAll('@IDP_PORT@', String(idpPort))
       .replaceAll('@UPSTREAM_PORT@', String(upstreamPort));
     conf = conf.replace(/cookie_secure\s+\w+;/, `cookie_secure ${cookieSecure ? 'on' : 'off'};`);
+    if (keycloak) conf = conf.replace(/client_secret\s+\S+;/, 'client_secret test-client-secret;');
     const confFile = path.join(dir, 'nginx.conf');
     fs.writeFileSync(confFile, conf);
     const nginx = spawnLogged(NGINX, ['-p', `${dir}/`, '-e', world.logs.nginx, '-c', confFile], {},
@@ -209,5 +247,5 @@ function storyTeller(env) {
 }
 
 module.exports = {
-  ROOT, OUT, CHROMIUM, startWorld, launchBrowser, storyTeller, slug, sleep,
+  ROOT, OUT, CHROMIUM, startWorld, startKeycloak, launchBrowser, storyTeller, slug, sleep,
 };
