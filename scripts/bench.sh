@@ -175,7 +175,10 @@ write_conf() {
     # O: the seed's nginx.conf in front of the real oauth2-proxy (the static file instead of
     # its proxy_pass to a backend, like every other case).
 EOF
+        # proxy_buffer_size: oauth2-proxy's cookie for a Keycloak user does not fit nginx's
+        # default 4 KB (502 "upstream sent too big header" at login; tests/migration.rs).
         sed -e "s/@PORT@/$P_O/g; s/@OAUTH2_PROXY_PORT@/$P_O2P/g" \
+            -e 's|^\( *\)listen .*|&\n\1proxy_buffer_size 16k;\n\1proxy_buffers 8 16k;|' \
             -e 's|^\( *\)proxy_pass http://backend/;|\1# (bench: the static file from root, as in every case)|' \
             "$NGX_OIDC_ROOT/tests/migration/oauth2-proxy.conf" | sed 's/^/    /'
         echo "}"
@@ -220,8 +223,8 @@ else
 fi
 
 # The seed article's oauth2-proxy flags (tests/common's OAuth2Proxy runs the same), plus:
-# --oidc-extra-audience=account in place of the article's Audience mapper and request logging
-# off, as nginx's access_log is. Go may use every core (its default; generous to O, whose nginx
+# --oidc-extra-audience=account in place of the article's Audience mapper, PKCE (the test
+# realm's client requires it), and request logging off, as nginx's access_log is. Go may use every core (its default; generous to O, whose nginx
 # has one worker like every case); BENCH_PIN=1 puts it on the nginx worker's core.
 o2p_pin=()
 [ "${BENCH_PIN:-0}" = 1 ] && o2p_pin=(taskset -c 1)
@@ -232,7 +235,8 @@ OAUTH2_PROXY_CLIENT_ID=test OAUTH2_PROXY_CLIENT_SECRET="$client_secret" \
     --provider=keycloak-oidc --upstream=file:///dev/null --oidc-issuer-url="$issuer" \
     --redirect-url="http://127.0.0.1:$P_O/oauth2/callback" --http-address="127.0.0.1:$P_O2P" \
     --email-domain='*' --cookie-secure=false --insecure-oidc-allow-unverified-email=true \
-    --set-xauthrequest --oidc-extra-audience=account --request-logging=false \
+    --set-xauthrequest --oidc-extra-audience=account --code-challenge-method=S256 \
+    --request-logging=false \
     >"$run/oauth2-proxy.log" 2>&1 &
 o2p_pid=$!
 wait_port "$P_O2P" 30

@@ -2,10 +2,12 @@
 //! the provider, configured as the seed article does (tests/migration/oauth2-proxy.conf and the
 //! article's oauth2-proxy flags). The same file, pointed at the module instead
 //! (tests/migration/ngx-oidc.conf), works without oauth2-proxy and the application behind it
-//! sees the same `X-User` and `X-Email` for the same user.
+//! sees the same `X-User` and `X-Email` for the same user — with the stand-in provider and
+//! with a real Keycloak.
 
 mod common;
 
+use common::keycloak::{client_secret, keycloak, REALM};
 use common::*;
 
 const OAUTH2_PROXY_CONF: &str = include_str!("migration/oauth2-proxy.conf");
@@ -14,6 +16,16 @@ const NGX_OIDC_CONF: &str = include_str!("migration/ngx-oidc.conf");
 /// The application: `proxy_pass http://backend/;` in both files.
 const BACKEND: &str = "
     upstream backend { server 127.0.0.1:@UPSTREAM@; }
+";
+
+/// What the seed's setup needs from the http block besides the file itself: oauth2-proxy's
+/// session cookie for a real Keycloak user (tokens, roles, groups; split into
+/// `_oauth2_proxy_0`, `_1`) makes its callback's response headers larger than nginx's default
+/// 4 KB `proxy_buffer_size`, and the login ends in 502 "upstream sent too big header". The
+/// module's cookie needs nothing of the kind.
+const SEED_HTTP: &str = "
+    proxy_buffer_size 16k;
+    proxy_buffers     8 16k;
 ";
 
 /// In place of oauth2-proxy's flags. oauth2-proxy sends the ID token's `sub` as
@@ -31,77 +43,175 @@ const PROVIDER: &str = r#"
 
 const PAGE: &str = "/some/page?x=1";
 
-/// What the application received for `user`'s first page after logging in through `env`.
-fn login_as(env: &Env, user: &str) -> EchoRequest {
-    let mut b = env.browser();
-    let r = b.login(&env.url(PAGE), user, user);
-    assert_eq!(
-        r.status,
-        200,
-        "after login: {}\n{}",
-        r.summary(),
-        b.transcript()
-    );
-    let got = env.upstream.last().expect("the application got no request");
-    // A second visit with the session: no new login, same headers.
-    let again = b.get(&env.url("/another/page"), &[]);
-    assert_eq!(again.status, 200, "{}", again.summary());
-    assert_eq!(again.json()["path"], "/another/page");
-    for h in ["x-user", "x-email"] {
-        assert_eq!(
-            again.upstream_header(h).as_deref(),
-            got.headers.get(h).map(String::as_str),
-            "{h} changed on the second request"
+/// Where the users log in: client `test` of the stand-in provider or of the real Keycloak.
+struct Idp {
+    issuer: String,
+    client_secret: String,
+    _stand_in: Option<Provider>,
+}
+
+impl Idp {
+    /// The stand-in provider, accepting the callbacks of nginx on `ports`.
+    fn stand_in(ports: &[u16]) -> Idp {
+        let provider = Provider::start(
+            ProviderOptions {
+                redirect_uris: ports
+                    .iter()
+                    .map(|p| format!("http://127.0.0.1:{p}/oauth2/callback"))
+                    .collect(),
+                client_secret: Some(format!("cs-{}", random_hex(12))),
+                ..Default::default()
+            },
+            None,
         );
+        Idp {
+            issuer: provider.issuer.clone(),
+            client_secret: provider.client_secret.clone(),
+            _stand_in: Some(provider),
+        }
     }
-    got
+
+    /// The realm of README.md in the real Keycloak (it accepts any callback on 127.0.0.1).
+    fn keycloak() -> Idp {
+        Idp {
+            issuer: keycloak().issuer(REALM),
+            client_secret: client_secret("test").into(),
+            _stand_in: None,
+        }
+    }
 }
 
-/// The seed's setup: nginx with oauth2-proxy.conf and the real oauth2-proxy next to it.
-fn seed_setup() -> (Env, OAuth2Proxy) {
-    let oauth2_proxy_port = free_port();
-    let http = format!("{BACKEND}{OAUTH2_PROXY_CONF}")
-        .replace("@OAUTH2_PROXY_PORT@", &oauth2_proxy_port.to_string());
-    let env = Env::start_with(EnvOptions {
-        http,
-        with_module: false,
-        ..Default::default()
-    });
-    let proxy = OAuth2Proxy::start(
-        oauth2_proxy_port,
-        &env.provider,
-        &env.url("/oauth2/callback"),
-        &env.dir.path,
-    );
-    (env, proxy)
+/// nginx with one of the two files, the application behind it, and oauth2-proxy for the seed's.
+struct Site {
+    // Drop order = field order: nginx first, the dir last.
+    nginx: Nginx,
+    _oauth2_proxy: Option<OAuth2Proxy>,
+    upstream: EchoUpstream,
+    port: u16,
+    issuer: String,
+    _dir: TempDir,
 }
 
-/// The same file pointed at the module: no oauth2-proxy.
-fn migrated_setup() -> Env {
-    Env::start_with(EnvOptions {
-        http: format!("{BACKEND}{PROVIDER}{NGX_OIDC_CONF}"),
-        ..Default::default()
-    })
+impl Site {
+    /// The seed's setup on `port`: oauth2-proxy.conf and the real oauth2-proxy next to it.
+    fn seed(idp: &Idp, port: u16) -> Site {
+        let oauth2_proxy_port = free_port();
+        let http = format!("{BACKEND}{SEED_HTTP}{OAUTH2_PROXY_CONF}")
+            .replace("@OAUTH2_PROXY_PORT@", &oauth2_proxy_port.to_string());
+        let mut site = Site::start(idp, port, false, &http);
+        site._oauth2_proxy = Some(OAuth2Proxy::start(
+            oauth2_proxy_port,
+            (&idp.issuer, "test", &idp.client_secret),
+            &site.url("/oauth2/callback"),
+            &site._dir.path,
+        ));
+        site
+    }
+
+    /// The same file pointed at the module: no oauth2-proxy.
+    fn migrated(idp: &Idp, port: u16) -> Site {
+        Site::start(
+            idp,
+            port,
+            true,
+            &format!("{BACKEND}{PROVIDER}{NGX_OIDC_CONF}"),
+        )
+    }
+
+    fn start(idp: &Idp, port: u16, with_module: bool, http: &str) -> Site {
+        let dir = TempDir::new("migration");
+        let upstream = EchoUpstream::start();
+        let keys = dir.write("cookie-keys", &format!("{}\n", new_cookie_key()));
+        let mut vars = Vars::default();
+        vars.set("PORT", port.to_string())
+            .set("UPSTREAM", upstream.port.to_string())
+            .set("ISSUER", idp.issuer.clone())
+            .set("CLIENT_SECRET", idp.client_secret.clone())
+            .set("KEYS", keys.display().to_string());
+        let nginx = Nginx::start(
+            &dir.path,
+            port,
+            with_module,
+            WORKER_CONNECTIONS,
+            &vars.render(http),
+        );
+        Site {
+            nginx,
+            _oauth2_proxy: None,
+            upstream,
+            port,
+            issuer: idp.issuer.clone(),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A browser that, like Chromium, keeps `Secure` cookies on http://127.0.0.1 (Keycloak
+    /// sets its login cookies `Secure` over http).
+    fn browser(&self) -> Browser {
+        let mut b = Browser::new();
+        b.jar.loopback_is_secure = true;
+        b
+    }
+
+    /// What the application received for `user`'s first page after logging in, checking that
+    /// the browser landed on the page it asked for and that a second page needs no new login.
+    fn login_as(&self, user: &str) -> EchoRequest {
+        let mut b = self.browser();
+        let r = b.login(&self.url(PAGE), user, user);
+        assert_eq!(
+            r.status,
+            200,
+            "after login: {}\n{}",
+            r.summary(),
+            b.transcript()
+        );
+        let got = self
+            .upstream
+            .last()
+            .expect("the application got no request");
+        assert_eq!(
+            got.path,
+            PAGE,
+            "{user} did not land on the page\n{}",
+            b.transcript()
+        );
+        let again = b.get(&self.url("/another/page"), &[]);
+        assert_eq!(again.status, 200, "{}", again.summary());
+        assert_eq!(again.json()["path"], "/another/page");
+        for h in ["x-user", "x-email"] {
+            assert_eq!(
+                again.upstream_header(h).as_deref(),
+                got.headers.get(h).map(String::as_str),
+                "{h} changed on the second request"
+            );
+        }
+        got
+    }
+
+    /// nginx logged no alert, crash or token.
+    fn assert_error_log_is_clean(&self) {
+        let log = self.nginx.error_log();
+        for bad in ["[alert]", "exited on signal", "eyJ"] {
+            assert!(!log.contains(bad), "nginx's error.log shows {bad}:\n{log}");
+        }
+    }
 }
 
-#[test]
-fn the_seed_config_logs_in_through_oauth2_proxy_and_the_migrated_one_through_the_module_with_the_same_headers(
-) {
-    let (seed, _proxy) = seed_setup();
-    let before = login_as(&seed, "demo");
-    let alice_before = login_as(&seed, "alice");
+/// Logs `users` in through the seed's setup, then through the migrated one, and checks that
+/// the application received the same X-User and X-Email for each.
+fn same_headers_before_and_after(idp: &Idp, ports: [u16; 2], users: &[&str]) {
+    let seed = Site::seed(idp, ports[0]);
+    let before: Vec<EchoRequest> = users.iter().map(|u| seed.login_as(u)).collect();
     drop(seed);
-
-    let env = migrated_setup();
-    let after = login_as(&env, "demo");
-    let alice_after = login_as(&env, "alice");
-
-    for (who, before, after) in [
-        ("demo", &before, &after),
-        ("alice", &alice_before, &alice_after),
-    ] {
+    let migrated = Site::migrated(idp, ports[1]);
+    for (user, before) in users.iter().zip(&before) {
+        let after = migrated.login_as(user);
         eprintln!(
-            "{who}: with oauth2-proxy X-User {:?} X-Email {:?}; with the module X-User {:?} X-Email {:?}",
+            "{user}: with oauth2-proxy X-User {:?} X-Email {:?}; with the module X-User {:?} X-Email {:?}",
             before.headers.get("x-user"),
             before.headers.get("x-email"),
             after.headers.get("x-user"),
@@ -111,37 +221,54 @@ fn the_seed_config_logs_in_through_oauth2_proxy_and_the_migrated_one_through_the
             let v = before.headers.get(h);
             assert!(
                 v.is_some_and(|v| !v.is_empty()),
-                "oauth2-proxy passed no {h} for {who}: {:?}",
+                "oauth2-proxy passed no {h} for {user}: {:?}",
                 before.headers
             );
             assert_eq!(
                 after.headers.get(h),
                 v,
-                "{h} of {who} differs after the migration"
+                "{h} of {user} differs after the migration"
             );
         }
-        assert_eq!(
-            before.path, PAGE,
-            "oauth2-proxy did not return {who} to the page"
-        );
-        assert_eq!(
-            after.path, PAGE,
-            "the module did not return {who} to the page"
-        );
     }
-    assert_eq!(before.headers["x-email"], "demo@example.com");
-    env.assert_error_log_is_clean();
+    assert_eq!(
+        before[0].headers["x-email"],
+        format!("{}@example.com", users[0])
+    );
+    migrated.assert_error_log_is_clean();
+}
+
+#[test]
+fn the_seed_config_works_with_oauth2_proxy_and_migrated_with_the_module_with_the_same_headers() {
+    let ports = [free_port(), free_port()];
+    same_headers_before_and_after(&Idp::stand_in(&ports), ports, &["demo", "alice"]);
+}
+
+#[test]
+fn against_a_real_keycloak_the_seed_config_and_the_migrated_one_give_the_same_headers() {
+    same_headers_before_and_after(
+        &Idp::keycloak(),
+        [free_port(), free_port()],
+        &["demo", "alice"],
+    );
 }
 
 #[test]
 fn without_a_session_both_setups_send_the_browser_to_the_provider_and_nothing_to_the_application() {
-    let (seed, _proxy) = seed_setup();
-    let env = migrated_setup();
-    for (name, e) in [("oauth2-proxy", &seed), ("ngx-oidc", &env)] {
-        let mut b = e.browser();
-        let r = b.get(&e.url(PAGE), &[]);
-        assert_sent_to_login(e, &r, &format!("{name}\n{}", b.transcript()));
-        assert_eq!(e.upstream.count(), 0, "{name} let a request through");
+    let ports = [free_port(), free_port()];
+    let idp = Idp::stand_in(&ports);
+    let seed = Site::seed(&idp, ports[0]);
+    let migrated = Site::migrated(&idp, ports[1]);
+    for (name, site) in [("oauth2-proxy", &seed), ("ngx-oidc", &migrated)] {
+        let mut b = site.browser();
+        let r = b.get(&site.url(PAGE), &[]);
+        let auth = format!("{}/protocol/openid-connect/auth?", site.issuer);
+        assert!(
+            r.status == 302 && r.location().is_some_and(|l| l.starts_with(&auth)),
+            "{name}: expected a redirect to {auth}..., got {}",
+            r.summary()
+        );
+        assert_eq!(site.upstream.count(), 0, "{name} let a request through");
     }
 }
 

@@ -13,10 +13,19 @@ import urllib.parse
 import urllib.request
 
 
+class LoopbackIsSecure(http.cookiejar.DefaultCookiePolicy):
+    """Sends `Secure` cookies to http://127.0.0.1 as browsers do (a trustworthy origin):
+    Keycloak sets its login cookies `Secure` even over http."""
+
+    def return_ok_secure(self, cookie, request):
+        host = urllib.parse.urlsplit(request.full_url).hostname
+        return host in ("127.0.0.1", "localhost") or super().return_ok_secure(cookie, request)
+
+
 def main():
     start, user, password = sys.argv[1:4]
     name = sys.argv[4] if len(sys.argv) > 4 else "_oidc"
-    jar = http.cookiejar.CookieJar()
+    jar = http.cookiejar.CookieJar(LoopbackIsSecure())
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     # A page navigation: the module answers 302 to the provider (not 401).
     opener.addheaders = [("Accept", "text/html"), ("User-Agent", "ngx-oidc-bench-login")]

@@ -499,12 +499,12 @@ pub struct OAuth2Proxy {
 }
 
 impl OAuth2Proxy {
-    /// Starts it for `provider`, sending browsers back to `redirect_url`; logs to
-    /// `log_dir/oauth2-proxy.log`. Returns once `/ping` answers (it has read the provider's
-    /// discovery document by then).
+    /// Starts it for the client `client_id`/`client_secret` of the provider at `issuer`,
+    /// sending browsers back to `redirect_url`; logs to `log_dir/oauth2-proxy.log`. Returns
+    /// once `/ping` answers (it has read the provider's discovery document by then).
     pub fn start(
         port: u16,
-        provider: &Provider,
+        (issuer, client_id, client_secret): (&str, &str, &str),
         redirect_url: &str,
         log_dir: &Path,
     ) -> OAuth2Proxy {
@@ -518,7 +518,7 @@ impl OAuth2Proxy {
                 "--ssl-insecure-skip-verify",
                 "--provider=keycloak-oidc",
                 "--upstream=file:///dev/null",
-                &format!("--oidc-issuer-url={}", provider.issuer),
+                &format!("--oidc-issuer-url={issuer}"),
                 &format!("--redirect-url={redirect_url}"),
                 &format!("--http-address=127.0.0.1:{port}"),
                 "--email-domain=*",
@@ -531,9 +531,11 @@ impl OAuth2Proxy {
                 // (the seed's step 1-4); keycloak-oidc verifies the access token's audience,
                 // so this stands in for that mapper without changing the realm.
                 "--oidc-extra-audience=account",
+                // The test realm requires PKCE (README's client setup), as the module uses it.
+                "--code-challenge-method=S256",
             ])
-            .env("OAUTH2_PROXY_CLIENT_ID", &provider.client_id)
-            .env("OAUTH2_PROXY_CLIENT_SECRET", &provider.client_secret)
+            .env("OAUTH2_PROXY_CLIENT_ID", client_id)
+            .env("OAUTH2_PROXY_CLIENT_SECRET", client_secret)
             .env("OAUTH2_PROXY_COOKIE_SECRET", &cookie_secret)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
