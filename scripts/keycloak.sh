@@ -104,6 +104,66 @@ make_tls() {
         -CAcreateserial -days 30 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
 }
 
+# Starts Keycloak in the background: DIR HOME HTTP_PORT HTTPS_PORT MANAGEMENT_PORT; sets $pid
+# and writes DIR/keycloak.pid. setsid: Keycloak and its JVM form a process group that
+# stop_group ends as a whole.
+launch() {
+    local dir="$1" home="$2" java
+    java="$(java_bin)"
+    say "starting Keycloak $KC_VERSION (java: $java) on http://127.0.0.1:$3 and https://127.0.0.1:$4 (log: $dir/keycloak.log)"
+    JAVA="$java" KC_BOOTSTRAP_ADMIN_USERNAME="$ADMIN_USER" KC_BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+        setsid "$KC_DIST/bin/kc.sh" "-Dkc.home.dir=$home" start-dev \
+        "${BUILD_OPTIONS[@]}" --import-realm \
+        --http-host=127.0.0.1 --http-port="$3" --https-port="$4" \
+        --https-certificate-file="$dir/tls/server.pem" --https-certificate-key-file="$dir/tls/server.key" \
+        --http-management-port="$5" \
+        </dev/null >"$dir/keycloak.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$dir/keycloak.pid"
+}
+
+# Polls until every realm's discovery document answers: PID LOG HTTP_PORT REALM...; the
+# deadline is NGX_OIDC_KEYCLOAK_TIMEOUT seconds.
+wait_ready() {
+    local pid="$1" log="$2" http="$3" r ready
+    shift 3
+    local deadline=$((SECONDS + ${NGX_OIDC_KEYCLOAK_TIMEOUT:-600}))
+    for r in "$@"; do
+        ready=0
+        while [ "$SECONDS" -lt "$deadline" ]; do
+            kill -0 "$pid" 2>/dev/null || {
+                tail -n 40 "$log" >&2
+                die "Keycloak exited during startup; log: $log"
+            }
+            if curl -sf -o /dev/null "http://127.0.0.1:$http/realms/$r/.well-known/openid-configuration"; then
+                ready=1
+                break
+            fi
+            sleep 0.2
+        done
+        [ "$ready" = 1 ] || {
+            kill -TERM -- "-$pid" 2>/dev/null || true
+            tail -n 40 "$log" >&2
+            die "Keycloak did not serve realm $r within ${NGX_OIDC_KEYCLOAK_TIMEOUT:-600} s; log: $log"
+        }
+    done
+}
+
+# SIGTERM to Keycloak's process group, SIGKILL if it is still there after 30 s; returns once
+# it has exited.
+stop_group() {
+    local pid="$1"
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        say "Keycloak ($pid) ignored SIGTERM for 30 s: SIGKILL"
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+}
+
 start() {
     local dir="$1"
     shift
@@ -133,8 +193,7 @@ start() {
     read -r -a ports <<<"$(free_ports 3)"
     local http="${KC_HTTP_PORT:-${ports[0]}}" https="${KC_HTTPS_PORT:-${ports[1]}}"
     local mgmt="${KC_MANAGEMENT_PORT:-${ports[2]}}"
-    local java log="$dir/keycloak.log"
-    java="$(java_bin)"
+    local log="$dir/keycloak.log" pid
 
     # The first start after unpacking rebuilds the distribution for dev mode (Quarkus
     # augmentation, ~30 s); concurrent first starts would rebuild it at the same time.
@@ -143,46 +202,40 @@ start() {
         flock -w 1200 9 || die "another Keycloak start held $CACHE/keycloak-$KC_VERSION.build.lock for 20 minutes"
     fi
 
-    say "starting Keycloak $KC_VERSION (java: $java) on http://127.0.0.1:$http and https://127.0.0.1:$https (log: $log)"
-    local t0 pid
+    # Creating the database schema, the master realm and importing the realms is most of a
+    # start (~60 of ~100 s on 2 busy cores). The first start with a given set of realm files
+    # does it and saves the stopped database as a template; later starts copy the template.
+    local key template
+    key="$(cat "${realms[@]}" | sha256sum | cut -c1-16)"
+    template="$CACHE/keycloak-$KC_VERSION-db/$key.mv.db"
+    mkdir -p "$(dirname "$template")"
+    exec 7>"$template.lock"
+    if [ ! -f "$template" ]; then
+        flock -w 1200 7 || die "another Keycloak start held $template.lock for 20 minutes"
+    fi
+    if [ ! -f "$template" ]; then
+        say "first start with these realm files: importing them, then keeping the database as $template"
+        launch "$dir" "$home" "$http" "$https" "$mgmt"
+        wait_ready "$pid" "$log" "$http" "${names[@]}"
+        stop_group "$pid"
+        cp "$home/data/h2/keycloakdb.mv.db" "$template.tmp.$$"
+        mv "$template.tmp.$$" "$template"
+        mv "$log" "$dir/keycloak-import.log"
+    fi
+    exec 7>&-
+    mkdir -p "$home/data/h2"
+    cp "$template" "$home/data/h2/keycloakdb.mv.db"
+
+    local t0
     t0="$(date +%s.%N)"
-    # setsid: Keycloak and its JVM form a process group that `stop` ends as a whole.
-    JAVA="$java" KC_BOOTSTRAP_ADMIN_USERNAME="$ADMIN_USER" KC_BOOTSTRAP_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-        setsid "$KC_DIST/bin/kc.sh" "-Dkc.home.dir=$home" start-dev \
-        "${BUILD_OPTIONS[@]}" --import-realm \
-        --http-host=127.0.0.1 --http-port="$http" --https-port="$https" \
-        --https-certificate-file="$dir/tls/server.pem" --https-certificate-key-file="$dir/tls/server.key" \
-        --http-management-port="$mgmt" \
-        </dev/null >"$log" 2>&1 &
-    pid=$!
-    echo "$pid" >"$dir/keycloak.pid"
+    launch "$dir" "$home" "$http" "$https" "$mgmt"
     if [ -n "${NGX_OIDC_KEYCLOAK_OWNER_PID:-}" ]; then
         local owner="$NGX_OIDC_KEYCLOAK_OWNER_PID"
         # A watchdog, not a test's wait: it only cleans up after the owner is gone.
         setsid bash -c "while kill -0 $owner 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; kill -TERM -- -$pid 2>/dev/null" \
             </dev/null >/dev/null 2>&1 &
     fi
-
-    local deadline=$((SECONDS + ${NGX_OIDC_KEYCLOAK_TIMEOUT:-600})) r ready
-    for r in "${names[@]}"; do
-        ready=0
-        while [ "$SECONDS" -lt "$deadline" ]; do
-            kill -0 "$pid" 2>/dev/null || {
-                tail -n 40 "$log" >&2
-                die "Keycloak exited during startup; log: $log"
-            }
-            if curl -sf -o /dev/null "http://127.0.0.1:$http/realms/$r/.well-known/openid-configuration"; then
-                ready=1
-                break
-            fi
-            sleep 0.2
-        done
-        [ "$ready" = 1 ] || {
-            kill -TERM -- "-$pid" 2>/dev/null || true
-            tail -n 40 "$log" >&2
-            die "Keycloak did not serve realm $r within ${NGX_OIDC_KEYCLOAK_TIMEOUT:-600} s; log: $log"
-        }
-    done
+    wait_ready "$pid" "$log" "$http" "${names[@]}"
     local took
     took="$(python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.1f}")' "$t0" "$(date +%s.%N)")"
     touch "$KC_DIST/.ngx-oidc-dev-built"
@@ -201,7 +254,7 @@ KC_ADMIN_USER=$ADMIN_USER
 KC_ADMIN_PASSWORD=$ADMIN_PASSWORD
 KC_REALMS=$realms_csv
 KC_VERSION=$KC_VERSION
-KC_JAVA=$java
+KC_JAVA=$(java_bin)
 KC_START_SECONDS=$took
 KC_LOG=$log
 EOF
@@ -209,18 +262,9 @@ EOF
 }
 
 stop() {
-    local dir="$1" pid
+    local dir="$1"
     [ -f "$dir/keycloak.pid" ] || die "$dir/keycloak.pid not found: nothing started there"
-    pid="$(cat "$dir/keycloak.pid")"
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "Keycloak ($pid) ignored SIGTERM for 30 s: SIGKILL"
-        kill -KILL -- "-$pid" 2>/dev/null || true
-    fi
+    stop_group "$(cat "$dir/keycloak.pid")"
     rm -f "$dir/keycloak.pid"
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use jsonwebtoken::jwk::JwkSet;
+use ngx_http_oidc_module::oidc::jws::JwkSet;
 use ngx_http_oidc_module::session::codec::KeyRing;
 
 /// A fixed cookie key (the fuzzer needs no secret, only a stable one).

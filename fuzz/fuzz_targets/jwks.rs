@@ -4,7 +4,7 @@
 #[path = "common.rs"]
 mod common;
 
-use jsonwebtoken::jwk::JwkSet;
+use ngx_http_oidc_module::oidc::jws::JwkSet;
 use libfuzzer_sys::fuzz_target;
 use ngx_http_oidc_module::oidc::id_token;
 

@@ -1,12 +1,12 @@
 //! `Authorization: Bearer <JWT>` with `oidc_bearer on`: the access token is verified against
-//! the provider's JWKS (signature, iss, exp, `bearer_audience`) and cached per worker until it
-//! expires. A valid token gets the same headers and variables as a cookie session, no cookie.
+//! the provider's JWKS (signature, iss, exp, `bearer_audience`, and that it is an access token,
+//! not an ID, logout or refresh token) and cached per worker until it expires. A valid token gets the same headers and variables as a cookie session, no cookie.
 
 use std::rc::Rc;
 
 use ngx::ffi::{
     ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO,
+    NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO, NGX_LOG_WARN,
 };
 use ngx::ngx_log_error;
 
@@ -119,8 +119,15 @@ unsafe fn verify(
             };
             // SAFETY: a live request has a connection with a log.
             let log = unsafe { (*(*r).connection).log };
+            // Another kind of token where an access token belongs is a client that mixes up
+            // its tokens, or someone replaying one (the ID token travels through browsers in
+            // the sign-out URL): worth the operator's attention, unlike an expired token.
+            let level = match e {
+                JwtError::NotAnAccessToken(_) => NGX_LOG_WARN,
+                _ => NGX_LOG_INFO,
+            };
             ngx_log_error!(
-                NGX_LOG_INFO,
+                level,
                 log,
                 "oidc: provider \"{}\": bearer token refused: {}{}",
                 p.conf.name,

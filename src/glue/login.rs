@@ -1,6 +1,6 @@
 //! The login: redirect to the provider, and the callback that turns a code into a session.
 
-use jsonwebtoken::jwk::JwkSet;
+use crate::oidc::jws::JwkSet;
 use ngx::ffi::{
     ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_HTTP_BAD_GATEWAY, NGX_HTTP_BAD_REQUEST,
     NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MOVED_TEMPORARILY,
@@ -429,6 +429,36 @@ pub unsafe fn callback(
     // SAFETY: per this function's contract.
     let d = step!(r, unsafe { discovery(r, rctx, p, now) });
 
+    let issuer_checked = query::param(&args, "iss")
+        .map_err(|e| e.to_string())
+        .and_then(|iss| {
+            query::check_response_issuer(
+                iss.as_deref(),
+                &p.conf.issuer,
+                d.authorization_response_iss_parameter_supported,
+            )
+            .map_err(|e| e.to_string())
+        });
+    if let Err(e) = issuer_checked {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log(r),
+            "oidc: provider \"{}\": login refused: {}",
+            p.conf.name,
+            e
+        );
+        // SAFETY: per this function's contract.
+        return unsafe {
+            finish(
+                r,
+                fail(
+                    NGX_HTTP_BAD_REQUEST,
+                    "The answer did not come from the expected identity provider. Please start again.",
+                ),
+            )
+        };
+    }
+
     let token = match rctx.token.take() {
         Some(t) => t,
         None => match rctx.take_fetched() {
@@ -535,6 +565,25 @@ pub unsafe fn callback(
         }
     };
 
+    let sub = claims
+        .get("sub")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let roles = match id_token::access_token_roles(&token.access_token, &set, &want, &sub) {
+        Ok(roles) => roles.unwrap_or_default(),
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log(r),
+                "oidc: provider \"{}\": roles not taken from the access token: {}",
+                p.conf.name,
+                e
+            );
+            Default::default()
+        }
+    };
+
     let tokens = Tokens {
         refresh_token: token.refresh_token.as_deref(),
         access_token: Some(&token.access_token),
@@ -543,12 +592,9 @@ pub unsafe fn callback(
         id_token: Some(&id_token),
     };
     let lifetime = p.conf.session_lifetime;
-    let session = Session::from_id_token(claims, now, lifetime).with_tokens(
-        &tokens,
-        now,
-        lifetime,
-        p.keep_access_token.get(),
-    );
+    let session = Session::from_id_token(claims, now, lifetime)
+        .with_roles(roles)
+        .with_tokens(&tokens, now, lifetime, p.keep_access_token.get());
     let Ok(sealed) = session.seal(&p.conf.keys, &p.conf.session_aad) else {
         // SAFETY: per this function's contract.
         return unsafe { finish(r, fail(NGX_HTTP_INTERNAL_SERVER_ERROR, "Internal error.")) };

@@ -9,6 +9,7 @@ use super::fetch::{self, FetchRequest};
 use super::login::{self, Step};
 use super::{filter, http, zone, Provider};
 use crate::oidc::id_token::{self, Expectations};
+use crate::oidc::jws;
 use crate::oidc::{authorize, token};
 use crate::session::cookies::{self, CookieAttrs};
 use serde_json::{Map, Value};
@@ -88,12 +89,14 @@ pub unsafe fn refresh(
         rctx.refresh = RefreshState::Idle;
         let (status, body) = rctx.take_fetched().unwrap_or_default();
         match token::parse(status, &body) {
-            Ok(t) if t.id_token.is_some() => {
+            Ok(t) if t.id_token.is_some() || jws::header(&t.access_token).is_some() => {
                 rctx.token = Some(t);
                 rctx.refresh = RefreshState::Verifying;
             }
             answer => {
-                let answer = answer.map(|t| (t, None)).map_err(|e| (e, status));
+                let answer = answer
+                    .map(|t| (t, RefreshedClaims::default()))
+                    .map_err(|e| (e, status));
                 // SAFETY: per this function's contract.
                 return unsafe { finish(r, rctx, p, session, &key, answer, now) };
             }
@@ -104,7 +107,7 @@ pub unsafe fn refresh(
         let claims = match unsafe { refreshed_claims(r, rctx, p, &session, now) } {
             Step::Pending => return Refreshed::Pending,
             Step::Ready(claims) => claims,
-            Step::Failed(_) => None,
+            Step::Failed(_) => RefreshedClaims::default(),
         };
         rctx.refresh = RefreshState::Idle;
         let Some(t) = rctx.token.take() else {
@@ -177,13 +180,22 @@ pub unsafe fn refresh(
     }
 }
 
-/// The token endpoint's answer to a refresh: the tokens with the refreshed ID token's claims
-/// (when they verified), or the error with the call's status.
-type Answer = Result<(token::TokenResponse, Option<Map<String, Value>>), (token::TokenError, u16)>;
+/// What a refresh's tokens say about the user, when they verified: the identity claims of the
+/// refreshed ID token, and the role claims of the refreshed access token.
+#[derive(Default)]
+struct RefreshedClaims {
+    identity: Option<Map<String, Value>>,
+    roles: Option<Map<String, Value>>,
+}
+
+/// The token endpoint's answer to a refresh: the tokens with what they say about the user,
+/// or the error with the call's status.
+type Answer = Result<(token::TokenResponse, RefreshedClaims), (token::TokenError, u16)>;
 
 /// The identity claims of the refreshed ID token in `rctx.token`, verified like the login's
-/// (but for the nonce) and about the same user, so that group and role changes at the provider
-/// apply from the next refresh on; `None` keeps the login's claims (logged).
+/// (but for the nonce) and about the same user, and the role claims of the refreshed access
+/// token (when it is a JWT), so that group and role changes at the provider apply from the
+/// next refresh on; what does not verify keeps the login's claims (logged).
 ///
 /// # Safety
 /// `r` must be a live main request owning `rctx`.
@@ -193,23 +205,24 @@ unsafe fn refreshed_claims(
     p: &Provider,
     session: &Session,
     now: u64,
-) -> Step<Option<Map<String, Value>>> {
-    let Some(idt) = rctx.token.as_ref().and_then(|t| t.id_token.clone()) else {
-        return Step::Ready(None);
+) -> Step<RefreshedClaims> {
+    let Some(t) = rctx.token.as_ref() else {
+        return Step::Ready(RefreshedClaims::default());
     };
-    let idt = Zeroizing::new(idt);
+    let idt = Zeroizing::new(t.id_token.clone());
+    let at = Zeroizing::new(t.access_token.clone());
     // SAFETY: per this function's contract.
     let d = match unsafe { login::discovery(r, rctx, p, now) } {
         Step::Ready(d) => d,
         Step::Pending => return Step::Pending,
-        Step::Failed(_) => return Step::Ready(None),
+        Step::Failed(_) => return Step::Ready(RefreshedClaims::default()),
     };
-    let kid = id_token::key_id(&idt);
+    let kid = id_token::key_id(idt.as_deref().unwrap_or(&at));
     // SAFETY: per this function's contract.
     let set = match unsafe { login::keys(r, rctx, p, &d, kid.as_deref(), now) } {
         Step::Ready(set) => set,
         Step::Pending => return Step::Pending,
-        Step::Failed(_) => return Step::Ready(None),
+        Step::Failed(_) => return Step::Ready(RefreshedClaims::default()),
     };
     let want = Expectations {
         issuer: &p.conf.issuer,
@@ -219,20 +232,36 @@ unsafe fn refreshed_claims(
         leeway: p.conf.clock_skew,
     };
     let sub = session.claim("sub").unwrap_or_default();
-    match id_token::verify_refreshed(&idt, &set, &want, &sub) {
-        Ok(claims) => Step::Ready(Some(claims)),
-        Err(e) => {
-            ngx_log_error!(
-                NGX_LOG_WARN,
-                log(r),
-                "oidc: provider \"{}\": the refreshed ID token of \"{}\" was not accepted ({}); the login's claims stay",
-                p.conf.name,
-                session.user(&p.conf.user_claim).unwrap_or_default(),
-                e
-            );
-            Step::Ready(None)
+    let refused = |what: &str, e: id_token::JwtError| {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log(r),
+            "oidc: provider \"{}\": the refreshed {} of \"{}\" was not accepted ({}); the login's claims stay",
+            p.conf.name,
+            what,
+            session.user(&p.conf.user_claim).unwrap_or_default(),
+            e
+        );
+    };
+    let identity = match idt
+        .as_deref()
+        .map(|t| id_token::verify_refreshed(t, &set, &want, &sub))
+    {
+        Some(Ok(claims)) => Some(claims),
+        Some(Err(e)) => {
+            refused("ID token", e);
+            None
         }
-    }
+        None => None,
+    };
+    let roles = match id_token::access_token_roles(&at, &set, &want, &sub) {
+        Ok(roles) => roles,
+        Err(e) => {
+            refused("access token", e);
+            None
+        }
+    };
+    Step::Ready(RefreshedClaims { identity, roles })
 }
 
 /// Applies the provider's answer (the tokens, and the refreshed ID token's claims when they
@@ -284,10 +313,11 @@ unsafe fn finish(
         refresh_expires_in: t.refresh_expires_in,
         id_token: t.id_token.as_deref(),
     };
-    let session = match claims {
+    let session = match claims.identity {
         Some(c) => session.with_claims(c),
         None => session,
     };
+    let session = session.with_roles(claims.roles.unwrap_or_default());
     let new = session.with_tokens(
         &tokens,
         now,

@@ -1,6 +1,6 @@
 //! What one worker remembers about a provider: its discovery document and keys.
 
-use jsonwebtoken::jwk::JwkSet;
+use super::jws::JwkSet;
 
 use super::discovery::Discovery;
 

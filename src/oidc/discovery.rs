@@ -12,6 +12,10 @@ pub struct Discovery {
     pub userinfo_endpoint: Option<String>,
     #[serde(default)]
     pub end_session_endpoint: Option<String>,
+    /// The provider puts `iss` into every authorization response (RFC 9207 §3); the callback
+    /// then refuses one without it.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -80,6 +84,7 @@ mod tests {
         let d = parse(DOC.as_bytes(), "http://kc/realms/test").unwrap();
         assert!(d.token_endpoint.ends_with("/protocol/openid-connect/token"));
         assert_eq!(d.userinfo_endpoint, None);
+        assert!(!d.authorization_response_iss_parameter_supported);
         assert_eq!(
             url("http://kc/realms/test/"),
             "http://kc/realms/test/.well-known/openid-configuration"

@@ -1,22 +1,9 @@
 //! Verification of the provider's signed tokens against its JWKS: ID tokens (OpenID Connect
 //! Core 3.1.3.7), access tokens presented as bearer tokens, and back-channel logout tokens.
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-/// Asymmetric algorithms only: `none` and HMAC (keyed with the client secret) are never accepted.
-const ALLOWED: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+use super::jws::{self, JwkSet, JwsError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
@@ -46,7 +33,24 @@ pub enum JwtError {
     Nonce,
     #[error("the token is about another user than the session")]
     Subject,
+    #[error("the token is not an access token: {0}")]
+    NotAnAccessToken(&'static str),
 }
+
+impl From<JwsError> for JwtError {
+    fn from(e: JwsError) -> JwtError {
+        match e {
+            JwsError::Malformed => JwtError::Malformed,
+            JwsError::Algorithm(a) => JwtError::Algorithm(a),
+            JwsError::BadKey => JwtError::BadKey,
+            JwsError::Signature => JwtError::Signature,
+        }
+    }
+}
+
+/// Keycloak's role claims (`realm_access.roles`, `resource_access.<client>.roles`): its default
+/// "roles" client scope puts them in the access token only.
+pub const ROLE_CLAIMS: &[&str] = &["realm_access", "resource_access"];
 
 pub struct Expectations<'a> {
     pub issuer: &'a str,
@@ -59,7 +63,7 @@ pub struct Expectations<'a> {
 
 /// The `kid` of a token's header, to decide whether the JWKS must be fetched again.
 pub fn key_id(token: &str) -> Option<String> {
-    jsonwebtoken::decode_header(token).ok()?.kid
+    jws::header(token)?.kid
 }
 
 /// Verifies signature, algorithm, iss, aud, azp, exp, iat and nonce; returns the claims.
@@ -102,7 +106,7 @@ fn verify_for_client(
         token,
         jwks,
         want.issuer,
-        want.client_id,
+        Some(want.client_id),
         want.now,
         want.leeway,
         &["exp", "iat", "iss", "aud", "sub"],
@@ -116,22 +120,19 @@ fn verify_for_client(
 }
 
 /// The checks every token shares: an allowed asymmetric algorithm, a key from the JWKS by
-/// `kid`, the signature, `iss`, `aud` containing `audience`, `exp` and `iat` (with `leeway`),
+/// `kid`, the signature, `iss`, `aud` containing `audience` (when given), `exp` and `iat` (with `leeway`),
 /// and the `required` claims.
 fn verify_signed(
     token: &str,
     jwks: &JwkSet,
     issuer: &str,
-    audience: &str,
+    audience: Option<&str>,
     now: u64,
     leeway: u64,
     required: &[&str],
 ) -> Result<Map<String, Value>, JwtError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-    if !ALLOWED.contains(&header.alg) {
-        return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
-    }
-    let jwk = match &header.kid {
+    let jws = jws::parse(token)?;
+    let jwk = match &jws.header.kid {
         Some(kid) => jwks
             .find(kid)
             .ok_or_else(|| JwtError::UnknownKey(kid.clone()))?,
@@ -139,31 +140,25 @@ fn verify_signed(
         None if jwks.keys.len() == 1 => &jwks.keys[0],
         None => return Err(JwtError::UnknownKey(String::new())),
     };
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| JwtError::BadKey)?;
-
-    let mut validation = Validation::new(header.alg);
-    validation.leeway = leeway;
-    validation.set_issuer(&[issuer]);
-    validation.set_audience(&[audience]);
-    validation.set_required_spec_claims(required);
-    let data =
-        jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            match e.into_kind() {
-                K::InvalidSignature => JwtError::Signature,
-                K::InvalidIssuer => JwtError::Issuer(issuer.to_string()),
-                K::InvalidAudience => JwtError::Audience(audience.to_string()),
-                K::ExpiredSignature => JwtError::Expired,
-                K::MissingRequiredClaim(c) => JwtError::MissingClaim(c),
-                K::InvalidAlgorithm => JwtError::Algorithm(format!("{:?}", header.alg)),
-                K::InvalidRsaKey(_)
-                | K::InvalidEcdsaKey
-                | K::InvalidEddsaKey
-                | K::InvalidKeyFormat => JwtError::BadKey,
-                _ => JwtError::Malformed,
-            }
-        })?;
-    let claims = data.claims;
+    jws::verify(&jws, jwk)?;
+    let claims: Map<String, Value> =
+        serde_json::from_slice(&jws.payload).map_err(|_| JwtError::Malformed)?;
+    if let Some(missing) = required.iter().find(|c| !claims.contains_key(**c)) {
+        return Err(JwtError::MissingClaim(missing.to_string()));
+    }
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+        return Err(JwtError::Issuer(issuer.to_string()));
+    }
+    if let Some(audience) = audience {
+        let for_audience = match claims.get("aud") {
+            Some(Value::String(a)) => a == audience,
+            Some(Value::Array(a)) => a.iter().any(|a| a.as_str() == Some(audience)),
+            _ => false,
+        };
+        if !for_audience {
+            return Err(JwtError::Audience(audience.to_string()));
+        }
+    }
     let time = |name: &str| claims.get(name).and_then(Value::as_u64);
     match time("iat") {
         Some(iat) if iat > now + leeway => return Err(JwtError::IssuedInFuture(leeway)),
@@ -178,9 +173,11 @@ fn verify_signed(
     Ok(claims)
 }
 
-/// An access token presented as `Authorization: Bearer`: signature, iss, exp and an audience
-/// of this service. Keycloak's access tokens carry `aud: account` unless an Audience mapper
-/// adds the client.
+/// An access token presented as `Authorization: Bearer`: signature, iss, exp, an audience of
+/// this service, and that it is an access token at all ([`token_kind`]): with the client id
+/// as audience, this client's ID tokens, logout tokens and (JWT) refresh tokens would verify
+/// too. Keycloak's access tokens carry `aud: account` unless an Audience mapper adds the
+/// client.
 pub fn verify_access_token(
     token: &str,
     jwks: &JwkSet,
@@ -189,22 +186,127 @@ pub fn verify_access_token(
     now: u64,
     leeway: u64,
 ) -> Result<Map<String, Value>, JwtError> {
-    verify_signed(
+    let claims = verify_signed(
         token,
         jwks,
         issuer,
-        audience,
+        Some(audience),
         now,
         leeway,
         &["exp", "iss", "aud", "sub"],
-    )
+    )?;
+    let typ = jws::header(token).and_then(|h| h.typ);
+    match token_kind(typ.as_deref(), &claims) {
+        TokenKind::Access => Ok(claims),
+        TokenKind::Other(why) => Err(JwtError::NotAnAccessToken(why)),
+    }
+}
+
+/// The role claims (`realm_access`, `resource_access`) of the access token that the token
+/// endpoint just gave this client at login or refresh; `Ok(None)` when the access token is
+/// opaque (not a JWT). Checked: signature by `kid` from the JWKS (an allowed asymmetric
+/// algorithm), `iss`, `exp`, that it is an access token ([`token_kind`]), `azp` (when
+/// present) is this client and `sub` (when present) is the ID token's user. Not checked: the
+/// audience. The token came straight from the token endpoint in answer to this client's own
+/// grant, and Keycloak's access tokens say `aud: account` unless an Audience mapper is added;
+/// the audience matters for a token *presented* to us ([`verify_access_token`]), not here.
+pub fn access_token_roles(
+    token: &str,
+    jwks: &JwkSet,
+    want: &Expectations,
+    sub: &str,
+) -> Result<Option<Map<String, Value>>, JwtError> {
+    let Some(header) = jws::header(token) else {
+        return Ok(None);
+    };
+    let mut claims = verify_signed(
+        token,
+        jwks,
+        want.issuer,
+        None,
+        want.now,
+        want.leeway,
+        &["exp", "iss"],
+    )?;
+    if let TokenKind::Other(why) = token_kind(header.typ.as_deref(), &claims) {
+        return Err(JwtError::NotAnAccessToken(why));
+    }
+    match claims.get("azp") {
+        Some(Value::String(azp)) if azp != want.client_id => return Err(JwtError::AuthorizedParty),
+        _ => {}
+    }
+    match claims.get("sub") {
+        Some(Value::String(s)) if s != sub => return Err(JwtError::Subject),
+        _ => {}
+    }
+    claims.retain(|k, _| ROLE_CLAIMS.contains(&k.as_str()));
+    Ok(Some(claims))
+}
+
+/// What a verified token is for, as far as its marks tell.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    /// Not an access token, and why (for the log).
+    Other(&'static str),
+}
+
+/// Tells an access token from the provider's other JWTs. An explicit type decides: the header
+/// `typ` `at+jwt` (RFC 9068 §2.1) or Keycloak's payload `typ` `Bearer` make an access token;
+/// `logout+jwt` (Back-Channel Logout 1.0 §2.4) or any other payload `typ` (Keycloak: `ID`,
+/// `Refresh`, `Offline`, `Logout`) do not. Without one, the claims only ID tokens and logout
+/// tokens carry decide: `nonce`, `at_hash`, `c_hash` (OpenID Connect Core §2, §3.1.3.6) and
+/// `events` (Back-Channel Logout 1.0 §2.4).
+pub fn token_kind(header_typ: Option<&str>, claims: &Map<String, Value>) -> TokenKind {
+    let media = header_typ.map(|t| {
+        let t = t.to_ascii_lowercase();
+        t.strip_prefix("application/")
+            .map(str::to_string)
+            .unwrap_or(t)
+    });
+    match media.as_deref() {
+        Some("at+jwt") => return TokenKind::Access,
+        Some("logout+jwt") => {
+            return TokenKind::Other("its header typ is logout+jwt (a back-channel logout token)")
+        }
+        Some(t) if t.ends_with("+jwt") => {
+            return TokenKind::Other("its header typ names another kind of JWT")
+        }
+        _ => {}
+    }
+    match claims.get("typ").map(|t| t.as_str().unwrap_or_default()) {
+        Some(t) if t.eq_ignore_ascii_case("bearer") => return TokenKind::Access,
+        Some(t) if t.eq_ignore_ascii_case("id") => {
+            return TokenKind::Other("its typ is \"ID\" (an ID token)")
+        }
+        Some(t) if t.eq_ignore_ascii_case("refresh") || t.eq_ignore_ascii_case("offline") => {
+            return TokenKind::Other("its typ is \"Refresh\" or \"Offline\" (a refresh token)")
+        }
+        Some(t) if t.eq_ignore_ascii_case("logout") => {
+            return TokenKind::Other("its typ is \"Logout\" (a back-channel logout token)")
+        }
+        Some(_) => return TokenKind::Other("its typ is not \"Bearer\""),
+        None => {}
+    }
+    if claims.contains_key("events") {
+        TokenKind::Other("it has an events claim (a back-channel logout token)")
+    } else if ["nonce", "at_hash", "c_hash"]
+        .iter()
+        .any(|c| claims.contains_key(*c))
+    {
+        TokenKind::Other("it has a nonce, at_hash or c_hash claim (an ID token)")
+    } else {
+        TokenKind::Access
+    }
 }
 
 /// The `aud` values of a token whose audience was refused, for an explanatory log line; the
 /// payload is read without verification and only ever logged.
 pub fn unverified_audience(token: &str) -> Vec<String> {
-    let claims = jsonwebtoken::dangerous::insecure_decode::<Map<String, Value>>(token);
-    match claims.ok().and_then(|d| d.claims.get("aud").cloned()) {
+    let claims = jws::parse(token)
+        .ok()
+        .and_then(|jws| serde_json::from_slice::<Map<String, Value>>(&jws.payload).ok());
+    match claims.and_then(|mut c| c.remove("aud")) {
         Some(Value::String(a)) => vec![a],
         Some(Value::Array(a)) => a
             .iter()
@@ -237,7 +339,7 @@ pub fn verify_logout_token(
         token,
         jwks,
         issuer,
-        client_id,
+        Some(client_id),
         now,
         leeway,
         &["iat", "iss", "aud"],
@@ -265,7 +367,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{EncodingKey, Header};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
 
     const DER: &[u8] = include_bytes!("testdata/rsa.der");
@@ -391,14 +493,123 @@ mod tests {
         assert_eq!(check(&rs(c)), Err(JwtError::Nonce));
     }
 
+    /// A Keycloak access token's claims (with the Audience mapper: `aud` has the client).
+    fn access() -> Value {
+        json!({"iss":"http://kc/realms/test","aud":["test","account"],"azp":"test","sub":"u1",
+               "exp":NOW+300,"iat":NOW,"typ":"Bearer","sid":"s1","scope":"openid",
+               "realm_access":{"roles":["user"]}})
+    }
+
+    fn sign_with_typ(claims: Value, typ: &str) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("test-key".into());
+        header.typ = Some(typ.into());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_rsa_der(DER)).unwrap()
+    }
+
+    fn as_bearer(token: &str) -> Result<Map<String, Value>, JwtError> {
+        let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
+        verify_access_token(token, &jwks, "http://kc/realms/test", "test", NOW, 60)
+    }
+
+    #[test]
+    fn an_access_token_of_this_client_passes_as_a_bearer_token() {
+        assert!(as_bearer(&sign_with_typ(access(), "JWT")).is_ok());
+        let mut generic = access();
+        generic.as_object_mut().unwrap().remove("typ");
+        assert!(as_bearer(&sign_with_typ(generic.clone(), "at+jwt")).is_ok());
+        assert!(as_bearer(&sign_with_typ(generic.clone(), "application/at+jwt")).is_ok());
+        assert!(as_bearer(&sign_with_typ(generic, "JWT")).is_ok());
+        // Keycloak's "Nonce backwards compatible" mapper puts the nonce into access tokens:
+        // their typ still says Bearer.
+        let mut with_nonce = access();
+        with_nonce["nonce"] = json!("n1");
+        assert!(as_bearer(&sign_with_typ(with_nonce, "JWT")).is_ok());
+    }
+
+    #[test]
+    fn id_logout_and_refresh_tokens_of_this_client_never_pass_as_bearer_tokens() {
+        let kind = |r: Result<Map<String, Value>, JwtError>| match r {
+            Err(JwtError::NotAnAccessToken(why)) => why,
+            other => panic!("not refused as another kind of token: {other:?}"),
+        };
+        // A Keycloak ID token (typ ID) and a generic one (nonce, at_hash).
+        let mut kc_id = good();
+        kc_id["typ"] = json!("ID");
+        assert!(kind(as_bearer(&sign_with_typ(kc_id, "JWT"))).contains("an ID token"));
+        assert!(kind(as_bearer(&sign_with_typ(good(), "JWT"))).contains("an ID token"));
+        let mut hashed = good();
+        hashed.as_object_mut().unwrap().remove("nonce");
+        hashed["at_hash"] = json!("x");
+        assert!(kind(as_bearer(&sign_with_typ(hashed, "JWT"))).contains("an ID token"));
+        // Keycloak 24+ logout token: header logout+jwt, typ Logout, events, exp.
+        let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        let mut logout = access();
+        logout["typ"] = json!("Logout");
+        logout["events"] = event.clone();
+        assert!(kind(as_bearer(&sign_with_typ(logout.clone(), "logout+jwt"))).contains("logout"));
+        assert!(kind(as_bearer(&sign_with_typ(logout, "JWT"))).contains("logout"));
+        let mut generic_logout = access();
+        generic_logout.as_object_mut().unwrap().remove("typ");
+        generic_logout["events"] = event;
+        assert!(kind(as_bearer(&sign_with_typ(generic_logout, "JWT"))).contains("logout"));
+        // Keycloak refresh and offline tokens (typ Refresh / Offline), should one be a JWT
+        // this client's audience and an asymmetric signature.
+        for typ in ["Refresh", "Offline"] {
+            let mut refresh = access();
+            refresh["typ"] = json!(typ);
+            assert!(kind(as_bearer(&sign_with_typ(refresh, "JWT"))).contains("a refresh token"));
+        }
+        let mut unknown = access();
+        unknown["typ"] = json!("Serialized-ID");
+        assert!(kind(as_bearer(&sign_with_typ(unknown, "JWT"))).contains("not \"Bearer\""));
+        assert!(kind(as_bearer(&sign_with_typ(access(), "secevent+jwt"))).contains("header typ"));
+    }
+
+    #[test]
+    fn roles_are_read_from_keycloaks_access_token_whatever_its_audience() {
+        let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
+        let roles = |c: Value| access_token_roles(&sign_with_typ(c, "JWT"), &jwks, &WANT, "u1");
+        // Keycloak's default: aud account, roles only here.
+        let mut kc = access();
+        kc["aud"] = json!("account");
+        kc["resource_access"] = json!({"test":{"roles":["editor"]}});
+        let got = roles(kc.clone()).unwrap().unwrap();
+        assert_eq!(
+            Value::Object(got),
+            json!({"realm_access":{"roles":["user"]},"resource_access":{"test":{"roles":["editor"]}}})
+        );
+        assert_eq!(
+            access_token_roles("opaque-token", &jwks, &WANT, "u1"),
+            Ok(None)
+        );
+        let mut other_user = kc.clone();
+        other_user["sub"] = json!("u2");
+        assert_eq!(roles(other_user), Err(JwtError::Subject));
+        let mut other_client = kc.clone();
+        other_client["azp"] = json!("other");
+        assert_eq!(roles(other_client), Err(JwtError::AuthorizedParty));
+        let mut expired = kc.clone();
+        expired["exp"] = json!(NOW - 61);
+        assert_eq!(roles(expired), Err(JwtError::Expired));
+        let mut foreign = kc.clone();
+        foreign["iss"] = json!("http://evil");
+        assert!(matches!(roles(foreign), Err(JwtError::Issuer(_))));
+        assert!(matches!(roles(good()), Err(JwtError::NotAnAccessToken(_))));
+        let signed = sign_with_typ(kc, "JWT");
+        let (head, _) = signed.rsplit_once('.').unwrap();
+        assert_eq!(
+            access_token_roles(&format!("{head}.AAAA"), &jwks, &WANT, "u1"),
+            Err(JwtError::Signature)
+        );
+    }
+
     #[test]
     fn bearer_tokens_need_this_service_as_audience() {
         let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
-        let at = sign(
-            with("aud", json!("account")),
-            Some("test-key"),
-            Algorithm::RS256,
-        );
+        let mut account = access();
+        account["aud"] = json!("account");
+        let at = sign(account, Some("test-key"), Algorithm::RS256);
         let check = |aud| verify_access_token(&at, &jwks, "http://kc/realms/test", aud, NOW, 60);
         assert_eq!(check("test"), Err(JwtError::Audience("test".into())));
         assert!(check("account").is_ok());

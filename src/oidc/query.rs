@@ -75,6 +75,41 @@ pub fn parse_callback(query: &str) -> Result<Callback<'_>, CallbackError> {
     Ok(Callback::Code { code, state })
 }
 
+/// Why the `iss` of an authorization response (RFC 9207) refuses the login.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IssuerError {
+    #[error(
+        "the authorization response names issuer \"{found}\", not \"{expected}\" (RFC 9207: \
+         the response comes from another provider, a mix-up attack; or `issuer` differs from \
+         what the provider reports)"
+    )]
+    Mismatch { found: String, expected: String },
+    #[error(
+        "the authorization response has no \"iss\" parameter, though the provider's discovery \
+         document says authorization_response_iss_parameter_supported (RFC 9207)"
+    )]
+    Missing,
+}
+
+/// Checks the callback's `iss` (RFC 9207 §2.4): when present it must equal `issuer` exactly;
+/// when absent the login goes on unless the provider promised to send it (`required`, from
+/// discovery's `authorization_response_iss_parameter_supported`).
+pub fn check_response_issuer(
+    iss: Option<&str>,
+    issuer: &str,
+    required: bool,
+) -> Result<(), IssuerError> {
+    match iss {
+        Some(i) if i == issuer => Ok(()),
+        Some(i) => Err(IssuerError::Mismatch {
+            found: i.chars().filter(|c| !c.is_control()).take(200).collect(),
+            expected: issuer.to_string(),
+        }),
+        None if required => Err(IssuerError::Missing),
+        None => Ok(()),
+    }
+}
+
 /// Callback parameters whose values finish a login (with the state cookie) or name the
 /// provider session: never logged.
 const ONE_TIME: &[&[u8]] = &[b"code", b"state", b"session_state"];
@@ -148,6 +183,27 @@ mod tests {
             parse_callback("code=a&code=b&state=s"),
             Err(CallbackError::Query(QueryError::Duplicate("code")))
         );
+    }
+
+    #[test]
+    fn the_responses_issuer_must_be_ours_when_present_or_promised() {
+        let kc = "https://sso.example.com/realms/test";
+        assert_eq!(check_response_issuer(Some(kc), kc, true), Ok(()));
+        assert_eq!(check_response_issuer(None, kc, false), Ok(()));
+        assert_eq!(
+            check_response_issuer(None, kc, true),
+            Err(IssuerError::Missing)
+        );
+        for other in [
+            "https://evil.example/realms/test",
+            "https://sso.example.com/realms/test/",
+            "https://sso.example.com/realms/Test",
+        ] {
+            let e = check_response_issuer(Some(other), kc, false).unwrap_err();
+            assert!(e.to_string().contains(other), "{e}");
+        }
+        let e = check_response_issuer(Some("a\nb"), kc, false).unwrap_err();
+        assert!(!e.to_string().contains('\n'));
     }
 
     #[test]

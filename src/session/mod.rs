@@ -10,6 +10,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 pub use codec::KeyRing;
 
+use crate::oidc::id_token::ROLE_CLAIMS;
+
 /// ID-token claims that describe the token, not the user: dropped to keep the cookie small.
 const TOKEN_BOOKKEEPING: &[&str] = &[
     "iss",
@@ -98,8 +100,35 @@ impl Session {
 
     /// Takes the identity claims of a refreshed ID token: a group or role change at the
     /// provider shows from the next refresh, not only from the next login.
+    /// Role claims the new ID token lacks stay as they were: they came from the access token.
     pub fn with_claims(mut self, claims: Map<String, Value>) -> Session {
-        self.claims = identity(claims);
+        let mut claims = identity(claims);
+        if !ROLE_CLAIMS.iter().any(|c| claims.contains_key(*c)) {
+            for c in ROLE_CLAIMS {
+                if let Some(v) = self.claims.remove(*c) {
+                    claims.insert(c.to_string(), v);
+                }
+            }
+        }
+        self.claims = claims;
+        self
+    }
+
+    /// Takes the role claims of a verified access token (see [`ROLE_CLAIMS`]): when it has
+    /// any, they replace the session's, so that a role taken away at the provider is gone
+    /// after the next refresh; when it has none, the ID token's (an administrator may have
+    /// mapped roles there instead) stay.
+    pub fn with_roles(mut self, roles: Map<String, Value>) -> Session {
+        if ROLE_CLAIMS.iter().any(|c| roles.contains_key(*c)) {
+            for c in ROLE_CLAIMS {
+                self.claims.remove(*c);
+            }
+            self.claims.extend(
+                roles
+                    .into_iter()
+                    .filter(|(k, _)| ROLE_CLAIMS.contains(&k.as_str())),
+            );
+        }
         self
     }
 
@@ -329,6 +358,41 @@ mod tests {
         assert_eq!(s.claim("email_verified").as_deref(), Some("true"));
         assert_eq!(s.claim("missing"), None);
         assert!(s.is_valid_at(1059) && !s.is_valid_at(1060));
+    }
+
+    #[test]
+    fn roles_come_from_the_access_token_and_follow_it_after_a_refresh() {
+        let login = Session::from_id_token(claims(json!({"sub":"u1","groups":["/a"]})), 1000, 60)
+            .with_roles(claims(json!({"realm_access":{"roles":["admin"]},
+                "resource_access":{"test":{"roles":["editor"]}},"scope":"openid","sid":"s"})));
+        assert_eq!(login.claims["realm_access"], json!({"roles":["admin"]}));
+        assert!(
+            !login.claims.contains_key("scope"),
+            "only the roles are kept"
+        );
+        // A refreshed ID token without roles keeps them; the refreshed access token replaces
+        // them, also when a role claim disappears from it.
+        let refreshed = login
+            .with_claims(claims(json!({"sub":"u1","groups":["/b"]})))
+            .with_roles(claims(json!({"realm_access":{"roles":["user"]}})));
+        assert_eq!(refreshed.claims["realm_access"], json!({"roles":["user"]}));
+        assert!(!refreshed.claims.contains_key("resource_access"));
+        assert_eq!(refreshed.claim("groups").as_deref(), Some("/b"));
+    }
+
+    #[test]
+    fn roles_an_administrator_mapped_into_the_id_token_stay_when_the_access_token_has_none() {
+        let s = Session::from_id_token(
+            claims(json!({"sub":"u1","realm_access":{"roles":["admin"]}})),
+            1000,
+            60,
+        )
+        .with_roles(claims(json!({"scope":"openid"})));
+        assert_eq!(s.claims["realm_access"], json!({"roles":["admin"]}));
+        let s = s.with_claims(claims(
+            json!({"sub":"u1","realm_access":{"roles":["user"]}}),
+        ));
+        assert_eq!(s.claims["realm_access"], json!({"roles":["user"]}));
     }
 
     #[test]

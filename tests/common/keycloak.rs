@@ -381,14 +381,10 @@ impl KcEnv {
     }
 
     /// A fresh browser that, like Chromium, keeps `Secure` cookies on http://127.0.0.1 (where
-    /// Keycloak sets its login cookies `Secure` over http), and trusts the test CA when
-    /// Keycloak runs over https.
+    /// Keycloak sets its login cookies `Secure` over http), trusts the test CA, and waits up
+    /// to a minute for an answer (nginx's own provider timeout).
     pub fn browser(&self) -> Browser {
-        let mut b = if self.opts.https {
-            Browser::trusting(&self.kc.ca)
-        } else {
-            Browser::new()
-        };
+        let mut b = Browser::patient(Duration::from_secs(60), Some(&self.kc.ca));
         b.jar.loopback_is_secure = true;
         b
     }
@@ -411,5 +407,30 @@ impl KcEnv {
 
     pub fn error_log(&self) -> String {
         self.nginx.error_log()
+    }
+
+    /// nginx's error log holds no client secret, JWT, authorization code or state, no
+    /// `[alert]`, and no worker crashed.
+    pub fn assert_error_log_is_clean(&self) {
+        let log = self.error_log();
+        let problems: Vec<&str> = [
+            (
+                log.contains(client_secret(self.opts.client_id)),
+                "the client secret",
+            ),
+            (log.contains("eyJ"), "a JWT (eyJ...)"),
+            (shows_one_time_value(&log), "an authorization code or state"),
+            (log.contains("[alert]"), "an [alert]"),
+            (log.contains("exited on signal"), "a crashed worker"),
+        ]
+        .into_iter()
+        .filter_map(|(found, what)| found.then_some(what))
+        .collect();
+        assert!(
+            problems.is_empty(),
+            "nginx's error.log ({}) contains {}",
+            self.nginx.error_log.display(),
+            problems.join(", ")
+        );
     }
 }

@@ -1569,20 +1569,22 @@ impl Browser {
         }
     }
 
-    /// A browser that also speaks https and trusts the CA in the PEM file `ca` (besides the
-    /// system's), like a machine with a company CA installed.
-    pub fn trusting(ca: &Path) -> Browser {
-        let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
-        let cert = native_tls::Certificate::from_pem(&pem).expect("the CA file is PEM");
-        let tls = native_tls::TlsConnector::builder()
-            .add_root_certificate(cert)
-            .build()
-            .expect("TLS connector");
+    /// A browser that waits up to `timeout` for each answer (a Java provider that has just
+    /// started answers its first logins slowly on 2 busy cores), speaks https and trusts the
+    /// CA in the PEM file `ca` besides the system's, like a machine with a company CA installed.
+    pub fn patient(timeout: Duration, ca: Option<&Path>) -> Browser {
+        let mut tls = native_tls::TlsConnector::builder();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
+            tls.add_root_certificate(
+                native_tls::Certificate::from_pem(&pem).expect("the CA file is PEM"),
+            );
+        }
         Browser {
             agent: ureq::AgentBuilder::new()
                 .redirects(0)
-                .timeout(Duration::from_secs(10))
-                .tls_connector(Arc::new(tls))
+                .timeout(timeout)
+                .tls_connector(Arc::new(tls.build().expect("TLS connector")))
                 .build(),
             jar: CookieJar::default(),
             hops: Vec::new(),

@@ -71,13 +71,14 @@ function readEnvFile(file) {
 /**
  * A real Keycloak (scripts/keycloak.sh, realms from tests/keycloak/): the one of the test run
  * when `NGX_OIDC_KEYCLOAK_ENV` names its keycloak.env (scripts/test.sh), else one of our own
- * under target/browser/run/keycloak. Returns its settings and `stop()` (a no-op for the run's).
+ * under target/browser/run/keycloak-server. Returns its settings and `stop()` (a no-op for the
+ * run's).
  */
 async function startKeycloak() {
   if (process.env.NGX_OIDC_KEYCLOAK_ENV) {
     return { env: readEnvFile(process.env.NGX_OIDC_KEYCLOAK_ENV), stop: async () => {} };
   }
-  const dir = path.join(OUT, 'run', 'keycloak');
+  const dir = path.join(OUT, 'run', 'keycloak-server');
   const script = path.join(ROOT, 'scripts/keycloak.sh');
   const run = (args) => new Promise((resolve, reject) => {
     const child = spawn(script, args, {
