@@ -667,13 +667,17 @@ fn callbacks_waiting_on_a_frozen_provider_cost_little_memory() {
     env.provider.pause();
     let already_open = env.provider.open_connections();
     let before = workers_kib(&env, "VmSize:");
+    // The provider names itself in its authorization responses (RFC 9207), so a made-up
+    // callback carries its `iss` too, or it is refused before any provider call.
+    let iss: String =
+        url::form_urlencoded::byte_serialize(env.provider.issuer.as_bytes()).collect();
     let open: Vec<TcpStream> = starts
         .iter()
         .map(|(state, cookie)| {
             let mut s = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
             write!(
                 s,
-                "GET /oauth2/callback?code=made-up&state={state} HTTP/1.1\r\n\
+                "GET /oauth2/callback?code=made-up&state={state}&iss={iss} HTTP/1.1\r\n\
                  Host: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n"
             )
             .unwrap();
