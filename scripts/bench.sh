@@ -9,6 +9,17 @@
 #       upstream (another server block of the same nginx) answering 202: the cheapest possible
 #       oauth2-proxy
 #   D   `oidc_auth` with a garbage session cookie → 401 (what an attacker sends)
+#   O   the setup the module replaces, for real: the seed article's nginx.conf
+#       (tests/migration/oauth2-proxy.conf: auth_request /oauth2/auth, error_page 401 =
+#       /oauth2/sign_in, auth_request_set X-User/X-Email) in front of the real oauth2-proxy
+#       (scripts/build-oauth2-proxy.sh, the seed's flags), logged in through the same provider
+#       as B. Its `proxy_pass http://backend/` is left out so that O serves the same static file
+#       as every other case (the comparison is the session check, not an extra proxy hop).
+# The provider: a real Keycloak (scripts/keycloak.sh, realm tests/keycloak/realm-test.json with
+# token and session lifetimes raised past the run, so that neither oauth2-proxy's session nor
+# the module's expires mid-run), or with --quick / BENCH_KEYCLOAK=0 the stand-in tests/idp: the
+# steady state of every case never calls the provider, so the smoke run that CI makes does not
+# pay for a Keycloak start (it runs Keycloak in the test suites already).
 # Then the worker's peak RSS before and after BENCH_LEAK_REQUESTS requests of case B.
 # Results: target/bench/results.md, target/bench/results.svg (raw wrk output in target/bench/raw/).
 #
@@ -16,7 +27,8 @@
 #   --quick           1 round of 2 s per case and a 20,000-request leak check (smoke test)
 #   --callgrind       also count instructions per request of every case under valgrind callgrind
 #   --callgrind-only  only the callgrind part (no wrk runs)
-# Environment: BENCH_ROUNDS (5), BENCH_DURATION (10s), BENCH_CONNECTIONS (32),
+# Environment: BENCH_ROUNDS (5), BENCH_DURATION (10s), BENCH_CONNECTIONS (32), BENCH_KEYCLOAK
+#   (1, or 0 with --quick: the provider is a real Keycloak),
 #   BENCH_LEAK_REQUESTS (1000000), BENCH_CALLGRIND_REQUESTS (2000),
 #   BENCH_PIN=1 pins the nginx worker to CPU 1 and wrk to CPU 0,
 #   NGX_OIDC_SKIP_BUILD=1 uses the last scripts/build.sh output as is.
@@ -44,10 +56,14 @@ duration="${BENCH_DURATION:-10s}"
 conns="${BENCH_CONNECTIONS:-32}"
 leak_requests="${BENCH_LEAK_REQUESTS:-1000000}"
 cg_requests="${BENCH_CALLGRIND_REQUESTS:-2000}"
+keycloak=1
 if [ "$quick" = 1 ]; then
-    rounds=1 duration=2s leak_requests=20000
+    rounds=1 duration=2s leak_requests=20000 keycloak=0
 fi
-cases=(A B B2 C D)
+keycloak="${BENCH_KEYCLOAK:-$keycloak}"
+cases=(A B B2 C D O)
+# Under callgrind only nginx's own instructions count; oauth2-proxy's would be missing from O.
+cg_cases=(A B B2 C D)
 
 out="$NGX_OIDC_TARGET/bench"
 run="$out/run"
@@ -56,6 +72,7 @@ helpers="$NGX_OIDC_ROOT/scripts/bench"
 # ------------------------------------------------------------------------------ dependencies
 build_unless_skipped
 ensure_idp_deps
+ensure_oauth2_proxy
 ensure_commands wrk curl python3
 if [ "$cg_part" = 1 ]; then
     ensure_commands valgrind
@@ -76,15 +93,17 @@ file_bytes="$(stat -c %s "$run/html/index.html")"
 path=/index.html # not "/": the index module's internal redirect would run the access phase twice
 (umask 077 && head -c 32 /dev/urandom | base64 >"$run/cookie-keys")
 
-read -r P_A P_B P_C P_D P_U P_IDP < <(free_ports 6)
-declare -A port=([A]=$P_A [B]=$P_B [B2]=$P_B [C]=$P_C [D]=$P_D)
+read -r P_A P_B P_C P_D P_U P_IDP P_O P_O2P < <(free_ports 8)
+declare -A port=([A]=$P_A [B]=$P_B [B2]=$P_B [C]=$P_C [D]=$P_D [O]=$P_O)
 
 # ------------------------------------------------------------------------------ processes
-idp_pid="" nginx_pid=""
+idp_pid="" nginx_pid="" o2p_pid="" kc_dir=""
 cleanup() {
     trap - INT TERM EXIT
     if [ -n "$nginx_pid" ]; then kill -QUIT "$nginx_pid" 2>/dev/null || true; fi
+    if [ -n "$o2p_pid" ]; then kill -TERM "$o2p_pid" 2>/dev/null || true; fi
     if [ -n "$idp_pid" ]; then kill -TERM "$idp_pid" 2>/dev/null || true; fi
+    if [ -n "$kc_dir" ]; then "$NGX_OIDC_ROOT/scripts/keycloak.sh" stop "$kc_dir" || true; fi
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -101,7 +120,13 @@ write_conf() {
     large_client_header_buffers 4 32k;
     root $run/html;
 
-$(oidc_provider_block keycloak "$P_IDP" "$run/cookie-keys")
+    oidc_provider keycloak {
+        issuer             $issuer;
+        client_id          test;
+        client_secret      $client_secret;
+        cookie_secret_file $run/cookie-keys;
+        cookie_secure      off;
+    }
 
     # A: plain nginx.
     server {
@@ -146,8 +171,17 @@ $(oidc_provider_block keycloak "$P_IDP" "$run/cookie-keys")
         keepalive_requests 1000000;
         location / { return 202; }
     }
-}
+
+    # O: the seed's nginx.conf in front of the real oauth2-proxy (the static file instead of
+    # its proxy_pass to a backend, like every other case).
 EOF
+        # proxy_buffer_size: oauth2-proxy's cookie for a Keycloak user does not fit nginx's
+        # default 4 KB (502 "upstream sent too big header" at login; tests/migration.rs).
+        sed -e "s/@PORT@/$P_O/g; s/@OAUTH2_PROXY_PORT@/$P_O2P/g" \
+            -e 's|^\( *\)listen .*|&\n\1proxy_buffer_size 16k;\n\1proxy_buffers 8 16k;|' \
+            -e 's|^\( *\)proxy_pass http://backend/;|\1# (bench: the static file from root, as in every case)|' \
+            "$NGX_OIDC_ROOT/tests/migration/oauth2-proxy.conf" | sed 's/^/    /'
+        echo "}"
     } >"$dir/nginx.conf"
     "$nginx_bin" -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" -t -q \
         || die "nginx -t failed for $dir/nginx.conf"
@@ -155,10 +189,57 @@ EOF
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-say "starting the test OpenID Provider on 127.0.0.1:$P_IDP (log: $run/idp.log)"
-start_test_idp "$P_IDP" "$P_B" 86400 "$run/idp.log"
-idp_pid=$!
-wait_port "$P_IDP" 30
+kc_version="" kc_start=""
+if [ "$keycloak" = 1 ]; then
+    kc_dir="$run/keycloak"
+    # README's realm, with lifetimes past the run: Keycloak's default 5-minute access token
+    # would end oauth2-proxy's sessions (it does not refresh without --cookie-refresh) and make
+    # the module refresh mid-run.
+    python3 - "$NGX_OIDC_ROOT/tests/keycloak/realm-test.json" "$run/realm-bench.json" <<'PY'
+import json, sys
+realm = json.load(open(sys.argv[1]))
+for k in ("accessTokenLifespan", "ssoSessionIdleTimeout", "ssoSessionMaxLifespan", "clientSessionIdleTimeout", "clientSessionMaxLifespan"):
+    realm[k] = 86400
+json.dump(realm, open(sys.argv[2], "w"))
+PY
+    "$NGX_OIDC_ROOT/scripts/keycloak.sh" start "$kc_dir" "$run/realm-bench.json" \
+        || die "Keycloak did not start (BENCH_KEYCLOAK=0 benchmarks against the stand-in provider)"
+    # shellcheck disable=SC1091
+    kc_version="$(. "$kc_dir/keycloak.env" && echo "$KC_VERSION")"
+    # shellcheck disable=SC1091
+    kc_start="$(. "$kc_dir/keycloak.env" && echo "$KC_START_SECONDS")"
+    # shellcheck disable=SC1091
+    issuer="$(. "$kc_dir/keycloak.env" && echo "$KC_URL")/realms/test"
+    client_secret=test-client-secret
+    provider_name="Keycloak $kc_version"
+else
+    say "starting the test OpenID Provider on 127.0.0.1:$P_IDP (log: $run/idp.log)"
+    start_test_idp "$P_IDP" "$P_B $P_O" 86400 "$run/idp.log"
+    idp_pid=$!
+    wait_port "$P_IDP" 30
+    issuer="http://127.0.0.1:$P_IDP/realms/test"
+    client_secret=secret
+    provider_name="the stand-in provider (tests/idp)"
+fi
+
+# The seed article's oauth2-proxy flags (tests/common's OAuth2Proxy runs the same), plus:
+# --oidc-extra-audience=account in place of the article's Audience mapper, PKCE (the test
+# realm's client requires it), and request logging off, as nginx's access_log is. Go may use every core (its default; generous to O, whose nginx
+# has one worker like every case); BENCH_PIN=1 puts it on the nginx worker's core.
+o2p_pin=()
+[ "${BENCH_PIN:-0}" = 1 ] && o2p_pin=(taskset -c 1)
+say "starting oauth2-proxy $NGX_OIDC_OAUTH2_PROXY_VERSION on 127.0.0.1:$P_O2P (log: $run/oauth2-proxy.log)"
+OAUTH2_PROXY_CLIENT_ID=test OAUTH2_PROXY_CLIENT_SECRET="$client_secret" \
+    OAUTH2_PROXY_COOKIE_SECRET="$(head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_')" \
+    "${o2p_pin[@]}" "$NGX_OIDC_OAUTH2_PROXY" --skip-provider-button=true --ssl-insecure-skip-verify \
+    --provider=keycloak-oidc --upstream=file:///dev/null --oidc-issuer-url="$issuer" \
+    --redirect-url="http://127.0.0.1:$P_O/oauth2/callback" --http-address="127.0.0.1:$P_O2P" \
+    --email-domain='*' --cookie-secure=false --insecure-oidc-allow-unverified-email=true \
+    --set-xauthrequest --oidc-extra-audience=account --code-challenge-method=S256 \
+    --request-logging=false \
+    >"$run/oauth2-proxy.log" 2>&1 &
+o2p_pid=$!
+wait_port "$P_O2P" 30
 
 write_conf "$run" on
 say "starting nginx (config: $run/nginx.conf, ports A=$P_A B=$P_B C=$P_C D=$P_D upstream=$P_U)"
@@ -170,13 +251,15 @@ worker_pid() { cut -d' ' -f1 "/proc/$nginx_pid/task/$nginx_pid/children"; }
 worker="$(worker_pid)"
 [ -n "$worker" ] || die "no nginx worker found under master $nginx_pid"
 
-say "logging in as demo and as biggroups"
+say "logging in as demo and as biggroups through $provider_name, and as demo through oauth2-proxy"
 login_url="http://127.0.0.1:$P_B$path"
 cookie_demo="$(python3 "$helpers/login.py" "$login_url" demo demo)" || die "login as demo failed (see $run/error.log, $run/idp.log)"
 cookie_big="$(python3 "$helpers/login.py" "$login_url" biggroups biggroups)" || die "login as biggroups failed"
+cookie_o2p="$(python3 "$helpers/login.py" "http://127.0.0.1:$P_O$path" demo demo _oauth2_proxy)" \
+    || die "login as demo through oauth2-proxy failed (see $run/oauth2-proxy.log, $run/error.log)"
 cookie_garbage="$(garbage_cookie "$cookie_demo")"
-declare -A cookie=([A]=$cookie_demo [B]=$cookie_demo [B2]=$cookie_big [C]=$cookie_demo [D]=$cookie_garbage)
-declare -A want_status=([A]=200 [B]=200 [B2]=200 [C]=200 [D]=401)
+declare -A cookie=([A]=$cookie_demo [B]=$cookie_demo [B2]=$cookie_big [C]=$cookie_demo [D]=$cookie_garbage [O]=$cookie_o2p)
+declare -A want_status=([A]=200 [B]=200 [B2]=200 [C]=200 [D]=401 [O]=200)
 
 # ------------------------------------------------------------------------------ checks
 checks_json="[]"
@@ -301,7 +384,7 @@ if [ "$cg_part" = 1 ]; then
     say "callgrind: a baseline run with 0 requests"
     base_ir="$(cg_run base A 0)"
     declare -A cg_ir
-    for c in "${cases[@]}"; do
+    for c in "${cg_cases[@]}"; do
         say "callgrind: case $c, $cg_requests requests"
         cg_ir[$c]="$(cg_run "$c" "$c" "$cg_requests")"
         callgrind_annotate --inclusive=yes --threshold=100 "$cg/callgrind.$c.out" \
@@ -350,6 +433,9 @@ json.dump({
     "garbage_bytes": ${#cookie_garbage}, "load_before": "$load_before", "load_after": "$load_after",
     "module_sha256": "$(sha256sum "$run/ngx_http_oidc_module.so" | cut -c1-16)",
     "pinned": "${BENCH_PIN:-0}" == "1",
+    "cases": "${cases[*]}", "provider": "$provider_name", "keycloak_start_seconds": "$kc_start",
+    "oauth2_proxy": """$("$NGX_OIDC_OAUTH2_PROXY" --version 2>&1 | head -n1)""",
+    "cookie_o2p_bytes": ${#cookie_o2p},
 }, open(sys.argv[1], "w"), indent=1)
 EOF
 if [ "$wrk_part" = 1 ]; then

@@ -109,6 +109,37 @@ ensure_chromium() {
     [ -x "$NGX_OIDC_CHROMIUM" ]
 }
 
+# ------------------------------------------------------------ oauth2-proxy (the setup we replace)
+
+# The oauth2-proxy that the migration test and the benchmark run, built from the Go module proxy
+# with the module's own go.mod/go.sum (`go install pkg@version` uses them and checks them against
+# the checksum database). Cached per user, outside the worktree, so that every worktree and CI
+# run reuses one build; the version is stamped into the binary (as upstream's release build
+# does), which is how a cached binary of another version is noticed and rebuilt.
+NGX_OIDC_OAUTH2_PROXY_VERSION=v7.15.6
+NGX_OIDC_OAUTH2_PROXY="${NGX_OIDC_OAUTH2_PROXY:-${XDG_CACHE_HOME:-$HOME/.cache}/ngx-oidc/bin/oauth2-proxy}"
+
+# Builds $NGX_OIDC_OAUTH2_PROXY unless it is already this version (needs Go; ~2 min cold).
+ensure_oauth2_proxy() {
+    local bin="$NGX_OIDC_OAUTH2_PROXY" v="$NGX_OIDC_OAUTH2_PROXY_VERSION" tmp
+    if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "^oauth2-proxy $v "; then
+        return 0
+    fi
+    command -v go >/dev/null 2>&1 || die "go not found: oauth2-proxy $v is built from source (install Go 1.26+)"
+    say "building oauth2-proxy $v into $bin (go install, cached)"
+    tmp="$(dirname "$bin")/.build.$$"
+    mkdir -p "$tmp"
+    GOBIN="$tmp" GOFLAGS=-mod=mod CGO_ENABLED=0 go install \
+        -ldflags "-X github.com/oauth2-proxy/oauth2-proxy/v7/pkg/version.VERSION=$v" \
+        "github.com/oauth2-proxy/oauth2-proxy/v7@$v" || {
+        rm -rf "$tmp"
+        die "go install oauth2-proxy $v failed"
+    }
+    mv -f "$tmp/oauth2-proxy" "$bin"
+    rm -rf "$tmp"
+    "$bin" --version | grep -q "^oauth2-proxy $v " || die "$bin does not report version $v"
+}
+
 # ------------------------------------------------------------ load scripts (bench.sh, soak.sh)
 
 # scripts/build.sh, or with NGX_OIDC_SKIP_BUILD=1 the last build as it is.
@@ -155,11 +186,13 @@ for s in socks: s.close()' "$1"
 # Waits until 127.0.0.1:PORT accepts connections (at most SECONDS, default 60).
 wait_port() { python3 "$NGX_OIDC_ROOT/scripts/bench/client.py" wait "$1" "${2:-60}"; }
 
-# Starts the test provider in the background ($! is its pid): PORT, the nginx port whose
-# /oauth2/callback it accepts, access/ID token lifetime in seconds, log file.
+# Starts the test provider in the background ($! is its pid): PORT, the nginx port(s) whose
+# /oauth2/callback it accepts (space-separated), access/ID token lifetime in seconds, log file.
 start_test_idp() {
+    local uris
+    uris="$(printf 'http://127.0.0.1:%s/oauth2/callback,' $2)"
     IDP_PORT=$1 IDP_REALM=test IDP_CLIENT_ID=test IDP_CLIENT_SECRET=secret \
-        IDP_REDIRECT_URIS="http://127.0.0.1:$2/oauth2/callback" \
+        IDP_REDIRECT_URIS="${uris%,}" \
         IDP_ACCESS_TOKEN_TTL=$3 IDP_ID_TOKEN_TTL=$3 IDP_REFRESH_TOKEN_TTL=86400 \
         IDP_SESSION_TTL=86400 \
         node "$NGX_OIDC_ROOT/tests/idp/server.js" >"$4" 2>&1 &

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every check and test, on a fresh Debian 12 box too:
-#   apt packages (only the missing ones), npm ci for tests/idp (when needed),
+#   apt packages (only the missing ones), npm ci for tests/idp (when needed), oauth2-proxy
+#   (built once from the Go module proxy and cached, for tests/migration.rs and the benchmark),
 #   cargo fmt --check, cargo clippy -D warnings, scripts/build.sh, cargo test --release
 #   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider,
 #   and tests/keycloak.rs against a real Keycloak: scripts/keycloak.sh, fetched with Maven),
@@ -33,6 +34,8 @@ step="install dependencies"
 ensure_build_deps
 ensure_idp_deps
 ensure_commands wrk # tests/hostile.rs loads nginx with it during reloads
+ensure_oauth2_proxy
+export NGX_OIDC_OAUTH2_PROXY
 
 # A real Keycloak for tests/keycloak.rs and the Chromium test, started now so that its start
 # (a minute or two on 2 cores; the first run also fetches it with Maven and unpacks it) overlaps

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Logs in through nginx + the test OpenID Provider like a browser and prints the session cookie.
+"""Logs in through nginx + the OpenID Provider like a browser and prints the session cookie.
 
-Usage: login.py <protected url> <user> <password>
-Prints one line: the Cookie header value holding the session (`_oidc=...; _oidc_1=...`).
+Usage: login.py <protected url> <user> <password> [<cookie name>]
+Prints one line: the Cookie header value holding the session (`_oidc=...; _oidc_1=...`; the
+cookie name defaults to the module's `_oidc`, oauth2-proxy's is `_oauth2_proxy`).
 """
 import html
 import http.cookiejar
@@ -12,9 +13,19 @@ import urllib.parse
 import urllib.request
 
 
+class LoopbackIsSecure(http.cookiejar.DefaultCookiePolicy):
+    """Sends `Secure` cookies to http://127.0.0.1 as browsers do (a trustworthy origin):
+    Keycloak sets its login cookies `Secure` even over http."""
+
+    def return_ok_secure(self, cookie, request):
+        host = urllib.parse.urlsplit(request.full_url).hostname
+        return host in ("127.0.0.1", "localhost") or super().return_ok_secure(cookie, request)
+
+
 def main():
     start, user, password = sys.argv[1:4]
-    jar = http.cookiejar.CookieJar()
+    name = sys.argv[4] if len(sys.argv) > 4 else "_oidc"
+    jar = http.cookiejar.CookieJar(LoopbackIsSecure())
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     # A page navigation: the module answers 302 to the provider (not 401).
     opener.addheaders = [("Accept", "text/html"), ("User-Agent", "ngx-oidc-bench-login")]
@@ -33,10 +44,10 @@ def main():
         r.read()
         final = r.geturl()
         status = r.status
-    cookies = {c.name: c.value for c in jar if re.fullmatch(r"_oidc(_[0-9]+)?", c.name)}
-    if "_oidc" not in cookies:
-        sys.exit(f"login.py: no _oidc cookie after the login (ended at {final}, HTTP {status})")
-    names = sorted(cookies, key=lambda n: 0 if n == "_oidc" else int(n.split("_")[-1]))
+    cookies = {c.name: c.value for c in jar if re.fullmatch(re.escape(name) + r"(_[0-9]+)?", c.name)}
+    if name not in cookies:
+        sys.exit(f"login.py: no {name} cookie after the login (ended at {final}, HTTP {status})")
+    names = sorted(cookies, key=lambda n: 0 if n == name else int(n.split("_")[-1]))
     print("; ".join(f"{n}={cookies[n]}" for n in names))
 
 

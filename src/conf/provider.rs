@@ -31,6 +31,9 @@ pub struct ProviderConf {
     pub clock_skew: u64,
     /// `allow_unverified_email on`: email rules accept addresses with `email_verified` false.
     pub allow_unverified_email: bool,
+    /// The claim that names the user (`X-Auth-Request-User`, `$oidc_user`, log lines); `sub`
+    /// when a token lacks it.
+    pub user_claim: String,
     /// Associated data of session cookies: binds them to this cookie name and provider.
     pub session_aad: Vec<u8>,
     /// Associated data of login-state cookies.
@@ -69,7 +72,7 @@ pub enum ConfError {
 const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cookie_secret_file, \
                      scope, redirect_uri, cookie_name, cookie_secure, fetch_location, \
                      session_lifetime, refresh_leeway, post_logout_redirect_uri, \
-                     bearer_audience, clock_skew, allow_unverified_email";
+                     bearer_audience, clock_skew, allow_unverified_email, user_claim";
 
 /// Collects the directives of one provider block.
 #[derive(Default)]
@@ -90,6 +93,7 @@ pub struct ProviderBuilder {
     bearer_audience: Option<String>,
     clock_skew: Option<u64>,
     allow_unverified_email: Option<bool>,
+    user_claim: Option<String>,
 }
 
 fn once<T>(slot: &mut Option<T>, directive: &str, value: T) -> Result<(), ConfError> {
@@ -291,6 +295,18 @@ impl ProviderBuilder {
                 })?;
                 once(&mut self.clock_skew, directive, secs)
             }
+            "user_claim" => {
+                let valid = !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic());
+                if !valid {
+                    return Err(ConfError::Invalid {
+                        directive: "user_claim",
+                        why: format!(
+                            "\"{value}\" is not a claim name like sub or preferred_username"
+                        ),
+                    });
+                }
+                once(&mut self.user_claim, directive, value.to_string())
+            }
             other => Err(ConfError::Unknown(other.to_string())),
         }
     }
@@ -350,6 +366,9 @@ impl ProviderBuilder {
             bearer_audience,
             clock_skew: self.clock_skew.unwrap_or(60),
             allow_unverified_email: self.allow_unverified_email.unwrap_or(false),
+            user_claim: self
+                .user_claim
+                .unwrap_or_else(|| "preferred_username".into()),
         })
     }
 }
@@ -418,6 +437,18 @@ mod tests {
             !p.allow_unverified_email,
             "unverified emails are refused by default"
         );
+        assert_eq!(p.user_claim, "preferred_username");
+    }
+
+    #[test]
+    fn user_claim_names_one_claim() {
+        let d = tmp("user-claim");
+        let r = |p: &str| d.join(p);
+        let mut b = builder_with_keyfile(&d);
+        let err = b.set("user_claim", &["a b"], &r).unwrap_err().to_string();
+        assert!(err.contains("user_claim"), "{err}");
+        b.set("user_claim", &["sub"], &r).unwrap();
+        assert_eq!(b.build().unwrap().user_claim, "sub");
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub unsafe fn authorize(
     let Some(reason) = denied else {
         return Ok(());
     };
-    let user = s.user().unwrap_or_default();
+    let user = s.user(&p.conf.user_claim).unwrap_or_default();
     // SAFETY: per this function's contract.
     unsafe {
         ngx_log_error!(
@@ -278,7 +278,7 @@ pub unsafe fn read_session(
         Some(v) => v,
         None => {
             let session = Session::open(&p.conf.keys, &p.conf.session_aad, &value)?;
-            let v = Rc::new(Verified::new(session));
+            let v = Rc::new(Verified::new(session, &p.conf.user_claim));
             p.sessions.borrow_mut().insert(&value, Rc::clone(&v));
             v
         }

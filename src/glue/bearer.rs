@@ -97,7 +97,7 @@ unsafe fn verify(
                 .unwrap_or(now);
             let mut session = Session::from_id_token(claims, now, 0);
             session.exp = exp;
-            let v = Rc::new(Verified::new(session));
+            let v = Rc::new(Verified::new(session, &p.conf.user_claim));
             p.bearers
                 .borrow_mut()
                 .insert(token.as_bytes(), Rc::clone(&v));

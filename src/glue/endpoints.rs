@@ -61,13 +61,21 @@ pub unsafe fn access(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
     }
 }
 
-/// The `rd` parameter, checked against open redirects; `/` when absent.
+/// The `rd` parameter, checked against open redirects. When absent: the page the browser asked
+/// for if nginx redirected it here internally (`error_page 401 = /oauth2/sign_in;` of
+/// `auth_request` setups, where oauth2-proxy returns to `X-Auth-Request-Redirect: $request_uri`),
+/// else `/`.
 ///
 /// # Safety
 /// `r` must be a live request.
 unsafe fn return_path(r: *mut ngx_http_request_t) -> Result<String, Response<'static>> {
     // SAFETY: per this function's contract.
     let args = unsafe { http::args(&*r) };
+    // SAFETY: per this function's contract.
+    let redirected_from = unsafe {
+        ((*r).internal() != 0)
+            .then(|| String::from_utf8_lossy(http::bytes(&(*r).unparsed_uri)).into_owned())
+    };
     let refuse = |why: &str| {
         // SAFETY: per this function's contract.
         ngx_log_error!(
@@ -82,7 +90,11 @@ unsafe fn return_path(r: *mut ngx_http_request_t) -> Result<String, Response<'st
         )
     };
     match query::param(args, "rd") {
-        Ok(None) => Ok("/".into()),
+        Ok(None) => Ok(redirected_from
+            .as_deref()
+            .and_then(crate::redirect::safe_return_path)
+            .unwrap_or("/")
+            .into()),
         Ok(Some(rd)) => crate::redirect::safe_return_path(&rd)
             .map(str::to_string)
             .ok_or_else(|| refuse("not a same-site path")),
@@ -295,7 +307,7 @@ pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                     _ => Vec::new(),
                 };
                 let body = serde_json::json!({
-                    "user": s.user(),
+                    "user": v.user,
                     "email": s.claim("email"),
                     "preferredUsername": s.claim("preferred_username"),
                     "groups": groups,

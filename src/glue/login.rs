@@ -623,7 +623,7 @@ pub unsafe fn callback(
         log(r),
         "oidc: provider \"{}\": user \"{}\" logged in ({} cookie bytes in {} chunk(s))",
         p.conf.name,
-        session.user().unwrap_or_default(),
+        session.user(&p.conf.user_claim).unwrap_or_default(),
         sealed.len(),
         chunks.len()
     );

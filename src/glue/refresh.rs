@@ -151,7 +151,7 @@ pub unsafe fn refresh(
             Refreshed::Unavailable
         }
         Decision::Running if session.access_token_valid(now) => {
-            Refreshed::Ready(Rc::new(Verified::new(session)))
+            Refreshed::Ready(Rc::new(Verified::new(session, &p.conf.user_claim)))
         }
         Decision::Running => {
             let waits = match rctx.refresh {
@@ -239,7 +239,7 @@ unsafe fn refreshed_claims(
             "oidc: provider \"{}\": the refreshed {} of \"{}\" was not accepted ({}); the login's claims stay",
             p.conf.name,
             what,
-            session.user().unwrap_or_default(),
+            session.user(&p.conf.user_claim).unwrap_or_default(),
             e
         );
     };
@@ -287,7 +287,7 @@ unsafe fn finish(
                 "oidc: provider \"{}\": refresh refused ({}): the login of \"{}\" has ended",
                 p.conf.name,
                 description,
-                session.user().unwrap_or_default()
+                session.user(&p.conf.user_claim).unwrap_or_default()
             );
             // SAFETY: the zone belongs to this provider.
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Ended, now)) };
@@ -341,7 +341,7 @@ unsafe fn finish(
 
 /// Caches a refreshed session under its new cookie, which the browser sends from now on.
 fn remember(p: &Provider, sealed: &str, session: Session) -> Rc<Verified> {
-    let v = Rc::new(Verified::new(session));
+    let v = Rc::new(Verified::new(session, &p.conf.user_claim));
     p.sessions
         .borrow_mut()
         .insert(sealed.as_bytes(), Rc::clone(&v));

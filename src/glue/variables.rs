@@ -7,7 +7,7 @@ use ngx::ffi::{
 
 use super::ctx;
 use super::http::{bytes, pool_str};
-use crate::session::Session;
+use crate::session::{Session, Verified};
 
 const CLAIM_PREFIX: &str = "oidc_claim_";
 
@@ -78,14 +78,21 @@ unsafe fn set_value(
 /// # Safety
 /// `r` must be a live request.
 unsafe fn session<'a>(r: *mut ngx_http_request_t) -> Option<&'a Session> {
+    // SAFETY: per this function's contract.
+    unsafe { verified(r) }.map(|v| &v.session)
+}
+
+/// The session of this request or of its main request, with what it renders (see `session`).
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn verified<'a>(r: *mut ngx_http_request_t) -> Option<&'a Verified> {
     // SAFETY: per this function's contract; r->main is live as long as r.
     unsafe {
-        if let Some(v) = ctx::get(r).and_then(|c| c.session.as_ref()) {
-            return Some(&v.session);
+        if let Some(v) = ctx::get(r).and_then(|c| c.session.as_deref()) {
+            return Some(v);
         }
-        ctx::get((*r).main)
-            .and_then(|c| c.session.as_ref())
-            .map(|v| &v.session)
+        ctx::get((*r).main).and_then(|c| c.session.as_deref())
     }
 }
 
@@ -121,7 +128,10 @@ unsafe extern "C" fn user(
     _: usize,
 ) -> ngx_int_t {
     // SAFETY: called by nginx with a live request and value slot.
-    unsafe { from_session(r, v, Session::user) }
+    unsafe {
+        let user = verified(r).and_then(|s| s.user.clone());
+        set_value(r, v, user.as_deref().map(str::as_bytes))
+    }
 }
 
 unsafe extern "C" fn email(

@@ -174,10 +174,10 @@ impl Session {
         now < self.exp && self.claims.contains_key("sub")
     }
 
-    /// The user name for `X-Auth-Request-User`: `preferred_username`, else `sub`.
-    pub fn user(&self) -> Option<String> {
-        self.claim("preferred_username")
-            .or_else(|| self.claim("sub"))
+    /// The user name for `X-Auth-Request-User`: the claim named `user_claim` (the provider's
+    /// `user_claim`, `preferred_username` by default), else `sub`.
+    pub fn user(&self, user_claim: &str) -> Option<String> {
+        self.claim(user_claim).or_else(|| self.claim("sub"))
     }
 
     /// A top-level claim as header text: arrays joined by `,`, objects as JSON.
@@ -257,17 +257,22 @@ pub struct Verified {
     pub session: Session,
     /// `(name, lower-case name, value)` of each `X-Auth-Request-*` identity header.
     pub headers: Vec<(&'static str, &'static str, String)>,
+    /// The user name (`Session::user` with the provider's `user_claim`).
+    pub user: Option<String>,
 }
 
 impl Verified {
-    pub fn new(session: Session) -> Verified {
+    /// Renders the headers of `session`; `user_claim` names the claim of
+    /// `X-Auth-Request-User`.
+    pub fn new(session: Session, user_claim: &str) -> Verified {
+        let user = session.user(user_claim);
         let mut headers = Vec::with_capacity(4);
         let mut add = |k, lk, v: Option<String>| {
             if let Some(v) = v.filter(|v| !v.is_empty()) {
                 headers.push((k, lk, v));
             }
         };
-        add("X-Auth-Request-User", "x-auth-request-user", session.user());
+        add("X-Auth-Request-User", "x-auth-request-user", user.clone());
         add(
             "X-Auth-Request-Email",
             "x-auth-request-email",
@@ -283,7 +288,11 @@ impl Verified {
             "x-auth-request-groups",
             session.claim("groups"),
         );
-        Verified { session, headers }
+        Verified {
+            session,
+            headers,
+            user,
+        }
     }
 }
 
@@ -343,7 +352,8 @@ mod tests {
         assert_eq!(s.exp, 1060);
         assert_eq!(s.sid.as_deref(), Some("s1"));
         assert!(!s.claims.contains_key("iss") && !s.claims.contains_key("nonce"));
-        assert_eq!(s.user().as_deref(), Some("demo"));
+        assert_eq!(s.user("preferred_username").as_deref(), Some("demo"));
+        assert_eq!(s.user("sub").as_deref(), Some("u1"));
         assert_eq!(s.claim("groups").as_deref(), Some("/a,/b"));
         assert_eq!(s.claim("email_verified").as_deref(), Some("true"));
         assert_eq!(s.claim("missing"), None);
@@ -450,7 +460,7 @@ mod tests {
             0,
             1,
         );
-        let v = Verified::new(s);
+        let v = Verified::new(s, "preferred_username");
         let names: Vec<(&str, &str)> = v.headers.iter().map(|(k, _, v)| (*k, v.as_str())).collect();
         assert_eq!(
             names,
@@ -470,7 +480,22 @@ mod tests {
     #[test]
     fn the_user_falls_back_to_sub() {
         let s = Session::from_id_token(claims(json!({"sub":"u1"})), 0, 1);
-        assert_eq!(s.user().as_deref(), Some("u1"));
+        assert_eq!(s.user("preferred_username").as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn user_claim_sub_gives_oauth2_proxys_x_auth_request_user() {
+        let s = Session::from_id_token(
+            claims(json!({"sub":"u1","preferred_username":"demo","email":"d@x"})),
+            0,
+            1,
+        );
+        let v = Verified::new(s, "sub");
+        assert_eq!(v.user.as_deref(), Some("u1"));
+        assert_eq!(
+            v.headers[0],
+            ("X-Auth-Request-User", "x-auth-request-user", "u1".into())
+        );
     }
 
     #[test]

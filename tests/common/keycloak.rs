@@ -357,7 +357,13 @@ impl KcEnv {
             .set("KEYS", keys.display().to_string())
             .set("CA", kc.ca.display().to_string())
             .set("PROVIDER_EXTRA", opts.provider_extra.clone());
-        let nginx = Nginx::start(&dir.path, port, true, &vars.render(KC_HTTP));
+        let nginx = Nginx::start(
+            &dir.path,
+            port,
+            true,
+            WORKER_CONNECTIONS,
+            &vars.render(KC_HTTP),
+        );
         KcEnv {
             nginx,
             upstream,

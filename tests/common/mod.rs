@@ -191,6 +191,34 @@ pub fn kill(pid: u32, signal: &str) {
         .status();
 }
 
+/// Is process `pid` stopped by a signal (state `T` in `/proc/PID/stat`)?
+fn process_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            let after = &st[st.rfind(')')? + 1..];
+            after.split_whitespace().next().map(|state| state == "T")
+        })
+        .unwrap_or(false)
+}
+
+/// ESTABLISHED IPv4 TCP sockets whose local port is `port` (the server side of connections to
+/// a listener on 127.0.0.1:`port`), from `/proc/net/tcp`.
+pub fn established_to_port(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let mut f = l.split_whitespace();
+            let (local_addr, state) = (f.nth(1), f.nth(1));
+            local_addr.is_some_and(|a| a.ends_with(&local)) && state == Some("01")
+        })
+        .count()
+}
+
 fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -386,14 +414,26 @@ impl Provider {
     }
 
     /// Freezes the provider (SIGSTOP): connections are accepted by the kernel but never
-    /// answered, like a provider stuck under load.
+    /// answered, like a provider stuck under load. Returns once the process is stopped.
     pub fn pause(&self) {
         kill(self.child.id(), "STOP");
+        wait_for("the provider to stop", Duration::from_secs(5), || {
+            process_stopped(self.child.id()).then_some(())
+        });
     }
 
-    /// Undoes `pause` (SIGCONT).
+    /// Undoes `pause` (SIGCONT); returns once the process runs again.
     pub fn resume(&self) {
         kill(self.child.id(), "CONT");
+        wait_for("the provider to continue", Duration::from_secs(5), || {
+            (!process_stopped(self.child.id())).then_some(())
+        });
+    }
+
+    /// Connections to the provider's port that the kernel has accepted, whether or not the
+    /// (possibly frozen) provider has taken them from its accept queue yet.
+    pub fn open_connections(&self) -> usize {
+        established_to_port(self.port)
     }
 
     /// Stops the provider for good: connections to its port are refused from now on.
@@ -425,6 +465,117 @@ fn plain_agent() -> ureq::Agent {
         .redirects(0)
         .timeout(Duration::from_secs(10))
         .build()
+}
+
+// ------------------------------------------------------------------------------------ oauth2-proxy
+
+/// The real oauth2-proxy: `$NGX_OIDC_OAUTH2_PROXY`, or where scripts/build-oauth2-proxy.sh
+/// caches it (`~/.cache/ngx-oidc/bin/oauth2-proxy`).
+pub fn oauth2_proxy_binary() -> PathBuf {
+    let p = std::env::var_os("NGX_OIDC_OAUTH2_PROXY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("ngx-oidc/bin/oauth2-proxy")
+        });
+    assert!(
+        p.is_file(),
+        "{} not found: run scripts/build-oauth2-proxy.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// oauth2-proxy on 127.0.0.1:`port`, run with the flags of the setup ngx-oidc replaces (the
+/// seed article's Deployment); killed on drop.
+pub struct OAuth2Proxy {
+    pub port: u16,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl OAuth2Proxy {
+    /// Starts it for the client `client_id`/`client_secret` of the provider at `issuer`,
+    /// sending browsers back to `redirect_url`; logs to `log_dir/oauth2-proxy.log`. Returns
+    /// once `/ping` answers (it has read the provider's discovery document by then).
+    pub fn start(
+        port: u16,
+        (issuer, client_id, client_secret): (&str, &str, &str),
+        redirect_url: &str,
+        log_dir: &Path,
+    ) -> OAuth2Proxy {
+        let log = log_dir.join("oauth2-proxy.log");
+        let out = std::fs::File::create(&log).expect("create oauth2-proxy.log");
+        let cookie_secret = base64_url(&random_bytes(32));
+        let child = Command::new(oauth2_proxy_binary())
+            .args([
+                // The seed's flags, as its Deployment passes them.
+                "--skip-provider-button=true",
+                "--ssl-insecure-skip-verify",
+                "--provider=keycloak-oidc",
+                "--upstream=file:///dev/null",
+                &format!("--oidc-issuer-url={issuer}"),
+                &format!("--redirect-url={redirect_url}"),
+                &format!("--http-address=127.0.0.1:{port}"),
+                "--email-domain=*",
+                "--cookie-secure=false",
+                "--insecure-oidc-allow-unverified-email=true",
+                // The seed's nginx.conf reads X-Auth-Request-User/-Email: "requires running with
+                // --set-xauthrequest flag".
+                "--set-xauthrequest",
+                // Keycloak's access tokens say `aud: account` unless an Audience mapper is added
+                // (the seed's step 1-4); keycloak-oidc verifies the access token's audience,
+                // so this stands in for that mapper without changing the realm.
+                "--oidc-extra-audience=account",
+                // The test realm requires PKCE (README's client setup), as the module uses it.
+                "--code-challenge-method=S256",
+            ])
+            .env("OAUTH2_PROXY_CLIENT_ID", client_id)
+            .env("OAUTH2_PROXY_CLIENT_SECRET", client_secret)
+            .env("OAUTH2_PROXY_COOKIE_SECRET", &cookie_secret)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn oauth2-proxy");
+        let mut o = OAuth2Proxy { port, log, child };
+        let agent = plain_agent();
+        let ping = format!("http://127.0.0.1:{port}/ping");
+        wait_for("oauth2-proxy's /ping", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = o.child.try_wait() {
+                panic!(
+                    "oauth2-proxy exited ({status}) during startup:\n{}",
+                    tail(&o.log, 40)
+                );
+            }
+            match agent.get(&ping).call() {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => None,
+            }
+        });
+        o
+    }
+}
+
+impl Drop for OAuth2Proxy {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "---- oauth2-proxy log ({}), last lines:\n{}",
+                self.log.display(),
+                tail(&self.log, 30)
+            );
+        }
+        kill(self.child.id(), "TERM");
+        if !wait_exit(&mut self.child, Duration::from_secs(3)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------ upstream
@@ -591,9 +742,18 @@ impl Vars {
     }
 }
 
-/// The whole nginx.conf around an `http {}` body: foreground master with 2 workers, every path
-/// inside `dir`, error_log at info.
-pub fn full_config(dir: &Path, load_module: Option<&Path>, http_body: &str) -> String {
+/// Connections per worker in test configs unless a test says otherwise: room for what a test
+/// does one request at a time (a test that holds many connections open sizes its own).
+pub const WORKER_CONNECTIONS: usize = 512;
+
+/// The whole nginx.conf around an `http {}` body: foreground master with 2 workers of
+/// `worker_connections` each, every path inside `dir`, error_log at info.
+pub fn full_config(
+    dir: &Path,
+    load_module: Option<&Path>,
+    worker_connections: usize,
+    http_body: &str,
+) -> String {
     let d = dir.display();
     let mut c = String::new();
     if let Some(m) = load_module {
@@ -605,7 +765,7 @@ pub fn full_config(dir: &Path, load_module: Option<&Path>, http_body: &str) -> S
         // Workers would switch to `nobody` and fail to read the temp dir / key files.
         writeln!(c, "user root;").unwrap();
     }
-    writeln!(c, "events {{ worker_connections 512; }}").unwrap();
+    writeln!(c, "events {{ worker_connections {worker_connections}; }}").unwrap();
     writeln!(
         c,
         "http {{\n    access_log {d}/access.log;\n    client_body_temp_path {d}/tmp/client_body;\n    \
@@ -643,7 +803,7 @@ pub fn nginx_t(
     vars.set("DIR", dir.path.display().to_string());
     let body = vars.render(http_body);
     let module = with_module.then(module_path);
-    let config = full_config(&dir.path, module.as_deref(), &body);
+    let config = full_config(&dir.path, module.as_deref(), WORKER_CONNECTIONS, &body);
     let conf = dir.write("nginx.conf", &config);
     let out = Command::new(nginx_binary())
         .arg("-t")
@@ -675,10 +835,16 @@ pub struct Nginx {
 impl Nginx {
     /// Writes `dir/nginx.conf` = `full_config(http_body)` and starts nginx with `-p dir`;
     /// waits until `port` accepts connections.
-    pub fn start(dir: &Path, port: u16, with_module: bool, http_body: &str) -> Nginx {
+    pub fn start(
+        dir: &Path,
+        port: u16,
+        with_module: bool,
+        worker_connections: usize,
+        http_body: &str,
+    ) -> Nginx {
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         let module = with_module.then(module_path);
-        let config = full_config(dir, module.as_deref(), http_body);
+        let config = full_config(dir, module.as_deref(), worker_connections, http_body);
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, &config).unwrap();
         let error_log = dir.join("error.log");
@@ -809,6 +975,8 @@ pub struct EnvOptions {
     pub http: String,
     pub location_extra: String,
     pub with_module: bool,
+    /// `worker_connections` of each of the 2 workers (`WORKER_CONNECTIONS` unless set).
+    pub worker_connections: usize,
     pub provider: ProviderOptions,
 }
 
@@ -818,6 +986,7 @@ impl Default for EnvOptions {
             http: format!("{PROVIDER_BLOCK}{PROTECTED_SERVER}"),
             location_extra: String::new(),
             with_module: true,
+            worker_connections: WORKER_CONNECTIONS,
             provider: ProviderOptions::default(),
         }
     }
@@ -901,7 +1070,13 @@ impl Env {
             .set("KEYS", keys_file.display().to_string())
             .set("DIR", dir.path.display().to_string())
             .set("LOCATION_EXTRA", opts.location_extra.clone());
-        let nginx = Nginx::start(&dir.path, port, opts.with_module, &vars.render(&opts.http));
+        let nginx = Nginx::start(
+            &dir.path,
+            port,
+            opts.with_module,
+            opts.worker_connections,
+            &vars.render(&opts.http),
+        );
         Env {
             nginx,
             provider,
@@ -934,7 +1109,13 @@ impl Env {
         wait_for("nginx's port to be free", Duration::from_secs(5), || {
             TcpListener::bind(("127.0.0.1", port)).ok().map(|_| ())
         });
-        self.nginx = Nginx::start(&self.dir.path, self.port, self.opts.with_module, &body);
+        self.nginx = Nginx::start(
+            &self.dir.path,
+            self.port,
+            self.opts.with_module,
+            self.opts.worker_connections,
+            &body,
+        );
     }
 
     /// Rewrites the cookie key file (first key encrypts) and restarts nginx.
