@@ -5,6 +5,8 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
+use super::numeric::{self, TimeError};
+
 /// Asymmetric algorithms only: `none` and HMAC (keyed with the client secret) are never accepted.
 const ALLOWED: &[Algorithm] = &[
     Algorithm::RS256,
@@ -42,6 +44,10 @@ pub enum JwtError {
     IssuedInFuture(u64),
     #[error("the token lacks the claim \"{0}\"")]
     MissingClaim(String),
+    #[error("the token's claim {0}")]
+    Time(TimeError),
+    #[error("the token is not valid yet (nbf): the clocks of nginx and the provider differ by more than {0}s")]
+    NotYetValid(u64),
     #[error("the token's nonce does not match this login")]
     Nonce,
     #[error("the token is about another user than the session")]
@@ -115,9 +121,13 @@ fn verify_for_client(
     }
 }
 
+/// The NumericDate claims (RFC 7519 §4.1.4-6, OpenID Connect Core §2 `auth_time`), checked
+/// for their shape wherever they appear.
+const TIMES: [&str; 4] = ["iat", "exp", "nbf", "auth_time"];
+
 /// The checks every token shares: an allowed asymmetric algorithm, a key from the JWKS by
-/// `kid`, the signature, `iss`, `aud` containing `audience`, `exp` and `iat` (with `leeway`),
-/// and the `required` claims.
+/// `kid`, the signature, `iss`, `aud` containing `audience`, `exp`, `iat` and `nbf` (with
+/// `leeway`, in any NumericDate shape), and the `required` claims.
 fn verify_signed(
     token: &str,
     jwks: &JwkSet,
@@ -145,7 +155,16 @@ fn verify_signed(
     validation.leeway = leeway;
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[audience]);
-    validation.set_required_spec_claims(required);
+    // The times are checked below, in every shape RFC 7519 allows and with the real cause
+    // of a refusal (the library calls a time of the wrong type a missing claim).
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    let untimed: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|c| !TIMES.contains(c))
+        .collect();
+    validation.set_required_spec_claims(&untimed);
     let data =
         jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
@@ -164,16 +183,22 @@ fn verify_signed(
             }
         })?;
     let claims = data.claims;
-    let time = |name: &str| claims.get(name).and_then(Value::as_u64);
-    match time("iat") {
-        Some(iat) if iat > now + leeway => return Err(JwtError::IssuedInFuture(leeway)),
-        None if required.contains(&"iat") => return Err(JwtError::MissingClaim("iat".into())),
-        _ => {}
+    let time = |name: &str| match numeric::numeric_date(&claims, name) {
+        Ok(None) if required.contains(&name) => Err(JwtError::MissingClaim(name.into())),
+        Ok(t) => Ok(t),
+        Err(e) => Err(JwtError::Time(e)),
+    };
+    let [iat, exp, nbf, auth_time] = TIMES.map(time);
+    let (iat, exp, nbf) = (iat?, exp?, nbf?);
+    auth_time?;
+    if iat.is_some_and(|iat| iat > now + leeway) {
+        return Err(JwtError::IssuedInFuture(leeway));
     }
-    match time("exp") {
-        Some(exp) if exp + leeway <= now => return Err(JwtError::Expired),
-        None if required.contains(&"exp") => return Err(JwtError::MissingClaim("exp".into())),
-        _ => {}
+    if exp.is_some_and(|exp| exp + leeway <= now) {
+        return Err(JwtError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now + leeway) {
+        return Err(JwtError::NotYetValid(leeway));
     }
     Ok(claims)
 }
@@ -497,5 +522,59 @@ mod tests {
             parts[1]
         );
         assert!(check(&none).is_err());
+    }
+
+    #[test]
+    fn token_times_accept_every_numeric_date_shape_and_name_the_real_cause() {
+        let rs = |c| sign(c, Some("test-key"), Algorithm::RS256);
+        // The field report: a non-integer iat (RFC 7519 NumericDate may be one).
+        let t = rs(with("iat", json!(1_800_000_000.25)));
+        assert!(check(&t).is_ok(), "{:?}", check(&t));
+        let mut c = with("exp", json!((NOW + 300) as f64 + 0.75));
+        c["iat"] = json!(1.8e9);
+        c["nbf"] = json!(NOW as f64 - 0.5);
+        c["auth_time"] = json!(NOW as f64 - 10.125);
+        assert!(check(&rs(c)).is_ok());
+        // A fractional exp is not stretched: it ends within its second.
+        assert_eq!(
+            check(&rs(with("exp", json!((NOW - 60) as f64 + 0.99)))),
+            Err(JwtError::Expired)
+        );
+
+        let mut c = good();
+        c.as_object_mut().unwrap().remove("iat");
+        assert_eq!(check(&rs(c)), Err(JwtError::MissingClaim("iat".into())));
+        let err = check(&rs(with("iat", json!("1800000000")))).unwrap_err();
+        assert!(matches!(err, JwtError::Time(TimeError::WrongType { .. })));
+        assert_eq!(
+            err.to_string(),
+            "the token's claim \"iat\" is a string, not a number of seconds"
+        );
+        let err = check(&rs(with("exp", json!(-1)))).unwrap_err();
+        assert!(
+            err.to_string().contains("\"exp\" is -1, out of range"),
+            "{err}"
+        );
+        assert!(matches!(
+            check(&rs(with("auth_time", json!(true)))),
+            Err(JwtError::Time(_))
+        ));
+        assert_eq!(
+            check(&rs(with("nbf", json!(NOW + 61)))),
+            Err(JwtError::NotYetValid(60))
+        );
+
+        // Access and logout tokens read their times the same way.
+        let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
+        let at = rs(with("exp", json!((NOW + 60) as f64 + 0.5)));
+        assert!(verify_access_token(&at, &jwks, "http://kc/realms/test", "test", NOW, 60).is_ok());
+        let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        let logout = rs(
+            json!({"iss":"http://kc/realms/test","aud":"test","iat":NOW as f64 + 0.5,
+                               "jti":"j","sid":"s1","events":event}),
+        );
+        assert!(
+            verify_logout_token(&logout, &jwks, "http://kc/realms/test", "test", NOW, 60).is_ok()
+        );
     }
 }

@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod cache;
 pub mod discovery;
 pub mod id_token;
+pub mod numeric;
 pub mod query;
 pub mod token;
 
