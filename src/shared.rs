@@ -22,8 +22,9 @@ const REVOKED_SLOTS: usize = 4096;
 const PROBES: usize = 8;
 /// A refresh that has not reported back by then is presumed lost (worker gone).
 pub const REFRESH_TIMEOUT: u64 = 15;
-/// How long a refresh outcome is kept for requests that still carry the old cookie: with
-/// rotating refresh tokens their copy of the token is dead.
+/// Longest a refresh outcome is kept for requests that still carry the old cookie: with
+/// rotating refresh tokens their copy of the token is dead. A refreshed session is kept no
+/// longer than its own access token stays fresh (see [`Outcome::Done`]).
 pub const RESULT_TTL: u64 = 60;
 
 const FREE: u32 = 0;
@@ -36,6 +37,7 @@ struct RefreshSlot {
     key: Key,
     state: u32,
     len: u32,
+    /// RUNNING: when the refresh started; DONE and ENDED: when the outcome is forgotten.
     stamp: u64,
     data: [u8; RESULT_MAX],
 }
@@ -68,7 +70,11 @@ pub enum Begin<'a> {
 }
 
 pub enum Outcome<'a> {
-    Done(&'a [u8]),
+    /// The refreshed sealed session, handed out until the Unix time given (capped at
+    /// [`RESULT_TTL`]): when its access token is due for a refresh itself. Handing it out
+    /// later would pass on an expiring token, and, with a provider that returns the same
+    /// refresh token, answer the next refresh with this old result again.
+    Done(&'a [u8], u64),
     Ended,
     /// The provider could not be asked; let the next request try again.
     Failed,
@@ -90,7 +96,7 @@ impl Table {
         match slot.state {
             FREE => true,
             RUNNING => now >= slot.stamp + REFRESH_TIMEOUT,
-            _ => now >= slot.stamp + RESULT_TTL,
+            _ => now >= slot.stamp,
         }
     }
 
@@ -130,15 +136,16 @@ impl Table {
             return;
         };
         let slot = &mut self.refresh[i];
-        slot.stamp = now;
+        slot.stamp = now + RESULT_TTL;
         match outcome {
-            Outcome::Done(data) if data.len() <= RESULT_MAX => {
+            Outcome::Done(data, until) if data.len() <= RESULT_MAX && until > now => {
                 slot.data[..data.len()].copy_from_slice(data);
                 slot.len = data.len() as u32;
                 slot.state = DONE;
+                slot.stamp = slot.stamp.min(until);
             }
             Outcome::Ended => slot.state = ENDED,
-            Outcome::Done(_) | Outcome::Failed => slot.state = FREE,
+            Outcome::Done(..) | Outcome::Failed => slot.state = FREE,
         }
     }
 
@@ -202,12 +209,31 @@ mod tests {
         for _ in 0..31 {
             assert_eq!(t.begin_refresh(&k, 100), Begin::Running);
         }
-        t.finish_refresh(&k, Outcome::Done(b"v1.new"), 101);
+        t.finish_refresh(&k, Outcome::Done(b"v1.new", u64::MAX), 101);
         assert_eq!(t.begin_refresh(&k, 102), Begin::Done(b"v1.new"));
         // Another session is independent.
         assert_eq!(t.begin_refresh(&key(b"other"), 102), Begin::Go);
         // Results are forgotten after a while, and then a refresh may run again.
         assert_eq!(t.begin_refresh(&k, 101 + RESULT_TTL), Begin::Go);
+    }
+
+    #[test]
+    fn a_result_is_handed_out_only_while_its_access_token_is_not_due() {
+        // A provider that returns the same refresh token: the key stays the same from one
+        // refresh to the next. A 40 s access token due 30 s before expiry, refreshed at 100.
+        let mut t = table();
+        let k = key(b"same-refresh-token");
+        assert_eq!(t.begin_refresh(&k, 100), Begin::Go);
+        t.finish_refresh(&k, Outcome::Done(b"v1.first", 110), 100);
+        assert_eq!(t.begin_refresh(&k, 109), Begin::Done(b"v1.first"));
+        // Due itself: the next request refreshes instead of getting the old result again.
+        assert_eq!(t.begin_refresh(&k, 110), Begin::Go);
+        t.finish_refresh(&k, Outcome::Done(b"v1.second", 120), 110);
+        assert_eq!(t.begin_refresh(&k, 111), Begin::Done(b"v1.second"));
+        // A result already due when it arrives is not kept at all.
+        assert_eq!(t.begin_refresh(&k, 120), Begin::Go);
+        t.finish_refresh(&k, Outcome::Done(b"v1.late", 120), 120);
+        assert_eq!(t.begin_refresh(&k, 120), Begin::Go);
     }
 
     #[test]

@@ -538,7 +538,7 @@ pub unsafe fn callback(
     let tokens = Tokens {
         refresh_token: token.refresh_token.as_deref(),
         access_token: Some(&token.access_token),
-        expires_in: token.expires_in,
+        expires_in: token.access_token_lifetime(now),
         refresh_expires_in: token.refresh_expires_in,
         id_token: Some(&id_token),
     };

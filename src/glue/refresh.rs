@@ -165,12 +165,14 @@ pub unsafe fn refresh(
         }
         Decision::Done(sealed) => {
             match Session::open(&p.conf.keys, &p.conf.session_aad, sealed.as_bytes()) {
-                Some(new) => {
+                // The zone hands out a result only while its access token is not due, so it
+                // is valid; checked anyway, as an expired token must never go upstream.
+                Some(new) if new.access_token_valid(now) => {
                     // SAFETY: per this function's contract.
                     unsafe { queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now)) };
                     Refreshed::Ready(remember(p, &sealed, new))
                 }
-                None => Refreshed::Unavailable,
+                _ => Refreshed::Unavailable,
             }
         }
         Decision::Ended => Refreshed::Ended,
@@ -280,7 +282,7 @@ unsafe fn finish(
     let tokens = Tokens {
         refresh_token: t.refresh_token.as_deref(),
         access_token: Some(&t.access_token),
-        expires_in: t.expires_in,
+        expires_in: t.access_token_lifetime(now),
         refresh_expires_in: t.refresh_expires_in,
         id_token: t.id_token.as_deref(),
     };
@@ -302,7 +304,8 @@ unsafe fn finish(
     // SAFETY: the zone belongs to this provider; `r` is live per the contract.
     unsafe {
         zone::with_table(p.zone, |tb| {
-            tb.finish_refresh(key, Outcome::Done(sealed.as_bytes()), now)
+            let until = new.refresh_due(p.conf.refresh_leeway).unwrap_or(u64::MAX);
+            tb.finish_refresh(key, Outcome::Done(sealed.as_bytes(), until), now)
         });
         queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now));
     }
