@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod codec;
 pub mod cookies;
+pub mod logins;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
