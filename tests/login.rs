@@ -386,7 +386,7 @@ fn a_browser_that_drops_the_session_cookie_gets_the_loop_page_after_three_rounds
     assert!(r.body.contains("Login keeps starting over"), "{}", r.body);
     assert!(env
         .error_log()
-        .contains("3 logins in a row came back to /some/page?x=1"));
+        .contains("3 logins in a row came back to /some/page within 20s each"));
     // The page says what to do; the next attempt starts afresh.
     let r = b.get(&env.url(PAGE), &[]);
     assert_sent_to_login(&env, &r, &b.transcript());

@@ -262,7 +262,7 @@ pub unsafe fn start(
     let rounds_cookie = guard_cookie(p);
     let rounds = cookies::find(&headers, &rounds_cookie).map_or(0, |v| logins::rounds(v, rd, now));
     if rounds >= logins::MAX_ROUNDS {
-        ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": {} logins in a row came back to {} within {}s each, and each time the page had no session: the browser is not keeping the session cookie (Secure cookie over plain http? blocked cookies? a proxy dropping Set-Cookie?)", p.conf.name, rounds, rd, logins::ROUND_WINDOW);
+        ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": {} logins in a row came back to {} within {}s each, and each time the page had no session: the browser is not keeping the session cookie (Secure cookie over plain http? blocked cookies? a proxy dropping Set-Cookie?)", p.conf.name, rounds, rd.split('?').next().unwrap_or_default(), logins::ROUND_WINDOW);
         let page = error_page(
             NGX_HTTP_BAD_REQUEST,
             "Login keeps starting over",
