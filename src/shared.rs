@@ -22,9 +22,8 @@ const REVOKED_SLOTS: usize = 4096;
 const PROBES: usize = 8;
 /// A refresh that has not reported back by then is presumed lost (worker gone).
 pub const REFRESH_TIMEOUT: u64 = 15;
-/// Longest a refresh outcome is kept for requests that still carry the old cookie: with
-/// rotating refresh tokens their copy of the token is dead. A refreshed session is kept no
-/// longer than its own access token stays fresh (see [`Outcome::Done`]).
+/// How long a refresh outcome is kept for requests that still carry the old cookie: with
+/// rotating refresh tokens their copy of the token is dead.
 pub const RESULT_TTL: u64 = 60;
 
 const FREE: u32 = 0;
@@ -37,7 +36,6 @@ struct RefreshSlot {
     key: Key,
     state: u32,
     len: u32,
-    /// RUNNING: when the refresh started; DONE and ENDED: when the outcome is forgotten.
     stamp: u64,
     data: [u8; RESULT_MAX],
 }
@@ -70,11 +68,7 @@ pub enum Begin<'a> {
 }
 
 pub enum Outcome<'a> {
-    /// The refreshed sealed session, handed out until the Unix time given (capped at
-    /// [`RESULT_TTL`]): when its access token is due for a refresh itself. Handing it out
-    /// later would pass on an expiring token, and, with a provider that returns the same
-    /// refresh token, answer the next refresh with this old result again.
-    Done(&'a [u8], u64),
+    Done(&'a [u8]),
     Ended,
     /// The provider could not be asked; let the next request try again.
     Failed,
@@ -96,14 +90,25 @@ impl Table {
         match slot.state {
             FREE => true,
             RUNNING => now >= slot.stamp + REFRESH_TIMEOUT,
-            _ => now >= slot.stamp,
+            _ => now >= slot.stamp + RESULT_TTL,
         }
     }
 
-    pub fn begin_refresh(&mut self, key: &Key, now: u64) -> Begin<'_> {
+    /// What a request whose token is due should do. A finished refresh's result is handed out
+    /// only when `usable(result)` says so (under the zone's lock, so that exactly one request
+    /// takes over otherwise): a result that is the very session the request carries is no
+    /// answer to it. That is the case with a provider that returns the same refresh token, so
+    /// that the key stays the same from one refresh to the next.
+    pub fn begin_refresh(
+        &mut self,
+        key: &Key,
+        now: u64,
+        usable: impl FnOnce(&[u8]) -> bool,
+    ) -> Begin<'_> {
         if let Some(i) = self.refresh_slot(key) {
             let slot = &mut self.refresh[i];
-            if !Self::is_stale(slot, now) {
+            let taken_over = slot.state == DONE && !usable(&slot.data[..slot.len as usize]);
+            if !taken_over && !Self::is_stale(slot, now) {
                 return match slot.state {
                     RUNNING => Begin::Running,
                     DONE => Begin::Done(&self.refresh[i].data[..self.refresh[i].len as usize]),
@@ -136,16 +141,15 @@ impl Table {
             return;
         };
         let slot = &mut self.refresh[i];
-        slot.stamp = now + RESULT_TTL;
+        slot.stamp = now;
         match outcome {
-            Outcome::Done(data, until) if data.len() <= RESULT_MAX && until > now => {
+            Outcome::Done(data) if data.len() <= RESULT_MAX => {
                 slot.data[..data.len()].copy_from_slice(data);
                 slot.len = data.len() as u32;
                 slot.state = DONE;
-                slot.stamp = slot.stamp.min(until);
             }
             Outcome::Ended => slot.state = ENDED,
-            Outcome::Done(..) | Outcome::Failed => slot.state = FREE,
+            Outcome::Done(_) | Outcome::Failed => slot.state = FREE,
         }
     }
 
@@ -201,61 +205,70 @@ mod tests {
         unsafe { Box::new_zeroed().assume_init() }
     }
 
+    fn any(_: &[u8]) -> bool {
+        true
+    }
+
+    #[test]
+    fn a_result_that_is_the_requests_own_session_is_no_answer_to_it() {
+        // A provider that returns the same refresh token: the key stays the same from one
+        // refresh to the next.
+        let mut t = table();
+        let k = key(b"same-refresh-token");
+        assert_eq!(t.begin_refresh(&k, 100, any), Begin::Go);
+        t.finish_refresh(&k, Outcome::Done(b"v1.first"), 100);
+        // A request still carrying the session before it gets the result...
+        let not_first = |r: &[u8]| r != b"v1.first";
+        assert_eq!(t.begin_refresh(&k, 101, |_| true), Begin::Done(b"v1.first"));
+        // ...but once the first result is itself due, its own request refreshes, and only one.
+        assert_eq!(t.begin_refresh(&k, 110, not_first), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 110, not_first), Begin::Running);
+        t.finish_refresh(&k, Outcome::Done(b"v1.second"), 111);
+        assert_eq!(
+            t.begin_refresh(&k, 111, not_first),
+            Begin::Done(b"v1.second")
+        );
+    }
+
     #[test]
     fn one_refresh_runs_and_the_others_get_its_result() {
         let mut t = table();
         let k = key(b"refresh-token-1");
-        assert_eq!(t.begin_refresh(&k, 100), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 100, any), Begin::Go);
         for _ in 0..31 {
-            assert_eq!(t.begin_refresh(&k, 100), Begin::Running);
+            assert_eq!(t.begin_refresh(&k, 100, any), Begin::Running);
         }
-        t.finish_refresh(&k, Outcome::Done(b"v1.new", u64::MAX), 101);
-        assert_eq!(t.begin_refresh(&k, 102), Begin::Done(b"v1.new"));
+        t.finish_refresh(&k, Outcome::Done(b"v1.new"), 101);
+        assert_eq!(t.begin_refresh(&k, 102, any), Begin::Done(b"v1.new"));
         // Another session is independent.
-        assert_eq!(t.begin_refresh(&key(b"other"), 102), Begin::Go);
+        assert_eq!(t.begin_refresh(&key(b"other"), 102, any), Begin::Go);
         // Results are forgotten after a while, and then a refresh may run again.
-        assert_eq!(t.begin_refresh(&k, 101 + RESULT_TTL), Begin::Go);
-    }
-
-    #[test]
-    fn a_result_is_handed_out_only_while_its_access_token_is_not_due() {
-        // A provider that returns the same refresh token: the key stays the same from one
-        // refresh to the next. A 40 s access token due 30 s before expiry, refreshed at 100.
-        let mut t = table();
-        let k = key(b"same-refresh-token");
-        assert_eq!(t.begin_refresh(&k, 100), Begin::Go);
-        t.finish_refresh(&k, Outcome::Done(b"v1.first", 110), 100);
-        assert_eq!(t.begin_refresh(&k, 109), Begin::Done(b"v1.first"));
-        // Due itself: the next request refreshes instead of getting the old result again.
-        assert_eq!(t.begin_refresh(&k, 110), Begin::Go);
-        t.finish_refresh(&k, Outcome::Done(b"v1.second", 120), 110);
-        assert_eq!(t.begin_refresh(&k, 111), Begin::Done(b"v1.second"));
-        // A result already due when it arrives is not kept at all.
-        assert_eq!(t.begin_refresh(&k, 120), Begin::Go);
-        t.finish_refresh(&k, Outcome::Done(b"v1.late", 120), 120);
-        assert_eq!(t.begin_refresh(&k, 120), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 101 + RESULT_TTL, any), Begin::Go);
     }
 
     #[test]
     fn an_ended_session_stays_ended_and_a_failure_lets_the_next_request_retry() {
         let mut t = table();
         let k = key(b"rt");
-        assert_eq!(t.begin_refresh(&k, 0), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 0, any), Begin::Go);
         t.finish_refresh(&k, Outcome::Ended, 1);
-        assert_eq!(t.begin_refresh(&k, 2), Begin::Ended);
+        assert_eq!(t.begin_refresh(&k, 2, any), Begin::Ended);
         let k2 = key(b"rt2");
-        assert_eq!(t.begin_refresh(&k2, 0), Begin::Go);
+        assert_eq!(t.begin_refresh(&k2, 0, any), Begin::Go);
         t.finish_refresh(&k2, Outcome::Failed, 1);
-        assert_eq!(t.begin_refresh(&k2, 2), Begin::Go);
+        assert_eq!(t.begin_refresh(&k2, 2, any), Begin::Go);
     }
 
     #[test]
     fn a_lost_refresh_times_out() {
         let mut t = table();
         let k = key(b"rt");
-        assert_eq!(t.begin_refresh(&k, 0), Begin::Go);
-        assert_eq!(t.begin_refresh(&k, REFRESH_TIMEOUT - 1), Begin::Running);
-        assert_eq!(t.begin_refresh(&k, REFRESH_TIMEOUT), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 0, any), Begin::Go);
+        assert_eq!(
+            t.begin_refresh(&k, REFRESH_TIMEOUT - 1, any),
+            Begin::Running
+        );
+        assert_eq!(t.begin_refresh(&k, REFRESH_TIMEOUT, any), Begin::Go);
     }
 
     #[test]

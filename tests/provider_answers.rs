@@ -195,6 +195,12 @@ fn fractional_token_times_and_string_lifetimes_log_in_and_refresh() {
 // ---------------------------------------------------------------------------- refreshes
 
 #[test]
+fn with_rotating_refresh_tokens_the_upstream_never_gets_an_expired_token() {
+    let env = env_with(4, &[]);
+    upstream_only_gets_fresh_tokens(&env);
+}
+
+#[test]
 fn with_the_same_refresh_token_every_time_the_upstream_never_gets_an_expired_token() {
     let env = env_with(4, &[("IDP_ROTATE_REFRESH", "0")]);
     upstream_only_gets_fresh_tokens(&env);

@@ -119,9 +119,16 @@ pub unsafe fn refresh(
         Step::Pending => return Refreshed::Pending,
         Step::Failed(_) => return Refreshed::Unavailable,
     };
+    // A result is an answer to this request only if it is newer than the session the request
+    // carries and its access token is still valid (checked under the zone's lock, see
+    // `begin_refresh`).
+    let usable = |sealed: &[u8]| {
+        Session::open(&p.conf.keys, &p.conf.session_aad, sealed)
+            .is_some_and(|new| new != session && new.access_token_valid(now))
+    };
     // SAFETY: the zone belongs to this provider and the worker is running.
     let decision = unsafe {
-        zone::with_table(p.zone, |t| match t.begin_refresh(&key, now) {
+        zone::with_table(p.zone, |t| match t.begin_refresh(&key, now, usable) {
             Begin::Go => Decision::Go,
             Begin::Running => Decision::Running,
             Begin::Done(sealed) => Decision::Done(String::from_utf8_lossy(sealed).into_owned()),
@@ -165,8 +172,7 @@ pub unsafe fn refresh(
         }
         Decision::Done(sealed) => {
             match Session::open(&p.conf.keys, &p.conf.session_aad, sealed.as_bytes()) {
-                // The zone hands out a result only while its access token is not due, so it
-                // is valid; checked anyway, as an expired token must never go upstream.
+                // `usable` checked that its access token is valid: it goes upstream.
                 Some(new) if new.access_token_valid(now) => {
                     // SAFETY: per this function's contract.
                     unsafe { queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now)) };
@@ -304,8 +310,7 @@ unsafe fn finish(
     // SAFETY: the zone belongs to this provider; `r` is live per the contract.
     unsafe {
         zone::with_table(p.zone, |tb| {
-            let until = new.refresh_due(p.conf.refresh_leeway).unwrap_or(u64::MAX);
-            tb.finish_refresh(key, Outcome::Done(sealed.as_bytes(), until), now)
+            tb.finish_refresh(key, Outcome::Done(sealed.as_bytes()), now)
         });
         queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now));
     }
