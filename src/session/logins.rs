@@ -59,6 +59,9 @@ struct Page {
     last: u64,
 }
 
+/// Characters of a page's tag: 6 bytes of SHA-256 in base64url.
+const TAG_LEN: usize = 8;
+
 /// A short, non-secret tag of a return URL (the guard cookie is not encrypted).
 fn tag(rd: &str) -> String {
     URL_SAFE_NO_PAD.encode(&Sha256::digest(rd.as_bytes())[..6])
@@ -76,8 +79,13 @@ fn pages(value: &[u8], now: u64) -> Vec<Page> {
                 rounds: rounds.parse().ok()?,
                 last: last.parse().ok()?,
             };
-            (f.next().is_none() && page.last + ROUND_WINDOW > now && page.last <= now)
-                .then_some(page)
+            let tag_ok = page.tag.len() == TAG_LEN
+                && page
+                    .tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            let recent = page.last <= now && now < page.last.saturating_add(ROUND_WINDOW);
+            (f.next().is_none() && tag_ok && recent).then_some(page)
         })
         .collect()
 }
@@ -95,11 +103,9 @@ pub fn rounds(value: &[u8], rd: &str, now: u64) -> u32 {
 /// The guard cookie's new value after a login came back to `rd` at `now`.
 pub fn record_return(value: &[u8], rd: &str, now: u64) -> String {
     let t = tag(rd);
+    let rounds = rounds(value, rd, now).saturating_add(1);
     let mut pages = pages(value, now);
-    let rounds = match pages.iter().position(|p| p.tag == t) {
-        Some(i) => pages.remove(i).rounds.saturating_add(1),
-        None => 1,
-    };
+    pages.retain(|p| p.tag != t);
     pages.push(Page {
         tag: t,
         rounds,
@@ -183,16 +189,26 @@ mod tests {
 
     #[test]
     fn an_unreadable_guard_cookie_counts_nothing() {
+        let slash = tag("/");
+        let future = format!("{slash}:1:999999");
+        let odd_tag = "a b\"c,d:1:100".to_string();
         for junk in [
             &b"3"[..],
             b"a:b:c",
             b"x:1:100:9",
             b"\xff\xfe",
             b"",
-            b"t:1:999999",
+            future.as_bytes(),
+            odd_tag.as_bytes(),
         ] {
             assert_eq!(rounds(junk, "/", 100), 0);
+            assert!(!record_return(junk, "/", 100).contains([' ', '"', ',']));
         }
+        // A page listed twice counts once, and a return counts exactly one more.
+        let twice = format!("{slash}:5:100.{slash}:9:100");
+        assert_eq!(rounds(twice.as_bytes(), "/", 100), 5);
+        let v = record_return(twice.as_bytes(), "/", 100);
+        assert_eq!(rounds(v.as_bytes(), "/", 100), 6);
         let v = record_return(b"3", "/", 100);
         assert_eq!(rounds(v.as_bytes(), "/", 100), 1);
     }
