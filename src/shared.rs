@@ -94,10 +94,21 @@ impl Table {
         }
     }
 
-    pub fn begin_refresh(&mut self, key: &Key, now: u64) -> Begin<'_> {
+    /// What a request whose token is due should do. A finished refresh's result is handed out
+    /// only when `usable(result)` says so (under the zone's lock, so that exactly one request
+    /// takes over otherwise): a result that is the very session the request carries is no
+    /// answer to it. That is the case with a provider that returns the same refresh token, so
+    /// that the key stays the same from one refresh to the next.
+    pub fn begin_refresh(
+        &mut self,
+        key: &Key,
+        now: u64,
+        usable: impl FnOnce(&[u8]) -> bool,
+    ) -> Begin<'_> {
         if let Some(i) = self.refresh_slot(key) {
             let slot = &mut self.refresh[i];
-            if !Self::is_stale(slot, now) {
+            let taken_over = slot.state == DONE && !usable(&slot.data[..slot.len as usize]);
+            if !taken_over && !Self::is_stale(slot, now) {
                 return match slot.state {
                     RUNNING => Begin::Running,
                     DONE => Begin::Done(&self.refresh[i].data[..self.refresh[i].len as usize]),
@@ -194,42 +205,70 @@ mod tests {
         unsafe { Box::new_zeroed().assume_init() }
     }
 
+    fn any(_: &[u8]) -> bool {
+        true
+    }
+
+    #[test]
+    fn a_result_that_is_the_requests_own_session_is_no_answer_to_it() {
+        // A provider that returns the same refresh token: the key stays the same from one
+        // refresh to the next.
+        let mut t = table();
+        let k = key(b"same-refresh-token");
+        assert_eq!(t.begin_refresh(&k, 100, any), Begin::Go);
+        t.finish_refresh(&k, Outcome::Done(b"v1.first"), 100);
+        // A request still carrying the session before it gets the result...
+        let not_first = |r: &[u8]| r != b"v1.first";
+        assert_eq!(t.begin_refresh(&k, 101, |_| true), Begin::Done(b"v1.first"));
+        // ...but once the first result is itself due, its own request refreshes, and only one.
+        assert_eq!(t.begin_refresh(&k, 110, not_first), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 110, not_first), Begin::Running);
+        t.finish_refresh(&k, Outcome::Done(b"v1.second"), 111);
+        assert_eq!(
+            t.begin_refresh(&k, 111, not_first),
+            Begin::Done(b"v1.second")
+        );
+    }
+
     #[test]
     fn one_refresh_runs_and_the_others_get_its_result() {
         let mut t = table();
         let k = key(b"refresh-token-1");
-        assert_eq!(t.begin_refresh(&k, 100), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 100, any), Begin::Go);
         for _ in 0..31 {
-            assert_eq!(t.begin_refresh(&k, 100), Begin::Running);
+            assert_eq!(t.begin_refresh(&k, 100, any), Begin::Running);
         }
         t.finish_refresh(&k, Outcome::Done(b"v1.new"), 101);
-        assert_eq!(t.begin_refresh(&k, 102), Begin::Done(b"v1.new"));
+        assert_eq!(t.begin_refresh(&k, 102, any), Begin::Done(b"v1.new"));
         // Another session is independent.
-        assert_eq!(t.begin_refresh(&key(b"other"), 102), Begin::Go);
+        assert_eq!(t.begin_refresh(&key(b"other"), 102, any), Begin::Go);
         // Results are forgotten after a while, and then a refresh may run again.
-        assert_eq!(t.begin_refresh(&k, 101 + RESULT_TTL), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 101 + RESULT_TTL, any), Begin::Go);
     }
 
     #[test]
     fn an_ended_session_stays_ended_and_a_failure_lets_the_next_request_retry() {
         let mut t = table();
         let k = key(b"rt");
-        assert_eq!(t.begin_refresh(&k, 0), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 0, any), Begin::Go);
         t.finish_refresh(&k, Outcome::Ended, 1);
-        assert_eq!(t.begin_refresh(&k, 2), Begin::Ended);
+        assert_eq!(t.begin_refresh(&k, 2, any), Begin::Ended);
         let k2 = key(b"rt2");
-        assert_eq!(t.begin_refresh(&k2, 0), Begin::Go);
+        assert_eq!(t.begin_refresh(&k2, 0, any), Begin::Go);
         t.finish_refresh(&k2, Outcome::Failed, 1);
-        assert_eq!(t.begin_refresh(&k2, 2), Begin::Go);
+        assert_eq!(t.begin_refresh(&k2, 2, any), Begin::Go);
     }
 
     #[test]
     fn a_lost_refresh_times_out() {
         let mut t = table();
         let k = key(b"rt");
-        assert_eq!(t.begin_refresh(&k, 0), Begin::Go);
-        assert_eq!(t.begin_refresh(&k, REFRESH_TIMEOUT - 1), Begin::Running);
-        assert_eq!(t.begin_refresh(&k, REFRESH_TIMEOUT), Begin::Go);
+        assert_eq!(t.begin_refresh(&k, 0, any), Begin::Go);
+        assert_eq!(
+            t.begin_refresh(&k, REFRESH_TIMEOUT - 1, any),
+            Begin::Running
+        );
+        assert_eq!(t.begin_refresh(&k, REFRESH_TIMEOUT, any), Begin::Go);
     }
 
     #[test]

@@ -194,8 +194,9 @@ fn while_the_provider_is_down_valid_tokens_pass_and_expired_ones_get_503() {
     let mut b = logged_in(&env, PAGE, "demo");
     env.provider.kill();
 
-    // Within the refresh leeway but not expired: the refresh fails, the request passes.
-    thread::sleep(Duration::from_millis(3000));
+    // Due for a refresh (the 6 s leeway is capped at half the 8 s lifetime) but not expired:
+    // the refresh fails, the request passes.
+    thread::sleep(Duration::from_millis(5000));
     let r = b.get(&env.url(PAGE), &[]);
     assert_eq!(
         r.status,
@@ -205,7 +206,7 @@ fn while_the_provider_is_down_valid_tokens_pass_and_expired_ones_get_503() {
     );
 
     // Expired and not refreshable: a clear 503, never a silent pass.
-    thread::sleep(Duration::from_millis(6000));
+    thread::sleep(Duration::from_millis(4000));
     let r = b.get(&env.url(PAGE), &[]);
     assert_eq!(r.status, 503, "{}", r.summary());
     assert!(r.body.contains("cannot be reached"), "{}", r.body);

@@ -274,6 +274,124 @@ fn two_tabs_can_log_in_at_the_same_time() {
     env.assert_error_log_is_clean();
 }
 
+/// Starts a login from each of `pages` in one browser before any comes back (a browser
+/// restoring its tabs), then completes them oldest first; each lands on its own page.
+fn tabs_opened_together_all_log_in(env: &Env, pages: &[String]) {
+    let mut b = env.browser();
+    let mut authorizations = Vec::new();
+    for page in pages {
+        let r = b.get(&env.url(page), &[]);
+        assert_sent_to_login(env, &r, &b.transcript());
+        assert!(
+            r.set_cookies().iter().all(|c| !c.is_deletion()),
+            "a login start deleted another tab's login: {:?}",
+            r.all("set-cookie")
+        );
+        authorizations.push(r.location_url().unwrap().to_string());
+    }
+    let states = b.jar.names_where(|n| n.starts_with("_oidc_st_"));
+    assert_eq!(states.len(), pages.len(), "pending logins: {states:?}");
+    let header = b
+        .jar
+        .header_for(&url::Url::parse(&env.url("/")).unwrap())
+        .unwrap();
+    assert!(
+        header.len() < 4096,
+        "Cookie header of {} bytes",
+        header.len()
+    );
+    for (page, auth) in pages.iter().zip(&authorizations) {
+        let callback = b
+            .authorize_for(&env.url(""), auth, "demo", "demo")
+            .unwrap_or_else(|r| panic!("{}\n{}", r.summary(), b.transcript()));
+        let cb = b.get(&callback, &[]);
+        assert_eq!(assert_on_site_redirect(env, &b, &cb), *page);
+        let r = b.follow(cb);
+        assert_eq!(r.status, 200, "{}\n{}", r.summary(), b.transcript());
+        assert_eq!(r.json()["path"], page.as_str());
+    }
+    assert!(b.jar.names_where(|n| n.starts_with("_oidc_st_")).is_empty());
+}
+
+#[test]
+fn six_tabs_opened_together_all_log_in_and_land_on_their_own_pages() {
+    let env = Env::start();
+    let pages: Vec<String> = (1..=6).map(|i| format!("/tab/{i}?restored=1")).collect();
+    tabs_opened_together_all_log_in(&env, &pages);
+    env.assert_error_log_is_clean();
+}
+
+#[test]
+fn ten_tabs_with_short_return_urls_all_log_in() {
+    let env = Env::start();
+    let pages: Vec<String> = (1..=10).map(|i| format!("/tab/{i}")).collect();
+    tabs_opened_together_all_log_in(&env, &pages);
+    env.assert_error_log_is_clean();
+}
+
+#[test]
+fn more_tabs_than_fit_drop_the_oldest_logins_first() {
+    let env = Env::start();
+    let mut b = env.browser();
+    let mut authorizations = Vec::new();
+    for i in 1..=14 {
+        let r = b.get(&env.url(&format!("/tab/{i}")), &[]);
+        assert_sent_to_login(&env, &r, &b.transcript());
+        authorizations.push(r.location_url().unwrap().to_string());
+    }
+    let header = b
+        .jar
+        .header_for(&url::Url::parse(&env.url("/")).unwrap())
+        .unwrap();
+    assert!(
+        header.len() <= 3072,
+        "Cookie header of {} bytes",
+        header.len()
+    );
+    let kept = b.jar.names_where(|n| n.starts_with("_oidc_st_")).len();
+    assert!((9..14).contains(&kept), "{kept} pending logins kept");
+    // The newest tab logs in; the oldest one's login is gone and says to start again.
+    let last = b
+        .authorize_for(&env.url(""), &authorizations[13], "demo", "demo")
+        .unwrap();
+    let cb = b.get(&last, &[]);
+    let r = b.follow(cb);
+    assert_eq!(r.json()["path"], "/tab/14");
+    let first = b
+        .authorize_for(&env.url(""), &authorizations[0], "demo", "demo")
+        .unwrap();
+    let r = b.get(&first, &[]);
+    assert_eq!(r.status, 400, "{}", r.summary());
+    assert!(r.body.contains("start again"), "{}", r.body);
+}
+
+#[test]
+fn a_browser_that_drops_the_session_cookie_gets_the_loop_page_after_three_rounds() {
+    let env = Env::start();
+    let mut b = env.browser();
+    for round in 1..=3 {
+        let cb = b.login_callback(&env.url(PAGE), "demo", "demo");
+        assert_eq!(
+            assert_on_site_redirect(&env, &b, &cb),
+            PAGE,
+            "round {round}"
+        );
+        // The browser refuses the session cookie (too big for it, or a proxy drops it).
+        for name in b.jar.names_where(is_session_cookie) {
+            b.jar.remove(&name);
+        }
+    }
+    let r = b.get(&env.url(PAGE), &[]);
+    assert_eq!(r.status, 400, "{}\n{}", r.summary(), b.transcript());
+    assert!(r.body.contains("Login keeps starting over"), "{}", r.body);
+    assert!(env
+        .error_log()
+        .contains("3 logins in a row came back to /some/page within 20s each"));
+    // The page says what to do; the next attempt starts afresh.
+    let r = b.get(&env.url(PAGE), &[]);
+    assert_sent_to_login(&env, &r, &b.transcript());
+}
+
 // ---------------------------------------------------------------------------- identity headers
 
 #[test]

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = s.claim("email");
         let _ = s.is_valid_at(common::NOW);
         let _ = s.needs_refresh(common::NOW, 30);
+        let _ = s.refresh_due(30);
         // A session that opened seals again.
         let again = s.seal(&keys, b"aad").expect("reseal");
         assert!(Session::open(&keys, b"aad", again.as_bytes()).is_some());

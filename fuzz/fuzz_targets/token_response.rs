@@ -13,5 +13,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = e.hint();
         let _ = e.to_string();
     }
-    let _ = token::parse(200, data);
+    if let Ok(t) = token::parse(200, data) {
+        let _ = t.access_token_lifetime(1_800_000_000);
+    }
 });

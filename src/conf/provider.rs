@@ -152,7 +152,10 @@ impl ProviderBuilder {
         let value = *value;
         match directive {
             "issuer" => {
-                let issuer = value.trim_end_matches('/');
+                // Kept exactly as written: the ID token's `iss` and the discovery document's
+                // `issuer` must equal it character for character (OpenID Connect Discovery
+                // §4.3, Core §3.1.3.7), and some providers' issuers end in `/`.
+                let issuer = value;
                 if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
                     return Err(ConfError::Invalid {
                         directive: "issuer",
@@ -182,7 +185,8 @@ impl ProviderBuilder {
             ),
             "client_secret_file" => {
                 let text = read_file("client_secret_file", &resolve(value))?;
-                let secret = Zeroizing::new(text.trim().to_string());
+                // Only the file's line ending goes: spaces are characters of the secret.
+                let secret = Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_string());
                 if secret.is_empty() {
                     return Err(ConfError::Invalid {
                         directive: "client_secret_file",
@@ -424,7 +428,10 @@ mod tests {
     #[test]
     fn a_minimal_provider_gets_the_documented_defaults() {
         let p = builder_with_keyfile(&tmp("min")).build().unwrap();
-        assert_eq!(p.issuer, "http://127.0.0.1:8081/realms/test");
+        assert_eq!(
+            p.issuer, "http://127.0.0.1:8081/realms/test/",
+            "the issuer is kept exactly as configured"
+        );
         assert_eq!(p.scope, "openid email profile");
         assert_eq!(p.redirect_uri, "/oauth2/callback");
         assert_eq!(&*p.cookie_name, "_oidc");
@@ -449,6 +456,31 @@ mod tests {
         assert!(err.contains("user_claim"), "{err}");
         b.set("user_claim", &["sub"], &r).unwrap();
         assert_eq!(b.build().unwrap().user_claim, "sub");
+    }
+
+    #[test]
+    fn an_issuer_and_a_client_secret_are_taken_literally() {
+        let d = tmp("literal");
+        let r = |p: &str| d.join(p);
+        for issuer in [
+            "https://sso.example.com/application/o/app/",
+            "https://sso.example.com/realms/a",
+        ] {
+            let mut b = ProviderBuilder::new("kc");
+            b.set("issuer", &[issuer], &r).unwrap();
+            b.set("client_id", &["c"], &r).unwrap();
+            std::fs::write(d.join("secret"), " s3cret with spaces \r\n").unwrap();
+            b.set("client_secret_file", &["secret"], &r).unwrap();
+            std::fs::write(
+                d.join("keys"),
+                crate::session::codec::generate_key_line().unwrap(),
+            )
+            .unwrap();
+            b.set("cookie_secret_file", &["keys"], &r).unwrap();
+            let p = b.build().unwrap();
+            assert_eq!(p.issuer, issuer);
+            assert_eq!(p.client_secret.as_str(), " s3cret with spaces ");
+        }
     }
 
     #[test]

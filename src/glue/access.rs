@@ -108,6 +108,18 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
                 Refreshed::Unavailable => return finish(r, login::provider_unreachable(0)),
             };
         }
+        if lcf.passes_access_token() && !verified.session.access_token_valid(now) {
+            // Nothing can renew it (no refresh token): log in again rather than pass on an
+            // expired token.
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                (*(*r).connection).log,
+                "oidc: provider \"{}\": the access token of \"{}\" has expired and cannot be refreshed (no refresh token): a new login is needed",
+                p.conf.name,
+                verified.session.user().unwrap_or_default()
+            );
+            return no_session(r, rctx, p, lcf, now);
+        }
         if let Err(resp) = authorize(r, p, &verified.session, &[&lcf.rules]) {
             return finish(r, resp);
         }

@@ -16,6 +16,7 @@ use super::http::Response;
 use super::login::{self, Step};
 use super::{LocConf, Provider};
 use crate::oidc::id_token::{self, JwtError};
+use crate::oidc::numeric;
 use crate::session::{Session, Verified};
 
 fn refused(why: &str) -> Response<'static> {
@@ -91,9 +92,9 @@ unsafe fn verify(
         p.conf.clock_skew,
     ) {
         Ok(claims) => {
-            let exp = claims
-                .get("exp")
-                .and_then(serde_json::Value::as_u64)
+            let exp = numeric::numeric_date(&claims, "exp")
+                .ok()
+                .flatten()
                 .unwrap_or(now);
             let mut session = Session::from_id_token(claims, now, 0);
             session.exp = exp;

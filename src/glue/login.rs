@@ -19,18 +19,10 @@ use crate::oidc::id_token::{self, constant_time_eq, Expectations};
 use crate::oidc::query::{self, Callback};
 use crate::oidc::{authorize, random_token, token};
 use crate::session::cookies::{self, CookieAttrs};
-use crate::session::{LoginState, Session, Tokens};
+use crate::session::{logins, LoginState, Session, Tokens};
 
 /// How long a login attempt may take at the provider.
 const LOGIN_STATE_LIFETIME: u64 = 600;
-/// Login attempts kept at once (tabs); more means something loops, so the old ones are dropped.
-const MAX_LOGIN_STATES: usize = 4;
-
-/// Logins started within [`LOGIN_ROUND_WINDOW`] seconds before the module stops redirecting:
-/// a browser that drops the session cookie would otherwise bounce between nginx and the
-/// provider forever.
-const MAX_LOGIN_ROUNDS: u32 = 3;
-const LOGIN_ROUND_WINDOW: u64 = 20;
 
 /// Where a step that may need the provider stands.
 pub enum Step<T> {
@@ -267,12 +259,10 @@ pub unsafe fn start(
     .url();
     // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
-    let rounds_cookie = format!("{}_n", &*p.conf.cookie_name);
-    let rounds = cookies::find(&headers, &rounds_cookie)
-        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok())
-        .unwrap_or(0);
-    if rounds >= MAX_LOGIN_ROUNDS {
-        ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": {} logins started within {}s without a session coming back: the browser is not keeping the session cookie (Secure cookie over plain http? blocked cookies? a proxy dropping Set-Cookie?)", p.conf.name, rounds, LOGIN_ROUND_WINDOW);
+    let rounds_cookie = guard_cookie(p);
+    let rounds = cookies::find(&headers, &rounds_cookie).map_or(0, |v| logins::rounds(v, rd, now));
+    if rounds >= logins::MAX_ROUNDS {
+        ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": {} logins in a row came back to {} within {}s each, and each time the page had no session: the browser is not keeping the session cookie (Secure cookie over plain http? blocked cookies? a proxy dropping Set-Cookie?)", p.conf.name, rounds, rd.split('?').next().unwrap_or_default(), logins::ROUND_WINDOW);
         let page = error_page(
             NGX_HTTP_BAD_REQUEST,
             "Login keeps starting over",
@@ -289,31 +279,14 @@ pub unsafe fn start(
         // SAFETY: per this function's contract.
         return unsafe { finish(r, page) };
     }
-    let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
-        .page(
-            "Redirecting to login",
-            "You are being sent to the identity provider to log in.",
-        )
-        .header(
-            "Set-Cookie",
-            cookies::set_cookie(
-                &rounds_cookie,
-                &(rounds + 1).to_string(),
-                LOGIN_ROUND_WINDOW,
-                attrs(p),
-            ),
-        );
-    let prefix = LoginState::cookie_prefix(&p.conf.cookie_name);
-    let old: Vec<String> = cookies::pairs(&headers)
-        .filter(|(n, _)| n.starts_with(prefix.as_bytes()))
-        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
-        .collect();
-    if old.len() >= MAX_LOGIN_STATES {
-        for name in old {
-            resp = resp.header("Set-Cookie", cookies::delete_cookie(&name, attrs(p)));
-        }
-    }
+    let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize).page(
+        "Redirecting to login",
+        "You are being sent to the identity provider to log in.",
+    );
     let name = LoginState::cookie_name(&p.conf.cookie_name, &login.state);
+    for old in pending_states_to_drop(p, &headers, name.len() + 1 + sealed.len(), now) {
+        resp = resp.header("Set-Cookie", cookies::delete_cookie(&old, attrs(p)));
+    }
     resp = resp
         .header(
             "Set-Cookie",
@@ -331,6 +304,36 @@ pub unsafe fn start(
     );
     // SAFETY: per this function's contract.
     unsafe { finish(r, resp) }
+}
+
+/// The loop guard's cookie: the pages logins recently came back to (see [`logins`]).
+fn guard_cookie(p: &Provider) -> String {
+    format!("{}_n", &*p.conf.cookie_name)
+}
+
+/// The pending login states (other tabs' logins) to delete so that a new one of `new_bytes`
+/// fits the browser's `Cookie` header: the oldest first, and only states this provider sealed
+/// and that are still running.
+fn pending_states_to_drop(
+    p: &Provider,
+    headers: &[&[u8]],
+    new_bytes: usize,
+    now: u64,
+) -> Vec<String> {
+    let prefix = LoginState::cookie_prefix(&p.conf.cookie_name);
+    let pending = cookies::pairs(headers)
+        .filter(|(n, _)| n.starts_with(prefix.as_bytes()))
+        .filter_map(|(n, v)| {
+            let json = p.conf.keys.open(&p.conf.state_aad, v)?;
+            let state = serde_json::from_slice::<LoginState>(&json).ok()?;
+            (state.exp > now).then(|| logins::Pending {
+                name: String::from_utf8_lossy(n).into_owned(),
+                bytes: n.len() + 1 + v.len(),
+                exp: state.exp,
+            })
+        })
+        .collect();
+    logins::states_to_drop(pending, new_bytes)
 }
 
 /// `/oauth2/callback`: check the state, exchange the code, verify the ID token, set the session.
@@ -587,7 +590,7 @@ pub unsafe fn callback(
     let tokens = Tokens {
         refresh_token: token.refresh_token.as_deref(),
         access_token: Some(&token.access_token),
-        expires_in: token.expires_in,
+        expires_in: token.access_token_lifetime(now),
         refresh_expires_in: token.refresh_expires_in,
         id_token: Some(&id_token),
     };
@@ -602,9 +605,20 @@ pub unsafe fn callback(
     let rd = crate::redirect::safe_return_path(&login.rd)
         .unwrap_or("/")
         .to_string();
+    // A return to the same page within moments of the last one is a round of a loop when the
+    // page then has no session: `start` counts them.
+    let guard = logins::record_return(
+        cookies::find(&headers, &guard_cookie(p)).unwrap_or_default(),
+        &rd,
+        now,
+    );
     let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
         .page("Logged in", "You are logged in.")
-        .header("Set-Cookie", clear_state);
+        .header("Set-Cookie", clear_state)
+        .header(
+            "Set-Cookie",
+            cookies::set_cookie(&guard_cookie(p), &guard, logins::ROUND_WINDOW, attrs(p)),
+        );
     let present = cookies::count_chunks(&headers, &p.conf.cookie_name);
     let lines = cookies::session_cookies(
         &p.conf.cookie_name,

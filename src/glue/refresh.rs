@@ -122,9 +122,16 @@ pub unsafe fn refresh(
         Step::Pending => return Refreshed::Pending,
         Step::Failed(_) => return Refreshed::Unavailable,
     };
+    // A result is an answer to this request only if it is newer than the session the request
+    // carries and its access token is still valid (checked under the zone's lock, see
+    // `begin_refresh`).
+    let usable = |sealed: &[u8]| {
+        Session::open(&p.conf.keys, &p.conf.session_aad, sealed)
+            .is_some_and(|new| new != session && new.access_token_valid(now))
+    };
     // SAFETY: the zone belongs to this provider and the worker is running.
     let decision = unsafe {
-        zone::with_table(p.zone, |t| match t.begin_refresh(&key, now) {
+        zone::with_table(p.zone, |t| match t.begin_refresh(&key, now, usable) {
             Begin::Go => Decision::Go,
             Begin::Running => Decision::Running,
             Begin::Done(sealed) => Decision::Done(String::from_utf8_lossy(sealed).into_owned()),
@@ -168,12 +175,13 @@ pub unsafe fn refresh(
         }
         Decision::Done(sealed) => {
             match Session::open(&p.conf.keys, &p.conf.session_aad, sealed.as_bytes()) {
-                Some(new) => {
+                // `usable` checked that its access token is valid: it goes upstream.
+                Some(new) if new.access_token_valid(now) => {
                     // SAFETY: per this function's contract.
                     unsafe { queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now)) };
                     Refreshed::Ready(remember(p, &sealed, new))
                 }
-                None => Refreshed::Unavailable,
+                _ => Refreshed::Unavailable,
             }
         }
         Decision::Ended => Refreshed::Ended,
@@ -309,7 +317,7 @@ unsafe fn finish(
     let tokens = Tokens {
         refresh_token: t.refresh_token.as_deref(),
         access_token: Some(&t.access_token),
-        expires_in: t.expires_in,
+        expires_in: t.access_token_lifetime(now),
         refresh_expires_in: t.refresh_expires_in,
         id_token: t.id_token.as_deref(),
     };

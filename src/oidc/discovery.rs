@@ -24,17 +24,28 @@ pub enum DiscoveryError {
     Malformed(String),
     #[error(
         "issuer mismatch: discovery says \"{found}\", the config says \"{configured}\"; \
-         set `issuer` to exactly the value the provider reports (Keycloak 17+ dropped the /auth \
-         prefix; behind a proxy check Keycloak's hostname / frontend URL setting)"
+         set `issuer` to exactly the value the provider reports{}",
+        mismatch_hint(.found, .configured)
     )]
     IssuerMismatch { found: String, configured: String },
 }
 
-/// The URL of the discovery document for `issuer`.
+fn mismatch_hint(found: &str, configured: &str) -> &'static str {
+    if found.trim_end_matches('/') == configured.trim_end_matches('/') {
+        " (they differ only in the trailing \"/\": issuers are compared character for character)"
+    } else {
+        " (Keycloak 17+ dropped the /auth prefix; behind a proxy check Keycloak's hostname / \
+         frontend URL setting)"
+    }
+}
+
+/// The URL of the discovery document for `issuer`: OpenID Connect Discovery §4 removes the
+/// issuer's terminating `/` before appending `/.well-known/openid-configuration`. Only the URL
+/// is built from the trimmed value; the issuer itself is compared untouched.
 pub fn url(issuer: &str) -> String {
     format!(
         "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
+        issuer.strip_suffix('/').unwrap_or(issuer)
     )
 }
 
@@ -97,6 +108,24 @@ mod tests {
         assert!(hint.contains("try \"http://kc/realms/test\""), "{hint}");
         let err = parse(DOC.as_bytes(), "http://kc/auth/realms/test").unwrap_err();
         assert!(err.to_string().contains("/auth prefix"), "{err}");
+    }
+
+    #[test]
+    fn an_issuer_ending_in_a_slash_is_found_and_compared_exactly() {
+        let issuer = "https://sso.example.com/application/o/app/";
+        assert_eq!(
+            url(issuer),
+            "https://sso.example.com/application/o/app/.well-known/openid-configuration"
+        );
+        let doc = DOC.replace("http://kc/realms/test\",", &format!("{issuer}\","));
+        assert_eq!(parse(doc.as_bytes(), issuer).unwrap().issuer, issuer);
+        // Exact comparison both ways: a slash more or less is another issuer.
+        let err = parse(doc.as_bytes(), issuer.trim_end_matches('/')).unwrap_err();
+        assert!(err.to_string().contains("trailing \"/\""), "{err}");
+        assert!(matches!(
+            parse(DOC.as_bytes(), "http://kc/realms/test/"),
+            Err(DiscoveryError::IssuerMismatch { .. })
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::jws::{self, JwkSet, JwsError};
+use super::numeric::{self, TimeError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
@@ -29,6 +30,10 @@ pub enum JwtError {
     IssuedInFuture(u64),
     #[error("the token lacks the claim \"{0}\"")]
     MissingClaim(String),
+    #[error("the token's claim {0}")]
+    Time(TimeError),
+    #[error("the token is not valid yet (nbf): the clocks of nginx and the provider differ by more than {0}s")]
+    NotYetValid(u64),
     #[error("the token's nonce does not match this login")]
     Nonce,
     #[error("the token is about another user than the session")]
@@ -119,9 +124,13 @@ fn verify_for_client(
     }
 }
 
+/// The NumericDate claims (RFC 7519 §4.1.4-6, OpenID Connect Core §2 `auth_time`), checked
+/// for their shape wherever they appear.
+const TIMES: [&str; 4] = ["iat", "exp", "nbf", "auth_time"];
+
 /// The checks every token shares: an allowed asymmetric algorithm, a key from the JWKS by
-/// `kid`, the signature, `iss`, `aud` containing `audience` (when given), `exp` and `iat`
-/// (with `leeway`), and the `required` claims.
+/// `kid`, the signature, `iss`, `aud` containing `audience` (when given), `exp`, `iat` and `nbf` (with
+/// `leeway`, in any NumericDate shape), and the `required` claims.
 fn verify_signed(
     token: &str,
     jwks: &JwkSet,
@@ -159,16 +168,22 @@ fn verify_signed(
             return Err(JwtError::Audience(audience.to_string()));
         }
     }
-    let time = |name: &str| claims.get(name).and_then(Value::as_u64);
-    match time("iat") {
-        Some(iat) if iat > now + leeway => return Err(JwtError::IssuedInFuture(leeway)),
-        None if required.contains(&"iat") => return Err(JwtError::MissingClaim("iat".into())),
-        _ => {}
+    let time = |name: &str| match numeric::numeric_date(&claims, name) {
+        Ok(None) if required.contains(&name) => Err(JwtError::MissingClaim(name.into())),
+        Ok(t) => Ok(t),
+        Err(e) => Err(JwtError::Time(e)),
+    };
+    let [iat, exp, nbf, auth_time] = TIMES.map(time);
+    let (iat, exp, nbf) = (iat?, exp?, nbf?);
+    auth_time?;
+    if iat.is_some_and(|iat| iat > now + leeway) {
+        return Err(JwtError::IssuedInFuture(leeway));
     }
-    match time("exp") {
-        Some(exp) if exp + leeway <= now => return Err(JwtError::Expired),
-        None if required.contains(&"exp") => return Err(JwtError::MissingClaim("exp".into())),
-        _ => {}
+    if exp.is_some_and(|exp| exp + leeway <= now) {
+        return Err(JwtError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now + leeway) {
+        return Err(JwtError::NotYetValid(leeway));
     }
     Ok(claims)
 }
@@ -708,5 +723,59 @@ mod tests {
             parts[1]
         );
         assert!(check(&none).is_err());
+    }
+
+    #[test]
+    fn token_times_accept_every_numeric_date_shape_and_name_the_real_cause() {
+        let rs = |c| sign(c, Some("test-key"), Algorithm::RS256);
+        // The field report: a non-integer iat (RFC 7519 NumericDate may be one).
+        let t = rs(with("iat", json!(1_800_000_000.25)));
+        assert!(check(&t).is_ok(), "{:?}", check(&t));
+        let mut c = with("exp", json!((NOW + 300) as f64 + 0.75));
+        c["iat"] = json!(1.8e9);
+        c["nbf"] = json!(NOW as f64 - 0.5);
+        c["auth_time"] = json!(NOW as f64 - 10.125);
+        assert!(check(&rs(c)).is_ok());
+        // A fractional exp is not stretched: it ends within its second.
+        assert_eq!(
+            check(&rs(with("exp", json!((NOW - 60) as f64 + 0.99)))),
+            Err(JwtError::Expired)
+        );
+
+        let mut c = good();
+        c.as_object_mut().unwrap().remove("iat");
+        assert_eq!(check(&rs(c)), Err(JwtError::MissingClaim("iat".into())));
+        let err = check(&rs(with("iat", json!("1800000000")))).unwrap_err();
+        assert!(matches!(err, JwtError::Time(TimeError::WrongType { .. })));
+        assert_eq!(
+            err.to_string(),
+            "the token's claim \"iat\" is a string, not a number of seconds"
+        );
+        let err = check(&rs(with("exp", json!(-1)))).unwrap_err();
+        assert!(
+            err.to_string().contains("\"exp\" is -1, out of range"),
+            "{err}"
+        );
+        assert!(matches!(
+            check(&rs(with("auth_time", json!(true)))),
+            Err(JwtError::Time(_))
+        ));
+        assert_eq!(
+            check(&rs(with("nbf", json!(NOW + 61)))),
+            Err(JwtError::NotYetValid(60))
+        );
+
+        // Access and logout tokens read their times the same way.
+        let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
+        let at = rs(with("exp", json!((NOW + 60) as f64 + 0.5)));
+        assert!(verify_access_token(&at, &jwks, "http://kc/realms/test", "test", NOW, 60).is_ok());
+        let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        let logout = rs(
+            json!({"iss":"http://kc/realms/test","aud":"test","iat":NOW as f64 + 0.5,
+                               "jti":"j","sid":"s1","events":event}),
+        );
+        assert!(
+            verify_logout_token(&logout, &jwks, "http://kc/realms/test", "test", NOW, 60).is_ok()
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod discovery;
 pub mod id_token;
 pub mod jws;
+pub mod numeric;
 pub mod query;
 pub mod token;
 

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod codec;
 pub mod cookies;
+pub mod logins;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -61,6 +62,10 @@ pub struct Session {
     /// Unix time the access token expires (0: unknown, never refreshed).
     #[serde(default)]
     pub at_exp: u64,
+    /// Unix time the access token was received (0 in sessions sealed before it was kept): with
+    /// `at_exp` it gives the token's lifetime, which bounds the refresh leeway.
+    #[serde(default)]
+    pub at_iat: u64,
     /// The ID token, kept for `id_token_hint` at logout when it is small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idt: Option<String>,
@@ -70,6 +75,8 @@ pub struct Session {
 pub struct Tokens<'a> {
     pub refresh_token: Option<&'a str>,
     pub access_token: Option<&'a str>,
+    /// Seconds the access token lives (`expires_in`, or the access token's own `exp`); `None`
+    /// when the provider does not say.
     pub expires_in: Option<u64>,
     pub refresh_expires_in: Option<u64>,
     pub id_token: Option<&'a str>,
@@ -78,6 +85,11 @@ pub struct Tokens<'a> {
 /// Largest ID token kept for the logout hint; bigger ones (users in many groups) would cost
 /// a cookie chunk on every request, and providers accept logout with `client_id` instead.
 pub const MAX_ID_TOKEN_HINT: usize = 2048;
+
+/// Lifetime assumed for an access token that goes upstream when the provider tells neither
+/// `expires_in` nor an `exp` in the token, and a refresh token can renew it: renewing it this
+/// often is cheap, passing on a token that may have expired is not.
+pub const ASSUMED_ACCESS_TOKEN_LIFETIME: u64 = 60;
 
 impl Session {
     /// Builds a session from verified ID-token claims.
@@ -94,6 +106,7 @@ impl Session {
             rt: None,
             at: None,
             at_exp: 0,
+            at_iat: 0,
             idt: None,
         }
     }
@@ -147,7 +160,12 @@ impl Session {
         if keep_access_token {
             self.at = t.access_token.map(str::to_string);
         }
-        self.at_exp = t.expires_in.map_or(0, |e| now + e);
+        self.at_exp = match t.expires_in {
+            Some(e) => now + e,
+            None if keep_access_token && self.rt.is_some() => now + ASSUMED_ACCESS_TOKEN_LIFETIME,
+            None => 0,
+        };
+        self.at_iat = now;
         if let Some(idt) = t.id_token.filter(|t| t.len() <= MAX_ID_TOKEN_HINT) {
             self.idt = Some(idt.to_string());
         }
@@ -160,9 +178,21 @@ impl Session {
         self
     }
 
-    /// Whether the access token is within `leeway` seconds of expiry and can be refreshed.
+    /// Unix time from which the access token is due for a refresh: `leeway` seconds before it
+    /// expires, but no earlier than half its lifetime, so that a token shorter than the leeway
+    /// is not refreshed on every request. `None` when its expiry is unknown.
+    pub fn refresh_due(&self, leeway: u64) -> Option<u64> {
+        if self.at_exp == 0 {
+            return None;
+        }
+        let lifetime = self.at_exp.saturating_sub(self.at_iat);
+        Some(self.at_exp - leeway.min(lifetime / 2))
+    }
+
+    /// Whether the access token is due for a refresh (see [`Session::refresh_due`]) and can be
+    /// refreshed.
     pub fn needs_refresh(&self, now: u64, leeway: u64) -> bool {
-        self.rt.is_some() && self.at_exp != 0 && now + leeway >= self.at_exp
+        self.rt.is_some() && self.refresh_due(leeway).is_some_and(|due| now >= due)
     }
 
     /// Whether the access token is still valid (or its expiry is unknown).
@@ -436,6 +466,50 @@ mod tests {
         );
         let s = s.with_tokens(&tokens(None, Some(300), Some(1800)), 4000, 3600, true);
         assert_eq!((s.exp, s.rt.as_deref()), (4600, Some("r2")));
+    }
+
+    #[test]
+    fn an_access_token_shorter_than_the_leeway_is_refreshed_at_half_its_life() {
+        let login = |exp, keep| {
+            Session::from_id_token(claims(json!({"sub":"u"})), 1000, 3600).with_tokens(
+                &tokens(Some("r1"), exp, Some(1800)),
+                1000,
+                3600,
+                keep,
+            )
+        };
+        // The field report's shape: a 40 s token and the default 30 s leeway: due after
+        // 20 s (half its life), not after 10 s.
+        let s = login(Some(40), true);
+        assert_eq!(s.refresh_due(30), Some(1020));
+        // A 300 s token: 30 s before it expires.
+        assert_eq!(login(Some(300), true).refresh_due(30), Some(1270));
+        // A 4 s token with the same leeway: due after 2 s, not on every request.
+        let s = login(Some(4), true);
+        assert_eq!(s.refresh_due(30), Some(1002));
+        assert!(!s.needs_refresh(1001, 30) && s.needs_refresh(1002, 30));
+        // A session sealed before the receipt time was kept refreshes as it always did.
+        let mut old = s.clone();
+        old.at_iat = 0;
+        assert_eq!(old.refresh_due(30), Some(974));
+    }
+
+    #[test]
+    fn an_access_token_of_unknown_lifetime_that_goes_upstream_is_renewed_soon() {
+        let login = |rt, keep| {
+            Session::from_id_token(claims(json!({"sub":"u"})), 1000, 3600).with_tokens(
+                &tokens(rt, None, None),
+                1000,
+                3600,
+                keep,
+            )
+        };
+        let s = login(Some("r1"), true);
+        assert_eq!(s.at_exp, 1000 + ASSUMED_ACCESS_TOKEN_LIFETIME);
+        assert!(!s.access_token_valid(1000 + ASSUMED_ACCESS_TOKEN_LIFETIME));
+        // Not passed upstream, or not renewable: the expiry stays unknown.
+        assert_eq!(login(Some("r1"), false).at_exp, 0);
+        assert_eq!(login(None, true).at_exp, 0);
     }
 
     #[test]

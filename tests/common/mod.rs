@@ -315,7 +315,18 @@ impl Provider {
         let child = cmd.spawn().expect("spawn node (is Node.js installed?)");
         let mut p = Provider {
             port,
-            issuer: format!("http://127.0.0.1:{port}/realms/test"),
+            issuer: format!(
+                "http://127.0.0.1:{port}/realms/test{}",
+                if opts
+                    .env
+                    .iter()
+                    .any(|(k, v)| k == "IDP_ISSUER_TRAILING_SLASH" && v == "1")
+                {
+                    "/"
+                } else {
+                    ""
+                }
+            ),
             client_id: "test".into(),
             client_secret,
             log,
@@ -1978,7 +1989,10 @@ pub fn offline_config_vars() -> Vars {
 /// The response is a redirect to the provider's authorization endpoint; `context` (a browser
 /// transcript, say) is printed when it is not.
 pub fn assert_sent_to_login(env: &Env, r: &Resp, context: &str) {
-    let auth = format!("{}/protocol/openid-connect/auth?", env.provider.issuer);
+    let auth = format!(
+        "{}/protocol/openid-connect/auth?",
+        env.provider.issuer.trim_end_matches('/')
+    );
     assert!(
         matches!(r.status, 302 | 303) && r.location().is_some_and(|l| l.starts_with(&auth)),
         "expected a redirect to {auth}..., got {}\n{context}",

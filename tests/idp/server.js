@@ -19,7 +19,9 @@ const HOST = '127.0.0.1';
 const PORT = parseInt(env.IDP_PORT || '8081', 10);
 const REALM = env.IDP_REALM || 'test';
 const REALM_PATH = `/realms/${REALM}`;
-const ISSUER = `http://${HOST}:${PORT}${REALM_PATH}`;
+// IDP_ISSUER_TRAILING_SLASH=1: the issuer ends in "/" (like authentik's
+// https://host/application/o/<app>/); discovery stays at <realm path>/.well-known/...
+const ISSUER = `http://${HOST}:${PORT}${REALM_PATH}${env.IDP_ISSUER_TRAILING_SLASH === '1' ? '/' : ''}`;
 const CLIENT_ID = env.IDP_CLIENT_ID || 'test';
 const CLIENT_SECRET = env.IDP_CLIENT_SECRET || 'secret';
 const list = (v, d) => (v || d).split(',').map((s) => s.trim()).filter(Boolean);
@@ -49,6 +51,13 @@ const SIGNING_ALGS = {
 };
 const SIGNING = SIGNING_ALGS[env.IDP_SIGNING_ALG || 'RS256'];
 if (!SIGNING) throw new Error(`IDP_SIGNING_ALG must be one of ${Object.keys(SIGNING_ALGS)}`);
+// IDP_NUMBERS=fractional: non-integer iat/exp/nbf/auth_time in ID and access tokens (RFC 7519
+// NumericDate allows them) and expires_in/refresh_expires_in as strings ("300").
+const FRACTIONAL_NUMBERS = env.IDP_NUMBERS === 'fractional';
+// Fields left out of every token response (IDP_OMIT_FIELDS) or of refresh answers only
+// (IDP_REFRESH_OMIT_FIELDS), e.g. expires_in, refresh_token: optional in RFC 6749 §5.1, §6.
+const OMIT_FIELDS = list(env.IDP_OMIT_FIELDS, '');
+const REFRESH_OMIT_FIELDS = list(env.IDP_REFRESH_OMIT_FIELDS, '');
 
 // Resource indicator used (implicitly) for every access token; its audience is "account"
 // like Keycloak 19+ access tokens.
@@ -83,7 +92,8 @@ function loadOrGenerateKey() {
   return jwk;
 }
 const SIGNING_JWK = loadOrGenerateKey();
-const PUBLIC_KEY = crypto.createPublicKey(crypto.createPrivateKey({ key: SIGNING_JWK, format: 'jwk' }));
+const PRIVATE_KEY = crypto.createPrivateKey({ key: SIGNING_JWK, format: 'jwk' });
+const PUBLIC_KEY = crypto.createPublicKey(PRIVATE_KEY);
 
 // ---------------------------------------------------------------- counters
 const stats = {
@@ -370,6 +380,49 @@ const provider = new Provider(ISSUER, configuration);
     return origIssue.call(this, opts);
   };
 }
+
+// A JWT of this server with its payload changed by `edit`, signed again with the same key.
+function resign(token, edit) {
+  const [h, p] = token.split('.');
+  const payload = JSON.parse(Buffer.from(p, 'base64url').toString('utf8'));
+  edit(payload);
+  const body = `${h}.${Buffer.from(JSON.stringify(payload)).toString('base64url')}`;
+  const key = SIGNING.dsaEncoding ? { key: PRIVATE_KEY, dsaEncoding: SIGNING.dsaEncoding } : PRIVATE_KEY;
+  return `${body}.${crypto.sign(SIGNING.hash, Buffer.from(body), key).toString('base64url')}`;
+}
+
+// OpenID Connect Core §3.1.3.6: the left half of the SHA-256 of the access token.
+function atHash(accessToken) {
+  return crypto.createHash('sha256').update(accessToken).digest().subarray(0, 16).toString('base64url');
+}
+
+// Token answers in the shapes other providers send (see FRACTIONAL_NUMBERS, OMIT_FIELDS).
+// Registered first, so it runs last: it sees the Keycloak fields added below.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.oidc?.route !== 'token' || ctx.status !== 200 || !ctx.body || typeof ctx.body !== 'object') return;
+  const body = { ...ctx.body };
+  if (FRACTIONAL_NUMBERS) {
+    const fractional = (c) => {
+      if (typeof c.iat === 'number') { c.iat += 0.25; c.nbf = c.iat - 0.5; }
+      if (typeof c.exp === 'number') c.exp += 0.75;
+      if (typeof c.auth_time === 'number') c.auth_time += 0.5;
+    };
+    if (looksLikeJwt(body.access_token)) body.access_token = resign(body.access_token, fractional);
+    if (body.id_token) {
+      body.id_token = resign(body.id_token, (c) => {
+        fractional(c);
+        if (c.at_hash) c.at_hash = atHash(body.access_token);
+      });
+    }
+    for (const f of ['expires_in', 'refresh_expires_in']) {
+      if (typeof body[f] === 'number') body[f] = String(body[f]);
+    }
+  }
+  const omit = ctx.oidc.params?.grant_type === 'refresh_token' ? [...OMIT_FIELDS, ...REFRESH_OMIT_FIELDS] : OMIT_FIELDS;
+  for (const f of omit) delete body[f];
+  ctx.body = body;
+});
 
 // Token endpoint: count grants; add Keycloak's refresh_expires_in.
 provider.use(async (ctx, next) => {
@@ -757,7 +810,7 @@ const server = http.createServer(async (req, res) => {
 });
 
 server.listen(PORT, HOST, () => {
-  console.log(`test IdP listening: issuer=${ISSUER} client_id=${CLIENT_ID} rotate_refresh=${ROTATE_REFRESH} alg=${SIGNING.alg} kid=${SIGNING_JWK.kid}`);
+  console.log(`test IdP listening: issuer=${ISSUER} client_id=${CLIENT_ID} rotate_refresh=${ROTATE_REFRESH} alg=${SIGNING.alg} numbers=${FRACTIONAL_NUMBERS ? 'fractional' : 'integer'} omit=${OMIT_FIELDS} refresh_omit=${REFRESH_OMIT_FIELDS} kid=${SIGNING_JWK.kid}`);
 });
 
 for (const sig of ['SIGINT', 'SIGTERM']) {

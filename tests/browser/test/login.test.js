@@ -99,6 +99,27 @@ story('two tabs start a login at the same time and both end logged in',
     t.diagnostic(`session cookies: ${after.session.map((k) => k.name).join(', ')}`);
   });
 
+// A browser restoring its tabs requests them all at once, before any login comes back.
+story('six restored tabs start their logins together and all end logged in on their own pages',
+  async ({ t, context, page, shot }) => {
+    const tabs = [page];
+    for (let i = 1; i < 6; i += 1) tabs.push(await context.newPage());
+    const url = (i) => `${world.base}/restored/${i + 1}?tab=${i + 1}`;
+    await Promise.all(tabs.map((tab, i) => tab.goto(url(i))));
+    await Promise.all(tabs.map((tab) => expectLoginForm(tab, world)));
+    const before = await moduleCookies(context, world.base);
+    assert.equal(before.state.length, 6, 'one login-state cookie per tab, none dropped');
+    for (const tab of tabs) await submitLogin(tab, world.base, 'demo', 'demo');
+    await shot(tabs[5], 'the last tab logged in');
+    for (const [i, tab] of tabs.entries()) {
+      assert.equal(tab.url(), url(i), `tab ${i + 1} lands on its own page`);
+      assert.equal(await tab.textContent('#greeting'), 'Hello, demo!');
+    }
+    const after = await moduleCookies(context, world.base);
+    assert.equal(after.state.length, 0, 'every login-state cookie is gone');
+    t.diagnostic(`session cookies: ${after.session.map((k) => k.name).join(', ')}`);
+  });
+
 story('the 150-group user biggroups logs in and the page loads with nginx default header buffers',
   async ({ t, context, page, shot }) => {
     const resp = [];
