@@ -294,10 +294,11 @@ pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                     Some(serde_json::Value::Array(a)) => a.clone(),
                     _ => Vec::new(),
                 };
+                // A JSON body escapes what a header could not carry: the claims as sent.
                 let body = serde_json::json!({
-                    "user": s.user(),
-                    "email": s.claim("email"),
-                    "preferredUsername": s.claim("preferred_username"),
+                    "user": s.claim_str("preferred_username").or(s.claim_str("sub")),
+                    "email": s.claim_str("email"),
+                    "preferredUsername": s.claim_str("preferred_username"),
                     "groups": groups,
                 });
                 Response::new(NGX_HTTP_OK as usize).json(format!("{body}\n"))

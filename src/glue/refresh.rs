@@ -218,8 +218,8 @@ unsafe fn refreshed_claims(
         now,
         leeway: p.conf.clock_skew,
     };
-    let sub = session.claim("sub").unwrap_or_default();
-    match id_token::verify_refreshed(&idt, &set, &want, &sub) {
+    let sub = session.claim_str("sub").unwrap_or_default();
+    match id_token::verify_refreshed(&idt, &set, &want, sub) {
         Ok(claims) => Step::Ready(Some(claims)),
         Err(e) => {
             ngx_log_error!(

@@ -72,7 +72,16 @@ pub fn parse(status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
             Err(_) => TokenError::Status(status),
         });
     }
-    serde_json::from_slice(body).map_err(|e| TokenError::Malformed(e.to_string()))
+    let t: TokenResponse =
+        serde_json::from_slice(body).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    // The access token may be sent upstream as a header, where a control character would
+    // split it; a credential cannot be encoded, so such an answer is refused.
+    if !crate::header_value::is_vschar_token(&t.access_token) {
+        return Err(TokenError::Malformed(
+            "access_token is empty or holds characters outside RFC 6749 VSCHAR".into(),
+        ));
+    }
+    Ok(t)
 }
 
 /// Provider error texts end up in logs: keep them short and printable.
@@ -113,5 +122,16 @@ mod tests {
             Err(TokenError::Status(502))
         ));
         assert!(matches!(parse(200, b"{}"), Err(TokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_access_token_that_would_split_a_header_is_refused() {
+        for at in [r"a\r\nX-Injected: 1", r"a\nb", r"a\u0000", r"a\u007f", ""] {
+            let body = format!(r#"{{"access_token":"{at}","id_token":"i"}}"#);
+            assert!(
+                matches!(parse(200, body.as_bytes()), Err(TokenError::Malformed(_))),
+                "{at}"
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::header_value;
 pub use codec::KeyRing;
 
 /// ID-token claims that describe the token, not the user: dropped to keep the cookie small.
@@ -145,45 +146,62 @@ impl Session {
         now < self.exp && self.claims.contains_key("sub")
     }
 
-    /// The user name for `X-Auth-Request-User`: `preferred_username`, else `sub`.
+    /// The user name for `X-Auth-Request-User` and log lines, as header text (see
+    /// [`Session::claim`]): `preferred_username`, else `sub`.
     pub fn user(&self) -> Option<String> {
         self.claim("preferred_username")
             .or_else(|| self.claim("sub"))
     }
 
-    /// A top-level claim as header text: arrays joined by `,`, objects as JSON.
+    /// A top-level claim as header text, the one form in which claims reach headers, variables
+    /// and logs: arrays joined by `,`, objects as JSON, every string percent-encoded by
+    /// [`crate::header_value`] (control characters, non-ASCII and `%`; in array items `,` too).
     pub fn claim(&self, name: &str) -> Option<String> {
         claim_text(self.claims.get(name)?)
+    }
+
+    /// A top-level string claim as the provider sent it, for comparisons and JSON answers,
+    /// never for a header.
+    pub fn claim_str(&self, name: &str) -> Option<&str> {
+        self.claims.get(name)?.as_str()
     }
 
     /// Seals the session; large ones (many groups) are deflated first so that they fit in
     /// few cookies and nginx's default header buffers.
     pub fn seal(&self, keys: &KeyRing, aad: &[u8]) -> Result<String, codec::SealError> {
-        // Sized up front so that growing does not leave copies of the tokens behind.
-        let mut json = Zeroizing::new(Vec::with_capacity(8192));
-        serde_json::to_writer(&mut *json, self).map_err(|_| codec::SealError)?;
-        if json.len() > COMPRESS_ABOVE {
-            let mut packed = Zeroizing::new(vec![DEFLATED]);
-            packed.extend(Zeroizing::new(miniz_oxide::deflate::compress_to_vec(&json, 6)).iter());
-            if packed.len() < json.len() {
-                return keys.seal(aad, &packed);
-            }
-        }
-        keys.seal(aad, &json)
+        keys.seal(aad, &pack(self)?)
     }
 
     /// Opens a cookie value; `None` for anything not intact, not ours or not a session.
     pub fn open(keys: &KeyRing, aad: &[u8], value: &[u8]) -> Option<Session> {
-        let plain = keys.open(aad, value)?;
-        if plain.first() == Some(&DEFLATED) {
-            let json = Zeroizing::new(
-                miniz_oxide::inflate::decompress_to_vec_with_limit(&plain[1..], MAX_INFLATED)
-                    .ok()?,
-            );
-            return serde_json::from_slice(&json).ok();
-        }
-        serde_json::from_slice(&plain).ok()
+        serde_json::from_slice(&unpack(&keys.open(aad, value)?)?).ok()
     }
+}
+
+/// `value` as cookie plaintext: JSON, deflated (after a [`DEFLATED`] byte) when it is large
+/// and that makes it smaller.
+fn pack(value: &impl Serialize) -> Result<Zeroizing<Vec<u8>>, codec::SealError> {
+    // Sized up front so that growing does not leave copies of the tokens behind.
+    let mut json = Zeroizing::new(Vec::with_capacity(8192));
+    serde_json::to_writer(&mut *json, value).map_err(|_| codec::SealError)?;
+    if json.len() > COMPRESS_ABOVE {
+        let mut packed = Zeroizing::new(vec![DEFLATED]);
+        packed.extend(Zeroizing::new(miniz_oxide::deflate::compress_to_vec(&json, 6)).iter());
+        if packed.len() < json.len() {
+            return Ok(packed);
+        }
+    }
+    Ok(json)
+}
+
+/// The JSON of a plaintext made by [`pack`].
+fn unpack(plain: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if plain.first() == Some(&DEFLATED) {
+        return miniz_oxide::inflate::decompress_to_vec_with_limit(&plain[1..], MAX_INFLATED)
+            .ok()
+            .map(Zeroizing::new);
+    }
+    Some(Zeroizing::new(plain.to_vec()))
 }
 
 /// The claims that describe the user (token bookkeeping dropped).
@@ -204,21 +222,21 @@ impl Drop for Session {
 fn claim_text(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) => Some(header_value::encode(s).into_owned()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Number(n) => Some(n.to_string()),
         Value::Array(items) => Some(
             items
                 .iter()
                 .filter_map(|i| match i {
-                    Value::String(s) => Some(s.clone()),
+                    Value::String(s) => Some(header_value::encode_list_item(s).into_owned()),
                     Value::Null => None,
-                    other => Some(other.to_string()),
+                    other => Some(header_value::encode_list_item(&other.to_string()).into_owned()),
                 })
                 .collect::<Vec<_>>()
                 .join(","),
         ),
-        Value::Object(_) => Some(v.to_string()),
+        Value::Object(_) => Some(header_value::encode(&v.to_string()).into_owned()),
     }
 }
 
@@ -401,6 +419,44 @@ mod tests {
             .headers
             .iter()
             .all(|(k, lk, _)| k.to_ascii_lowercase() == *lk));
+    }
+
+    #[test]
+    fn claims_with_control_characters_become_one_line_header_values() {
+        let s = Session::from_id_token(
+            claims(
+                json!({"sub":"u1\u{0}","preferred_username":"eve\nX-Auth-Request-User: admin",
+                "email":"mallory@example.com\r\nX-Auth-Request-User: admin",
+                "groups":["/users\r\nX-Auth-Request-Groups: /admins","/a,/admins", 7],
+                "name":"Zoë\u{7f}\u{1b}[31m","address":{"street":"a\nb"}}),
+            ),
+            0,
+            1,
+        );
+        let v = Verified::new(s);
+        for (k, _, value) in &v.headers {
+            assert!(
+                value.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "{k}: {value:?}"
+            );
+        }
+        let s = &v.session;
+        assert_eq!(
+            s.claim("email").as_deref(),
+            Some("mallory@example.com%0D%0AX-Auth-Request-User: admin")
+        );
+        assert_eq!(
+            s.user().as_deref(),
+            Some("eve%0AX-Auth-Request-User: admin")
+        );
+        assert_eq!(
+            s.claim("groups").as_deref(),
+            Some("/users%0D%0AX-Auth-Request-Groups: /admins,/a%2C/admins,7")
+        );
+        assert_eq!(s.claim("name").as_deref(), Some("Zo%C3%AB%7F%1B[31m"));
+        assert_eq!(s.claim("address").as_deref(), Some(r#"{"street":"a\nb"}"#));
+        assert_eq!(s.claim("sub").as_deref(), Some("u1%00"));
+        assert_eq!(s.claim_str("sub"), Some("u1\u{0}"));
     }
 
     #[test]
