@@ -7,7 +7,7 @@ use ngx::ngx_log_error;
 use super::ctx::{RefreshState, RequestCtx};
 use super::fetch::{self, FetchRequest};
 use super::login::{self, Step};
-use super::{filter, http, zone, Provider};
+use super::{filter, zone, Provider};
 use crate::oidc::id_token::{self, Expectations};
 use crate::oidc::{authorize, token};
 use crate::session::cookies::{self, CookieAttrs};
@@ -40,20 +40,9 @@ enum Decision {
     Ended,
 }
 
-/// Queues the cookies that store `sealed` on this request's response.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn queue_session(
-    r: *mut ngx_http_request_t,
-    rctx: &mut RequestCtx,
-    p: &Provider,
-    sealed: &str,
-    max_age: u64,
-) {
-    // SAFETY: per this function's contract.
-    let headers = unsafe { http::cookie_headers(r) };
-    let present = cookies::count_chunks(&headers, &p.conf.cookie_name);
+/// Queues the cookies that store `sealed` on this request's response, replacing the chunks of
+/// the session that opened.
+pub fn queue_session(rctx: &mut RequestCtx, p: &Provider, sealed: &str, max_age: u64) {
     let attrs = CookieAttrs {
         secure: p.conf.cookie_secure,
     };
@@ -61,7 +50,7 @@ pub unsafe fn queue_session(
         &p.conf.cookie_name,
         sealed,
         max_age,
-        present,
+        rctx.cookie_chunks,
         attrs,
     ));
 }
@@ -166,8 +155,7 @@ pub unsafe fn refresh(
         Decision::Done(sealed) => {
             match Session::open(&p.conf.keys, &p.conf.session_aad, sealed.as_bytes()) {
                 Some(new) => {
-                    // SAFETY: per this function's contract.
-                    unsafe { queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now)) };
+                    queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
                     Refreshed::Ready(remember(p, &sealed, new))
                 }
                 None => Refreshed::Unavailable,
@@ -304,7 +292,7 @@ unsafe fn finish(
         zone::with_table(p.zone, |tb| {
             tb.finish_refresh(key, Outcome::Done(sealed.as_bytes()), now)
         });
-        queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now));
+        queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
     }
     Refreshed::Ready(remember(p, &sealed, new))
 }

@@ -297,7 +297,74 @@ impl Drop for LoginState {
     }
 }
 
+/// A login state sealed for its cookie.
+pub struct SealedState {
+    /// The cookie value (`v1.` + base64url, see [`codec`]).
+    pub value: String,
+    /// Set when the return URL asked for did not fit and a shorter one was kept.
+    pub shortened: Option<Shortened>,
+}
+
+/// A return URL too big for the login-state cookie, and what the state keeps instead.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Shortened {
+    /// Length of the return URL asked for, in bytes.
+    pub asked: usize,
+    /// Bytes its login-state cookie (`name=value`) would have taken, compressed.
+    pub cookie_bytes: usize,
+    /// The return URL kept: its path without the query, else `/`.
+    pub kept: String,
+}
+
 impl LoginState {
+    /// Seals this login state for its cookie (see [`LoginState::cookie_name`]). The state
+    /// holds the return URL, so a big one is deflated (app-state URLs like Kibana's
+    /// `?_g=(…)&_a=(…)` shrink several times); the cookie, name and value together, must stay
+    /// within [`cookies::MAX_COOKIE_BYTES`], as a browser drops a bigger one. A return URL that
+    /// does not fit even so is replaced by its path without the query, else by `/`, and
+    /// [`SealedState::shortened`] says so.
+    ///
+    /// Deflating next to the PKCE verifier is safe: each state has fresh random secrets, so a
+    /// length oracle (CRIME) sees each secret once.
+    pub fn seal_for_cookie(
+        &mut self,
+        keys: &KeyRing,
+        aad: &[u8],
+        cookie_name: &str,
+    ) -> Result<SealedState, codec::SealError> {
+        let name_bytes = LoginState::cookie_name(cookie_name, &self.state).len() + 1;
+        let asked = self.rd.len();
+        let mut first_bytes = 0;
+        loop {
+            let value = keys.seal(aad, &pack(self)?)?;
+            let bytes = name_bytes + value.len();
+            if first_bytes == 0 {
+                first_bytes = bytes;
+            }
+            if bytes <= cookies::MAX_COOKIE_BYTES {
+                let shortened = (self.rd.len() != asked).then(|| Shortened {
+                    asked,
+                    cookie_bytes: first_bytes,
+                    kept: self.rd.clone(),
+                });
+                return Ok(SealedState { value, shortened });
+            }
+            let path = &self.rd[..self.rd.find('?').unwrap_or(self.rd.len())];
+            self.rd = if path.len() < self.rd.len() && !path.is_empty() {
+                path.to_string()
+            } else if self.rd != "/" {
+                "/".to_string()
+            } else {
+                return Err(codec::SealError);
+            };
+        }
+    }
+
+    /// The state in a plaintext opened from its cookie; `None` when it is not one.
+    pub fn from_plaintext(plain: &[u8]) -> Option<LoginState> {
+        serde_json::from_slice(&unpack(plain)?).ok()
+    }
+
     /// Cookie name of this attempt: one cookie per attempt lets several tabs log in at once.
     pub fn cookie_name(cookie_name: &str, state: &str) -> String {
         let tag: String = state.chars().take(12).collect();
@@ -489,6 +556,82 @@ mod tests {
             v.len()
         );
         assert_eq!(Session::open(&keys, b"a", v.as_bytes()), Some(s));
+    }
+
+    fn login_state(rd: &str) -> LoginState {
+        LoginState {
+            state: "s".repeat(32),
+            nonce: "n".repeat(32),
+            verifier: "v".repeat(43),
+            rd: rd.to_string(),
+            exp: 1_764_473_812,
+        }
+    }
+
+    /// A Kibana-style deep link of `len` bytes: a dashboard's rison state, as Kibana writes it.
+    fn kibana_link(len: usize) -> String {
+        let mut rd = String::from(
+            "/app/dashboards?_g=(filters:!(),\
+             refreshInterval:(pause:!t,value:0),time:(from:now-7d,to:now))&_a=(panels:!(",
+        );
+        let mut i = 0;
+        while rd.len() < len - 2 {
+            rd.push_str(&format!(
+                "(embeddableConfig:(vis:(legendOpen:!f)),gridData:(h:15,i:'{i}',w:24,x:0,y:{}),\
+                 panelIndex:'{i}',panelRefName:panel_{i},version:'8.11.0'),",
+                i * 15
+            ));
+            i += 1;
+        }
+        rd.truncate(len - 2);
+        rd.push_str("))");
+        rd
+    }
+
+    #[test]
+    fn a_long_deep_link_survives_in_the_state_cookie_compressed() {
+        let keys = KeyRing::parse(&codec::generate_key_line().unwrap()).unwrap();
+        for len in [3000, 6000] {
+            let rd = kibana_link(len);
+            let mut login = login_state(&rd);
+            let sealed = login.seal_for_cookie(&keys, b"st", "_oidc").unwrap();
+            assert_eq!(sealed.shortened, None, "{len}");
+            let name = LoginState::cookie_name("_oidc", &login.state);
+            assert!(name.len() + 1 + sealed.value.len() <= cookies::MAX_COOKIE_BYTES);
+            let plain = keys.open(b"st", sealed.value.as_bytes()).unwrap();
+            let back = LoginState::from_plaintext(&plain).unwrap();
+            assert_eq!(back.rd, rd);
+            assert_eq!(back, login);
+        }
+    }
+
+    #[test]
+    fn a_return_url_too_big_for_its_cookie_keeps_its_path_or_the_root() {
+        let keys = KeyRing::parse(&codec::generate_key_line().unwrap()).unwrap();
+        // Random text does not compress: 6000 bytes of it cannot fit 4000.
+        let noise = crate::oidc::random_token(4500).unwrap();
+        let mut login = login_state(&format!("/app/search?q={noise}"));
+        let sealed = login.seal_for_cookie(&keys, b"st", "_oidc").unwrap();
+        let shortened = sealed.shortened.unwrap();
+        assert_eq!(shortened.asked, 6014);
+        assert!(shortened.cookie_bytes > cookies::MAX_COOKIE_BYTES);
+        assert_eq!(shortened.kept, "/app/search");
+        assert_eq!(login.rd, "/app/search");
+        let mut login = login_state(&format!("/{noise}"));
+        let sealed = login.seal_for_cookie(&keys, b"st", "_oidc").unwrap();
+        assert_eq!(sealed.shortened.unwrap().kept, "/");
+        let plain = keys.open(b"st", sealed.value.as_bytes()).unwrap();
+        assert_eq!(LoginState::from_plaintext(&plain).unwrap().rd, "/");
+    }
+
+    #[test]
+    fn a_small_login_state_stays_plain_json() {
+        let keys = KeyRing::parse(&codec::generate_key_line().unwrap()).unwrap();
+        let mut login = login_state("/app?x=1");
+        let sealed = login.seal_for_cookie(&keys, b"st", "_oidc").unwrap();
+        let plain = keys.open(b"st", sealed.value.as_bytes()).unwrap();
+        assert_eq!(plain.first(), Some(&b'{'));
+        assert!(sealed.value.len() < 400, "{}", sealed.value.len());
     }
 
     #[test]
