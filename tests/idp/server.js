@@ -630,6 +630,15 @@ const server = http.createServer(async (req, res) => {
       user.groups = (q.get('groups') || '').split(',').filter(Boolean);
       return sendJson(res, 200, { user: user.username, groups: user.groups });
     }
+    // POST /_test/set-claims?user=NAME with a JSON object body: these claims replace the
+    // user's own in tokens issued from now on (any value, control characters included).
+    if (pathname === '/_test/set-claims' && req.method === 'POST') {
+      const q = new URLSearchParams(req.url.split('?')[1] || '');
+      const user = byUsername.get(q.get('user'));
+      if (!user) return sendJson(res, 404, { error: 'no such user' });
+      user.overrides = JSON.parse((await readBody(req)) || '{}');
+      return sendJson(res, 200, { user: user.username, claims: user.overrides });
+    }
     if (pathname === '/_test/fault' && req.method === 'POST') {
       const q = new URLSearchParams(req.url.split('?')[1] || '');
       if (q.get('clear')) {
