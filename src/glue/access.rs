@@ -4,7 +4,7 @@ use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_finalize_request, ngx_http_handler_pt,
     ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED,
     NGX_DONE, NGX_ERROR, NGX_HTTP_FORBIDDEN, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO, NGX_OK,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request};
 use ngx::ngx_log_error;
@@ -91,7 +91,13 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
         }
         let verified = match rctx.session.take() {
             Some(v) => Some(v),
-            None => read_session(r, p, now),
+            None => {
+                let carried = carried_session(r, p);
+                rctx.cookie_chunks = carried.as_ref().map_or(0, |(_, chunks)| *chunks);
+                carried
+                    .map(|(v, _)| v)
+                    .filter(|v| v.session.is_valid_at(now))
+            }
         };
         let Some(mut verified) = verified.filter(|v| !is_revoked(p, &v.session, now)) else {
             return no_session(r, rctx, p, lcf, now);
@@ -116,7 +122,7 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
                 (*(*r).connection).log,
                 "oidc: provider \"{}\": the access token of \"{}\" has expired and cannot be refreshed (no refresh token): a new login is needed",
                 p.conf.name,
-                verified.session.user().unwrap_or_default()
+                verified.session.user(&p.conf.user_claim).unwrap_or_default()
             );
             return no_session(r, rctx, p, lcf, now);
         }
@@ -211,8 +217,9 @@ unsafe fn is_revoked(p: &Provider, s: &Session, now: u64) -> bool {
     .unwrap_or(false)
 }
 
-/// No usable session: a page navigation goes to login, anything else gets 401. Our cookies
-/// are cleared either way, so a dead session is not sent again.
+/// No usable session: a page navigation goes to login, anything else gets 401. A session
+/// cookie that opened (expired, revoked, ended) is cleared either way, so a dead session is not
+/// sent again; one that did not open is not proven ours and is left alone.
 ///
 /// # Safety
 /// `r` must be a live main request in its access phase, owning `rctx`.
@@ -225,7 +232,22 @@ unsafe fn no_session(
 ) -> ngx_int_t {
     // SAFETY: per this function's contract.
     unsafe {
-        rctx.set_cookies.extend(clear_session_cookies(r, p));
+        rctx.set_cookies
+            .extend(clear_session_cookies(p, rctx.cookie_chunks));
+        if rctx.cookie_chunks == 0 {
+            let headers = http::cookie_headers(r);
+            let foreign = p.conf.cookie_name.find_all(&headers).count();
+            if foreign > 0 {
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    (*(*r).connection).log,
+                    "oidc: provider \"{}\": the request carries {} cookie(s) named \"{}\" that do not open with this provider's cookie keys; they are left alone (another application on this site or a parent domain using the same name? then set cookie_name; or servers with different cookie keys)",
+                    p.conf.name,
+                    foreign,
+                    &*p.conf.cookie_name
+                );
+            }
+        }
         let method = (*r).method as u32;
         let page_method = method == NGX_HTTP_GET || method == NGX_HTTP_HEAD;
         let redirect = match lcf.unauth_action.unwrap_or_default() {
@@ -242,26 +264,32 @@ unsafe fn no_session(
             );
             return finish(r, unauthorized());
         }
-        let target = String::from_utf8_lossy(http::bytes(&(*r).unparsed_uri)).into_owned();
-        let rd = crate::redirect::safe_return_path(&target)
-            .unwrap_or("/")
-            .to_string();
+        let target = http::bytes(&(*r).unparsed_uri);
+        let rd = match crate::redirect::return_path_for_request(target) {
+            Ok(rd) => rd,
+            Err(why) => {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    (*(*r).connection).log,
+                    "oidc: provider \"{}\": the page asked for ({} bytes) is not kept as the return URL: {}; after login the browser goes to /",
+                    p.conf.name,
+                    target.len(),
+                    why
+                );
+                "/".to_string()
+            }
+        };
         login::start(r, rctx, p, &rd, now)
     }
 }
 
-/// Deletions for the session cookie and chunks the request carries.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn clear_session_cookies(r: *mut ngx_http_request_t, p: &Provider) -> Vec<String> {
-    // SAFETY: per this function's contract.
-    let headers = unsafe { http::cookie_headers(r) };
-    let present = cookies::count_chunks(&headers, &p.conf.cookie_name);
+/// Deletions for the `chunks` cookies of a session that opened (0: none did, nothing is
+/// deleted).
+pub fn clear_session_cookies(p: &Provider, chunks: usize) -> Vec<String> {
     let attrs = CookieAttrs {
         secure: p.conf.cookie_secure,
     };
-    (0..present)
+    (0..chunks)
         .map(|i| cookies::delete_cookie(&cookies::chunk_name(&p.conf.cookie_name, i), attrs))
         .collect()
 }
@@ -272,8 +300,7 @@ pub fn unauthorized<'a>() -> Response<'a> {
         .json("{\"error\":\"unauthorized\",\"error_description\":\"login required\"}\n".into())
 }
 
-/// The valid session carried by the request's cookies, if any: from the per-worker cache when
-/// this cookie was seen before, else opened and cached.
+/// The valid session carried by the request's cookies, if any.
 ///
 /// # Safety
 /// `r` must be a live request.
@@ -283,19 +310,34 @@ pub unsafe fn read_session(
     now: u64,
 ) -> Option<Rc<Verified>> {
     // SAFETY: per this function's contract.
+    unsafe { carried_session(r, p) }
+        .map(|(v, _)| v)
+        .filter(|v| v.session.is_valid_at(now))
+}
+
+/// The session of this provider that the request's cookies hold, valid or not, with how many
+/// cookies (chunks) it spans: the first combination of cookies of our names that opens, so a
+/// same-named cookie of another application cannot hide it. From the per-worker cache when
+/// this value was seen before, else opened and cached.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn carried_session(
+    r: *mut ngx_http_request_t,
+    p: &Provider,
+) -> Option<(Rc<Verified>, usize)> {
+    // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
-    let value = cookies::join_chunks(&headers, &p.conf.cookie_name)?;
-    let cached = p.sessions.borrow().get(&value);
-    let verified = match cached {
-        Some(v) => v,
-        None => {
-            let session = Session::open(&p.conf.keys, &p.conf.session_aad, &value)?;
-            let v = Rc::new(Verified::new(session, &p.conf.user_claim));
-            p.sessions.borrow_mut().insert(&value, Rc::clone(&v));
-            v
+    cookies::open_chunked(&headers, &p.conf.cookie_name, |value| {
+        let cached = p.sessions.borrow().get(value);
+        if let Some(v) = cached {
+            return Some(v);
         }
-    };
-    verified.session.is_valid_at(now).then_some(verified)
+        let session = Session::open(&p.conf.keys, &p.conf.session_aad, value)?;
+        let v = Rc::new(Verified::new(session, &p.conf.user_claim));
+        p.sessions.borrow_mut().insert(value, Rc::clone(&v));
+        Some(v)
+    })
 }
 
 /// The identity headers, and the access token where the location asks for it. The identity

@@ -47,6 +47,9 @@ pub struct RequestCtx {
     pub refresh: RefreshState,
     /// `Set-Cookie` lines for whatever response this request ends up sending.
     pub set_cookies: Vec<String>,
+    /// How many cookies (chunks) the session that opened spans: the only ones of our names
+    /// this request may delete or replace (0: none opened).
+    pub cookie_chunks: usize,
 }
 
 impl Default for RequestCtx {
@@ -60,6 +63,7 @@ impl Default for RequestCtx {
             too_big: false,
             refresh: RefreshState::Idle,
             set_cookies: Vec::new(),
+            cookie_chunks: 0,
         }
     }
 }

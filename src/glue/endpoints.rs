@@ -12,13 +12,16 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
 
-use super::access::{authorize, finish, now, read_session, unauthorized};
+use super::access::{
+    authorize, carried_session, clear_session_cookies, finish, now, read_session, unauthorized,
+};
 use super::http::{self, Response};
 use super::{ctx, login, zone, Module, Provider};
 use crate::authz::Rules;
 use crate::oidc::id_token::{self, LogoutToken};
 use crate::oidc::{authorize, query};
 use crate::session::cookies::{self, CookieAttrs};
+use crate::session::LoginState;
 use crate::shared;
 
 /// The endpoint a request names: the last path segment, or the configured redirect URI.
@@ -92,12 +95,12 @@ unsafe fn return_path(r: *mut ngx_http_request_t) -> Result<String, Response<'st
     match query::param(args, "rd") {
         Ok(None) => Ok(redirected_from
             .as_deref()
-            .and_then(crate::redirect::safe_return_path)
+            .and_then(|page| crate::redirect::check_return_path(page).ok())
             .unwrap_or("/")
             .into()),
-        Ok(Some(rd)) => crate::redirect::safe_return_path(&rd)
+        Ok(Some(rd)) => crate::redirect::check_return_path(&rd)
             .map(str::to_string)
-            .ok_or_else(|| refuse("not a same-site path")),
+            .map_err(|why| refuse(&why.to_string())),
         Err(e) => Err(refuse(&e.to_string())),
     }
 }
@@ -122,8 +125,12 @@ unsafe fn sign_out(
             login::Step::Pending => return NGX_AGAIN as ngx_int_t,
             login::Step::Failed(_) => None,
         };
-        let session = read_session(r, p, now);
-        if let Some(s) = session.as_ref().map(|v| &v.session) {
+        let carried = carried_session(r, p);
+        let session = carried
+            .as_ref()
+            .map(|(v, _)| v)
+            .filter(|v| v.session.is_valid_at(now));
+        if let Some(s) = session.map(|v| &v.session) {
             if let Some(sid) = &s.sid {
                 let key = shared::key(sid.as_bytes());
                 zone::with_table(p.zone, |t| t.revoke(&key, s.exp, now));
@@ -135,8 +142,20 @@ unsafe fn sign_out(
         let headers = http::cookie_headers(r);
         let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
             .page("Signed out", "You are signed out.");
-        for (n, _) in cookies::pairs(&headers) {
-            if cookies::belongs_to(&p.conf.cookie_name, n) {
+        // Only cookies proven ours are deleted: the session's chunks and login states that
+        // open; a same-named cookie of another application is left alone.
+        let chunks = carried.as_ref().map_or(0, |(_, chunks)| *chunks);
+        for line in clear_session_cookies(p, chunks) {
+            resp = resp.header("Set-Cookie", line);
+        }
+        let states = LoginState::cookie_prefix(&p.conf.cookie_name);
+        let mut deleted: Vec<&[u8]> = Vec::new();
+        for (n, v) in cookies::pairs(&headers) {
+            if n.starts_with(states.as_bytes())
+                && !deleted.contains(&n)
+                && p.conf.keys.open(&p.conf.state_aad, v).is_some()
+            {
+                deleted.push(n);
                 let name = String::from_utf8_lossy(n);
                 resp = resp.header("Set-Cookie", cookies::delete_cookie(&name, attrs));
             }
@@ -149,7 +168,7 @@ unsafe fn sign_out(
                     Some(u) => u.clone(),
                     None => format!("{origin}{rd}"),
                 };
-                let hint = session.as_ref().and_then(|v| v.session.idt.as_deref());
+                let hint = session.and_then(|v| v.session.idt.as_deref());
                 authorize::end_session_url(endpoint, &p.conf.client_id, hint, &back)
             }
             None => rd,
@@ -306,10 +325,11 @@ pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                     Some(serde_json::Value::Array(a)) => a.clone(),
                     _ => Vec::new(),
                 };
+                // A JSON body escapes what a header could not carry: the claims as sent.
                 let body = serde_json::json!({
-                    "user": v.user,
-                    "email": s.claim("email"),
-                    "preferredUsername": s.claim("preferred_username"),
+                    "user": s.claim_str(&p.conf.user_claim).or(s.claim_str("sub")),
+                    "email": s.claim_str("email"),
+                    "preferredUsername": s.claim_str("preferred_username"),
                     "groups": groups,
                 });
                 Response::new(NGX_HTTP_OK as usize).json(format!("{body}\n"))

@@ -8,7 +8,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
-use super::access::{finish, now};
+use super::access::{carried_session, finish, now};
 use super::ctx::{FetchSlot, RequestCtx};
 use super::fetch::{self, FetchRequest};
 use super::http::{self, Response};
@@ -231,20 +231,22 @@ pub unsafe fn start(
         // SAFETY: per this function's contract.
         return unsafe { finish(r, internal_error()) };
     };
-    let login = LoginState {
+    let mut login = LoginState {
         state,
         nonce,
         verifier,
         rd: rd.to_string(),
         exp: now + LOGIN_STATE_LIFETIME,
     };
-    let sealed = serde_json::to_vec(&login)
-        .ok()
-        .and_then(|json| p.conf.keys.seal(&p.conf.state_aad, &json).ok());
-    let Some(sealed) = sealed else {
+    let Ok(sealed) = login.seal_for_cookie(&p.conf.keys, &p.conf.state_aad, &p.conf.cookie_name)
+    else {
         // SAFETY: per this function's contract.
         return unsafe { finish(r, internal_error()) };
     };
+    if let Some(s) = &sealed.shortened {
+        ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": the return URL ({} bytes) does not fit in the login-state cookie ({} bytes compressed, a browser keeps at most {}): after login the browser goes to {} instead", p.conf.name, s.asked, s.cookie_bytes, cookies::MAX_COOKIE_BYTES, s.kept);
+    }
+    let sealed = sealed.value;
     // SAFETY: per this function's contract.
     let redirect_uri = unsafe { redirect_uri(r, p) };
     let url = authorize::AuthorizationRequest {
@@ -409,10 +411,13 @@ pub unsafe fn callback(
     let state_cookie = LoginState::cookie_name(&p.conf.cookie_name, &state);
     // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
-    let login = cookies::find(&headers, &state_cookie)
-        .and_then(|v| p.conf.keys.open(&p.conf.state_aad, v))
-        .and_then(|json| serde_json::from_slice::<LoginState>(&json).ok())
-        .filter(|l| l.exp > now && constant_time_eq(l.state.as_bytes(), state.as_bytes()));
+    // Every cookie of that name is tried: a same-named cookie of another application may come
+    // first.
+    let login = cookies::find_all(&headers, &state_cookie)
+        .into_iter()
+        .filter_map(|v| p.conf.keys.open(&p.conf.state_aad, v))
+        .filter_map(|json| LoginState::from_plaintext(&json))
+        .find(|l| l.exp > now && constant_time_eq(l.state.as_bytes(), state.as_bytes()));
     let Some(login) = login else {
         ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": callback with an unknown or expired state (login-state cookie missing, from another browser, or older than {}s)", p.conf.name, LOGIN_STATE_LIFETIME);
         let page = error_page(
@@ -619,7 +624,9 @@ pub unsafe fn callback(
             "Set-Cookie",
             cookies::set_cookie(&guard_cookie(p), &guard, logins::ROUND_WINDOW, attrs(p)),
         );
-    let present = cookies::count_chunks(&headers, &p.conf.cookie_name);
+    // The chunks of an earlier session of ours (expired, say) are replaced; nothing else.
+    // SAFETY: per this function's contract.
+    let present = unsafe { carried_session(r, p) }.map_or(0, |(_, chunks)| chunks);
     let lines = cookies::session_cookies(
         &p.conf.cookie_name,
         &sealed,

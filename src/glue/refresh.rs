@@ -7,7 +7,7 @@ use ngx::ngx_log_error;
 use super::ctx::{RefreshState, RequestCtx};
 use super::fetch::{self, FetchRequest};
 use super::login::{self, Step};
-use super::{filter, http, zone, Provider};
+use super::{filter, zone, Provider};
 use crate::oidc::id_token::{self, Expectations};
 use crate::oidc::jws;
 use crate::oidc::{authorize, token};
@@ -41,20 +41,9 @@ enum Decision {
     Ended,
 }
 
-/// Queues the cookies that store `sealed` on this request's response.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn queue_session(
-    r: *mut ngx_http_request_t,
-    rctx: &mut RequestCtx,
-    p: &Provider,
-    sealed: &str,
-    max_age: u64,
-) {
-    // SAFETY: per this function's contract.
-    let headers = unsafe { http::cookie_headers(r) };
-    let present = cookies::count_chunks(&headers, &p.conf.cookie_name);
+/// Queues the cookies that store `sealed` on this request's response, replacing the chunks of
+/// the session that opened.
+pub fn queue_session(rctx: &mut RequestCtx, p: &Provider, sealed: &str, max_age: u64) {
     let attrs = CookieAttrs {
         secure: p.conf.cookie_secure,
     };
@@ -62,7 +51,7 @@ pub unsafe fn queue_session(
         &p.conf.cookie_name,
         sealed,
         max_age,
-        present,
+        rctx.cookie_chunks,
         attrs,
     ));
 }
@@ -177,8 +166,7 @@ pub unsafe fn refresh(
             match Session::open(&p.conf.keys, &p.conf.session_aad, sealed.as_bytes()) {
                 // `usable` checked that its access token is valid: it goes upstream.
                 Some(new) if new.access_token_valid(now) => {
-                    // SAFETY: per this function's contract.
-                    unsafe { queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now)) };
+                    queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
                     Refreshed::Ready(remember(p, &sealed, new))
                 }
                 _ => Refreshed::Unavailable,
@@ -239,7 +227,7 @@ unsafe fn refreshed_claims(
         now,
         leeway: p.conf.clock_skew,
     };
-    let sub = session.claim("sub").unwrap_or_default();
+    let sub = session.claim_str("sub").unwrap_or_default();
     let refused = |what: &str, e: id_token::JwtError| {
         ngx_log_error!(
             NGX_LOG_WARN,
@@ -253,7 +241,7 @@ unsafe fn refreshed_claims(
     };
     let identity = match idt
         .as_deref()
-        .map(|t| id_token::verify_refreshed(t, &set, &want, &sub))
+        .map(|t| id_token::verify_refreshed(t, &set, &want, sub))
     {
         Some(Ok(claims)) => Some(claims),
         Some(Err(e)) => {
@@ -342,7 +330,7 @@ unsafe fn finish(
         zone::with_table(p.zone, |tb| {
             tb.finish_refresh(key, Outcome::Done(sealed.as_bytes()), now)
         });
-        queue_session(r, rctx, p, &sealed, new.exp.saturating_sub(now));
+        queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
     }
     Refreshed::Ready(remember(p, &sealed, new))
 }

@@ -127,6 +127,13 @@ pub fn parse(status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
     };
     t.expires_in = lifetime("expires_in", &l.expires_in)?;
     t.refresh_expires_in = lifetime("refresh_expires_in", &l.refresh_expires_in)?;
+    // The access token may be sent upstream as a header, where a control character would
+    // split it; a credential cannot be encoded, so such an answer is refused.
+    if !crate::header_value::is_vschar_token(&t.access_token) {
+        return Err(TokenError::Malformed(
+            "access_token is empty or holds characters outside RFC 6749 VSCHAR".into(),
+        ));
+    }
     Ok(t)
 }
 
@@ -237,5 +244,16 @@ mod tests {
             answer(&jwt(r#"{"exp":"1040"}"#), "").access_token_lifetime(1000),
             None
         );
+    }
+
+    #[test]
+    fn an_access_token_that_would_split_a_header_is_refused() {
+        for at in [r"a\r\nX-Injected: 1", r"a\nb", r"a\u0000", r"a\u007f", ""] {
+            let body = format!(r#"{{"access_token":"{at}","id_token":"i"}}"#);
+            assert!(
+                matches!(parse(200, body.as_bytes()), Err(TokenError::Malformed(_))),
+                "{at}"
+            );
+        }
     }
 }

@@ -1,7 +1,5 @@
 //! Cookie header parsing, chunking of large values and `Set-Cookie` lines.
 
-use std::borrow::Cow;
-
 /// Browsers drop a cookie whose name and value together exceed 4096 bytes; stay well below so
 /// that attributes and odd browsers fit too.
 pub const MAX_COOKIE_BYTES: usize = 4000;
@@ -52,9 +50,24 @@ impl CookieName {
 
     /// The first value of this cookie.
     pub fn find<'a>(&self, headers: &[&'a [u8]]) -> Option<&'a [u8]> {
+        self.find_all(headers).next()
+    }
+
+    /// Every value of this cookie, in the order the browser sent them. A browser sends several
+    /// cookies of one name when they differ in Path or Domain (another application on the
+    /// site, a parent-domain cookie, a stale one), longest Path first (RFC 6265 §5.4), so the
+    /// first one need not be ours.
+    pub fn find_all<'a, 'h>(
+        &'h self,
+        headers: &'h [&'a [u8]],
+    ) -> impl Iterator<Item = &'a [u8]> + 'h
+    where
+        'a: 'h,
+    {
         let len = self.name.len();
-        headers.iter().find_map(|h| {
-            self.finder.find_iter(h).find_map(|at| {
+        headers.iter().flat_map(move |h: &&'a [u8]| {
+            let h: &'a [u8] = h;
+            self.finder.find_iter(h).filter_map(move |at| {
                 let starts_pair = at == 0 || matches!(h[at - 1], b';' | b' ' | b'\t');
                 let rest = trim(&h[at + len..]);
                 let value = rest.strip_prefix(b"=").filter(|_| starts_pair)?;
@@ -125,38 +138,82 @@ pub fn chunk_name(name: &str, i: usize) -> String {
     }
 }
 
-/// Joins `name`, `name_1`, `name_2`… as sent by the browser. Every chunk but the last is
-/// full, so a short first chunk is the whole value (no copy) and stale chunks after a shorter
-/// value are ignored.
-pub fn join_chunks<'a>(headers: &[&'a [u8]], name: &CookieName) -> Option<Cow<'a, [u8]>> {
-    let first = name.find(headers)?;
-    let room = chunk_room(name);
-    if first.len() < room {
-        return Some(Cow::Borrowed(first));
-    }
-    let mut joined = first.to_vec();
-    let mut last_len = first.len();
-    let mut i = 1;
-    while i < MAX_CHUNKS && last_len >= room {
-        let Some(part) = find(headers, &chunk_name(name, i)) else {
-            break;
-        };
-        joined.extend_from_slice(part);
-        last_len = part.len();
-        i += 1;
-    }
-    Some(Cow::Owned(joined))
+/// Every value of cookie `name`, in the order the browser sent them.
+pub fn find_all<'a>(headers: &[&'a [u8]], name: &str) -> Vec<&'a [u8]> {
+    CookieName::new(name).find_all(headers).collect()
 }
 
-/// How many of `name`, `name_1`… the browser sent, stale ones included.
-pub fn count_chunks(headers: &[&[u8]], name: &CookieName) -> usize {
-    if name.find(headers).is_none() {
-        return 0;
+/// Most values [`open_chunked`] tries for one request: bounds the work that many same-named
+/// cookies can cause (each try is one decryption).
+pub const MAX_TRIES: usize = 8;
+
+/// The first value of the chunked cookie `name` (`name`, `name_1`, `name_2`… joined) that
+/// `open` accepts, with how many cookies it spans. Every chunk but the last is full, so a
+/// short first chunk is the whole value (no copy) and stale chunks after a shorter value are
+/// ignored. When the browser sends several cookies of one of these names (another
+/// application's, a stale one), each combination is tried in the order sent, up to
+/// [`MAX_TRIES`]; so a foreign cookie sent first cannot hide the session.
+pub fn open_chunked<T>(
+    headers: &[&[u8]],
+    name: &CookieName,
+    mut open: impl FnMut(&[u8]) -> Option<T>,
+) -> Option<(T, usize)> {
+    let room = chunk_room(name);
+    let mut tries = 0;
+    for first in name.find_all(headers) {
+        if tries >= MAX_TRIES {
+            return None;
+        }
+        if first.len() < room {
+            tries += 1;
+            if let Some(t) = open(first) {
+                return Some((t, 1));
+            }
+            continue;
+        }
+        let mut joined = first.to_vec();
+        if let Some(found) = open_rest(headers, name, 1, &mut joined, &mut tries, &mut open) {
+            return Some(found);
+        }
     }
-    (1..MAX_CHUNKS)
-        .take_while(|&i| find(headers, &chunk_name(name, i)).is_some())
-        .count()
-        + 1
+    None
+}
+
+/// Tries `joined` (chunks `0..i`, all full) extended by each value of chunk `i` in turn, and
+/// `joined` alone last (a value that filled its last chunk exactly, next to a stale chunk).
+fn open_rest<T>(
+    headers: &[&[u8]],
+    name: &CookieName,
+    i: usize,
+    joined: &mut Vec<u8>,
+    tries: &mut usize,
+    open: &mut impl FnMut(&[u8]) -> Option<T>,
+) -> Option<(T, usize)> {
+    let room = chunk_room(name);
+    if i < MAX_CHUNKS {
+        for part in find_all(headers, &chunk_name(name, i)) {
+            if *tries >= MAX_TRIES {
+                return None;
+            }
+            let keep = joined.len();
+            joined.extend_from_slice(part);
+            let found = if part.len() >= room {
+                open_rest(headers, name, i + 1, joined, tries, open)
+            } else {
+                *tries += 1;
+                open(joined).map(|t| (t, i + 1))
+            };
+            joined.truncate(keep);
+            if found.is_some() {
+                return found;
+            }
+        }
+    }
+    if *tries >= MAX_TRIES {
+        return None;
+    }
+    *tries += 1;
+    open(joined).map(|t| (t, i))
 }
 
 fn chunk_room(name: &str) -> usize {
@@ -187,7 +244,8 @@ pub fn set_cookie(name: &str, value: &str, max_age: u64, attrs: CookieAttrs) -> 
 }
 
 /// The `Set-Cookie` lines that store a sealed session in `name`, `name_1`…, deleting chunks
-/// left over from a bigger session (`present` is how many the browser sent).
+/// left over from a bigger session (`present`: how many chunks the session that opened spans;
+/// a cookie that did not open is not proven ours and is never deleted).
 pub fn session_cookies(
     name: &str,
     sealed: &str,
@@ -256,6 +314,17 @@ mod tests {
         );
     }
 
+    /// Opens only `want`, recording every value tried.
+    fn opener<'w>(
+        want: &'w [u8],
+        tried: &'w mut Vec<Vec<u8>>,
+    ) -> impl FnMut(&[u8]) -> Option<()> + 'w {
+        move |v| {
+            tried.push(v.to_vec());
+            (v == want).then_some(())
+        }
+    }
+
     #[test]
     fn large_values_round_trip_through_chunks() {
         let value = "v1.".to_string() + &"A".repeat(9000);
@@ -271,21 +340,23 @@ mod tests {
             assert!(chunk_name("_oidc", i).len() + 1 + p.len() <= MAX_COOKIE_BYTES);
         }
         let h = [header.as_bytes()];
-        assert_eq!(
-            join_chunks(&h, &CookieName::new("_oidc")).as_deref(),
-            Some(value.as_bytes())
+        let mut tried = Vec::new();
+        let found = open_chunked(
+            &h,
+            &CookieName::new("_oidc"),
+            opener(value.as_bytes(), &mut tried),
         );
-        assert_eq!(count_chunks(&h, &CookieName::new("_oidc")), 3);
+        assert_eq!(found, Some(((), 3)));
+        assert_eq!(tried.len(), 1);
     }
 
     #[test]
     fn a_short_first_chunk_is_the_whole_value_and_stale_chunks_are_ignored() {
         let h: [&[u8]; 1] = [b"_oidc=aa; _oidc_1=bb; _oidc_3=cc"];
-        assert_eq!(
-            join_chunks(&h, &CookieName::new("_oidc")).as_deref(),
-            Some(&b"aa"[..])
-        );
-        assert_eq!(count_chunks(&h, &CookieName::new("_oidc")), 2);
+        let mut tried = Vec::new();
+        let found = open_chunked(&h, &CookieName::new("_oidc"), opener(b"aa", &mut tried));
+        assert_eq!(found, Some(((), 1)));
+        assert_eq!(tried, [b"aa".to_vec()]);
     }
 
     #[test]
@@ -293,10 +364,93 @@ mod tests {
         let full = "A".repeat(chunk_room("_oidc"));
         let header = format!("_oidc={full}; _oidc_2=cc");
         let h = [header.as_bytes()];
+        let mut tried = Vec::new();
+        let found = open_chunked(&h, &CookieName::new("_oidc"), opener(b"-", &mut tried));
+        assert_eq!(found, None);
+        assert_eq!(tried, [full.as_bytes().to_vec()]);
+    }
+
+    #[test]
+    fn a_foreign_cookie_of_the_same_name_does_not_hide_ours_in_either_order() {
+        let name = CookieName::new("_oidc");
+        for header in [
+            "_oidc=foreign; _oidc=v1.ours",
+            "_oidc=v1.ours; a=1; _oidc=foreign",
+        ] {
+            let h = [header.as_bytes()];
+            let mut tried = Vec::new();
+            assert_eq!(
+                open_chunked(&h, &name, opener(b"v1.ours", &mut tried)),
+                Some(((), 1)),
+                "{header}"
+            );
+        }
+        // In two Cookie headers (HTTP/2 sends one per cookie) too.
+        let h: [&[u8]; 2] = [b"_oidc=foreign", b"_oidc=v1.ours"];
         assert_eq!(
-            join_chunks(&h, &CookieName::new("_oidc")).as_deref(),
-            Some(full.as_bytes())
+            open_chunked(&h, &name, opener(b"v1.ours", &mut Vec::new())),
+            Some(((), 1))
         );
+        assert_eq!(find_all(&h, "_oidc"), [&b"foreign"[..], &b"v1.ours"[..]]);
+    }
+
+    #[test]
+    fn foreign_chunks_of_the_same_names_do_not_hide_a_chunked_session() {
+        let value = "v1.".to_string() + &"B".repeat(6000);
+        let parts = split_chunks("_oidc", &value);
+        let name = CookieName::new("_oidc");
+        let full_foreign = "F".repeat(chunk_room("_oidc"));
+        let headers = [
+            format!(
+                "_oidc=short; _oidc={}; _oidc_1=x; _oidc_1={}",
+                parts[0], parts[1]
+            ),
+            format!(
+                "_oidc={full_foreign}; _oidc_1=x; _oidc={}; _oidc_1={}",
+                parts[0], parts[1]
+            ),
+            format!("_oidc={}; _oidc_1={}; _oidc_1=x", parts[0], parts[1]),
+        ];
+        for header in &headers {
+            let h = [header.as_bytes()];
+            assert_eq!(
+                open_chunked(&h, &name, opener(value.as_bytes(), &mut Vec::new())),
+                Some(((), 2)),
+                "{}",
+                &header[..60]
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_that_fills_its_last_chunk_exactly_opens_next_to_a_stale_chunk() {
+        let value = "C".repeat(chunk_room("_oidc"));
+        let header = format!("_oidc={value}; _oidc_1=stale");
+        let h = [header.as_bytes()];
+        assert_eq!(
+            open_chunked(
+                &h,
+                &CookieName::new("_oidc"),
+                opener(value.as_bytes(), &mut Vec::new())
+            ),
+            Some(((), 1))
+        );
+    }
+
+    #[test]
+    fn many_same_named_cookies_cost_a_bounded_number_of_tries() {
+        let full = "D".repeat(chunk_room("_oidc"));
+        let mut header = String::new();
+        for i in 0..20 {
+            header.push_str(&format!("_oidc={full}; _oidc_1={full}; _oidc_2=x{i}; "));
+        }
+        let h = [header.as_bytes()];
+        let mut tried = Vec::new();
+        assert_eq!(
+            open_chunked(&h, &CookieName::new("_oidc"), opener(b"-", &mut tried)),
+            None
+        );
+        assert_eq!(tried.len(), MAX_TRIES);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::header_value;
 pub use codec::KeyRing;
 
 use crate::oidc::id_token::ROLE_CLAIMS;
@@ -204,45 +205,62 @@ impl Session {
         now < self.exp && self.claims.contains_key("sub")
     }
 
-    /// The user name for `X-Auth-Request-User`: the claim named `user_claim` (the provider's
-    /// `user_claim`, `preferred_username` by default), else `sub`.
+    /// The user name for `X-Auth-Request-User` and log lines, as header text (see
+    /// [`Session::claim`]): the claim named `user_claim` (the provider's `user_claim`,
+    /// `preferred_username` by default), else `sub`.
     pub fn user(&self, user_claim: &str) -> Option<String> {
         self.claim(user_claim).or_else(|| self.claim("sub"))
     }
 
-    /// A top-level claim as header text: arrays joined by `,`, objects as JSON.
+    /// A top-level claim as header text, the one form in which claims reach headers, variables
+    /// and logs: arrays joined by `,`, objects as JSON, every string percent-encoded by
+    /// [`crate::header_value`] (control characters, non-ASCII and `%`; in array items `,` too).
     pub fn claim(&self, name: &str) -> Option<String> {
         claim_text(self.claims.get(name)?)
+    }
+
+    /// A top-level string claim as the provider sent it, for comparisons and JSON answers,
+    /// never for a header.
+    pub fn claim_str(&self, name: &str) -> Option<&str> {
+        self.claims.get(name)?.as_str()
     }
 
     /// Seals the session; large ones (many groups) are deflated first so that they fit in
     /// few cookies and nginx's default header buffers.
     pub fn seal(&self, keys: &KeyRing, aad: &[u8]) -> Result<String, codec::SealError> {
-        // Sized up front so that growing does not leave copies of the tokens behind.
-        let mut json = Zeroizing::new(Vec::with_capacity(8192));
-        serde_json::to_writer(&mut *json, self).map_err(|_| codec::SealError)?;
-        if json.len() > COMPRESS_ABOVE {
-            let mut packed = Zeroizing::new(vec![DEFLATED]);
-            packed.extend(Zeroizing::new(miniz_oxide::deflate::compress_to_vec(&json, 6)).iter());
-            if packed.len() < json.len() {
-                return keys.seal(aad, &packed);
-            }
-        }
-        keys.seal(aad, &json)
+        keys.seal(aad, &pack(self)?)
     }
 
     /// Opens a cookie value; `None` for anything not intact, not ours or not a session.
     pub fn open(keys: &KeyRing, aad: &[u8], value: &[u8]) -> Option<Session> {
-        let plain = keys.open(aad, value)?;
-        if plain.first() == Some(&DEFLATED) {
-            let json = Zeroizing::new(
-                miniz_oxide::inflate::decompress_to_vec_with_limit(&plain[1..], MAX_INFLATED)
-                    .ok()?,
-            );
-            return serde_json::from_slice(&json).ok();
-        }
-        serde_json::from_slice(&plain).ok()
+        serde_json::from_slice(&unpack(&keys.open(aad, value)?)?).ok()
     }
+}
+
+/// `value` as cookie plaintext: JSON, deflated (after a [`DEFLATED`] byte) when it is large
+/// and that makes it smaller.
+fn pack(value: &impl Serialize) -> Result<Zeroizing<Vec<u8>>, codec::SealError> {
+    // Sized up front so that growing does not leave copies of the tokens behind.
+    let mut json = Zeroizing::new(Vec::with_capacity(8192));
+    serde_json::to_writer(&mut *json, value).map_err(|_| codec::SealError)?;
+    if json.len() > COMPRESS_ABOVE {
+        let mut packed = Zeroizing::new(vec![DEFLATED]);
+        packed.extend(Zeroizing::new(miniz_oxide::deflate::compress_to_vec(&json, 6)).iter());
+        if packed.len() < json.len() {
+            return Ok(packed);
+        }
+    }
+    Ok(json)
+}
+
+/// The JSON of a plaintext made by [`pack`].
+fn unpack(plain: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if plain.first() == Some(&DEFLATED) {
+        return miniz_oxide::inflate::decompress_to_vec_with_limit(&plain[1..], MAX_INFLATED)
+            .ok()
+            .map(Zeroizing::new);
+    }
+    Some(Zeroizing::new(plain.to_vec()))
 }
 
 /// The claims that describe the user (token bookkeeping dropped).
@@ -263,21 +281,21 @@ impl Drop for Session {
 fn claim_text(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) => Some(header_value::encode(s).into_owned()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Number(n) => Some(n.to_string()),
         Value::Array(items) => Some(
             items
                 .iter()
                 .filter_map(|i| match i {
-                    Value::String(s) => Some(s.clone()),
+                    Value::String(s) => Some(header_value::encode_list_item(s).into_owned()),
                     Value::Null => None,
-                    other => Some(other.to_string()),
+                    other => Some(header_value::encode_list_item(&other.to_string()).into_owned()),
                 })
                 .collect::<Vec<_>>()
                 .join(","),
         ),
-        Value::Object(_) => Some(v.to_string()),
+        Value::Object(_) => Some(header_value::encode(&v.to_string()).into_owned()),
     }
 }
 
@@ -347,7 +365,74 @@ impl Drop for LoginState {
     }
 }
 
+/// A login state sealed for its cookie.
+pub struct SealedState {
+    /// The cookie value (`v1.` + base64url, see [`codec`]).
+    pub value: String,
+    /// Set when the return URL asked for did not fit and a shorter one was kept.
+    pub shortened: Option<Shortened>,
+}
+
+/// A return URL too big for the login-state cookie, and what the state keeps instead.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Shortened {
+    /// Length of the return URL asked for, in bytes.
+    pub asked: usize,
+    /// Bytes its login-state cookie (`name=value`) would have taken, compressed.
+    pub cookie_bytes: usize,
+    /// The return URL kept: its path without the query, else `/`.
+    pub kept: String,
+}
+
 impl LoginState {
+    /// Seals this login state for its cookie (see [`LoginState::cookie_name`]). The state
+    /// holds the return URL, so a big one is deflated (app-state URLs like Kibana's
+    /// `?_g=(…)&_a=(…)` shrink several times); the cookie, name and value together, must stay
+    /// within [`cookies::MAX_COOKIE_BYTES`], as a browser drops a bigger one. A return URL that
+    /// does not fit even so is replaced by its path without the query, else by `/`, and
+    /// [`SealedState::shortened`] says so.
+    ///
+    /// Deflating next to the PKCE verifier is safe: each state has fresh random secrets, so a
+    /// length oracle (CRIME) sees each secret once.
+    pub fn seal_for_cookie(
+        &mut self,
+        keys: &KeyRing,
+        aad: &[u8],
+        cookie_name: &str,
+    ) -> Result<SealedState, codec::SealError> {
+        let name_bytes = LoginState::cookie_name(cookie_name, &self.state).len() + 1;
+        let asked = self.rd.len();
+        let mut first_bytes = 0;
+        loop {
+            let value = keys.seal(aad, &pack(self)?)?;
+            let bytes = name_bytes + value.len();
+            if first_bytes == 0 {
+                first_bytes = bytes;
+            }
+            if bytes <= cookies::MAX_COOKIE_BYTES {
+                let shortened = (self.rd.len() != asked).then(|| Shortened {
+                    asked,
+                    cookie_bytes: first_bytes,
+                    kept: self.rd.clone(),
+                });
+                return Ok(SealedState { value, shortened });
+            }
+            let path = &self.rd[..self.rd.find('?').unwrap_or(self.rd.len())];
+            self.rd = if path.len() < self.rd.len() && !path.is_empty() {
+                path.to_string()
+            } else if self.rd != "/" {
+                "/".to_string()
+            } else {
+                return Err(codec::SealError);
+            };
+        }
+    }
+
+    /// The state in a plaintext opened from its cookie; `None` when it is not one.
+    pub fn from_plaintext(plain: &[u8]) -> Option<LoginState> {
+        serde_json::from_slice(&unpack(plain)?).ok()
+    }
+
     /// Cookie name of this attempt: one cookie per attempt lets several tabs log in at once.
     pub fn cookie_name(cookie_name: &str, state: &str) -> String {
         let tag: String = state.chars().take(12).collect();
@@ -552,6 +637,44 @@ mod tests {
     }
 
     #[test]
+    fn claims_with_control_characters_become_one_line_header_values() {
+        let s = Session::from_id_token(
+            claims(
+                json!({"sub":"u1\u{0}","preferred_username":"eve\nX-Auth-Request-User: admin",
+                "email":"mallory@example.com\r\nX-Auth-Request-User: admin",
+                "groups":["/users\r\nX-Auth-Request-Groups: /admins","/a,/admins", 7],
+                "name":"Zoë\u{7f}\u{1b}[31m","address":{"street":"a\nb"}}),
+            ),
+            0,
+            1,
+        );
+        let v = Verified::new(s);
+        for (k, _, value) in &v.headers {
+            assert!(
+                value.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "{k}: {value:?}"
+            );
+        }
+        let s = &v.session;
+        assert_eq!(
+            s.claim("email").as_deref(),
+            Some("mallory@example.com%0D%0AX-Auth-Request-User: admin")
+        );
+        assert_eq!(
+            s.user().as_deref(),
+            Some("eve%0AX-Auth-Request-User: admin")
+        );
+        assert_eq!(
+            s.claim("groups").as_deref(),
+            Some("/users%0D%0AX-Auth-Request-Groups: /admins,/a%2C/admins,7")
+        );
+        assert_eq!(s.claim("name").as_deref(), Some("Zo%C3%AB%7F%1B[31m"));
+        assert_eq!(s.claim("address").as_deref(), Some(r#"{"street":"a\nb"}"#));
+        assert_eq!(s.claim("sub").as_deref(), Some("u1%00"));
+        assert_eq!(s.claim_str("sub"), Some("u1\u{0}"));
+    }
+
+    #[test]
     fn the_user_falls_back_to_sub() {
         let s = Session::from_id_token(claims(json!({"sub":"u1"})), 0, 1);
         assert_eq!(s.user("preferred_username").as_deref(), Some("u1"));
@@ -596,6 +719,82 @@ mod tests {
             v.len()
         );
         assert_eq!(Session::open(&keys, b"a", v.as_bytes()), Some(s));
+    }
+
+    fn login_state(rd: &str) -> LoginState {
+        LoginState {
+            state: "s".repeat(32),
+            nonce: "n".repeat(32),
+            verifier: "v".repeat(43),
+            rd: rd.to_string(),
+            exp: 1_764_473_812,
+        }
+    }
+
+    /// A Kibana-style deep link of `len` bytes: a dashboard's rison state, as Kibana writes it.
+    fn kibana_link(len: usize) -> String {
+        let mut rd = String::from(
+            "/app/dashboards?_g=(filters:!(),\
+             refreshInterval:(pause:!t,value:0),time:(from:now-7d,to:now))&_a=(panels:!(",
+        );
+        let mut i = 0;
+        while rd.len() < len - 2 {
+            rd.push_str(&format!(
+                "(embeddableConfig:(vis:(legendOpen:!f)),gridData:(h:15,i:'{i}',w:24,x:0,y:{}),\
+                 panelIndex:'{i}',panelRefName:panel_{i},version:'8.11.0'),",
+                i * 15
+            ));
+            i += 1;
+        }
+        rd.truncate(len - 2);
+        rd.push_str("))");
+        rd
+    }
+
+    #[test]
+    fn a_long_deep_link_survives_in_the_state_cookie_compressed() {
+        let keys = KeyRing::parse(&codec::generate_key_line().unwrap()).unwrap();
+        for len in [3000, 6000] {
+            let rd = kibana_link(len);
+            let mut login = login_state(&rd);
+            let sealed = login.seal_for_cookie(&keys, b"st", "_oidc").unwrap();
+            assert_eq!(sealed.shortened, None, "{len}");
+            let name = LoginState::cookie_name("_oidc", &login.state);
+            assert!(name.len() + 1 + sealed.value.len() <= cookies::MAX_COOKIE_BYTES);
+            let plain = keys.open(b"st", sealed.value.as_bytes()).unwrap();
+            let back = LoginState::from_plaintext(&plain).unwrap();
+            assert_eq!(back.rd, rd);
+            assert_eq!(back, login);
+        }
+    }
+
+    #[test]
+    fn a_return_url_too_big_for_its_cookie_keeps_its_path_or_the_root() {
+        let keys = KeyRing::parse(&codec::generate_key_line().unwrap()).unwrap();
+        // Random text does not compress: 6000 bytes of it cannot fit 4000.
+        let noise = crate::oidc::random_token(4500).unwrap();
+        let mut login = login_state(&format!("/app/search?q={noise}"));
+        let sealed = login.seal_for_cookie(&keys, b"st", "_oidc").unwrap();
+        let shortened = sealed.shortened.unwrap();
+        assert_eq!(shortened.asked, 6014);
+        assert!(shortened.cookie_bytes > cookies::MAX_COOKIE_BYTES);
+        assert_eq!(shortened.kept, "/app/search");
+        assert_eq!(login.rd, "/app/search");
+        let mut login = login_state(&format!("/{noise}"));
+        let sealed = login.seal_for_cookie(&keys, b"st", "_oidc").unwrap();
+        assert_eq!(sealed.shortened.unwrap().kept, "/");
+        let plain = keys.open(b"st", sealed.value.as_bytes()).unwrap();
+        assert_eq!(LoginState::from_plaintext(&plain).unwrap().rd, "/");
+    }
+
+    #[test]
+    fn a_small_login_state_stays_plain_json() {
+        let keys = KeyRing::parse(&codec::generate_key_line().unwrap()).unwrap();
+        let mut login = login_state("/app?x=1");
+        let sealed = login.seal_for_cookie(&keys, b"st", "_oidc").unwrap();
+        let plain = keys.open(b"st", sealed.value.as_bytes()).unwrap();
+        assert_eq!(plain.first(), Some(&b'{'));
+        assert!(sealed.value.len() < 400, "{}", sealed.value.len());
     }
 
     #[test]

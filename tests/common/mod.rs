@@ -406,6 +406,15 @@ impl Provider {
             .expect("POST /_test/set-groups");
     }
 
+    /// Gives `user` these claims at the provider (any JSON value, control characters
+    /// included); later tokens carry them instead of the user's own.
+    pub fn set_claims(&self, user: &str, claims: &Value) {
+        plain_agent()
+            .post(&self.url(&format!("/_test/set-claims?user={user}")))
+            .send_json(claims.clone())
+            .expect("POST /_test/set-claims");
+    }
+
     /// `POST /_test/fault?what=..&kind=..`: every answer of `what` (`token`, `discovery`,
     /// `jwks`) becomes `kind` (`500`, `badjson`, `huge`/`hugechunked` = a 10 MB body with and
     /// without Content-Length) until `clear_faults`.
@@ -598,6 +607,19 @@ pub struct EchoRequest {
     pub path: String,
     /// Lowercase names; repeated headers are joined with ", ".
     pub headers: HashMap<String, String>,
+    /// Every header line as received, in order: lowercase name and value.
+    pub lines: Vec<(String, String)>,
+}
+
+impl EchoRequest {
+    /// The values of every header line named `name` (lowercase).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 /// A std::net HTTP server answering every request with JSON
@@ -667,6 +689,7 @@ fn echo_connection(stream: TcpStream, reqs: &Mutex<Vec<EchoRequest>>) -> std::io
         let path = parts.next().unwrap_or("").to_string();
         let version = parts.next().unwrap_or("HTTP/1.0").to_string();
         let mut headers: HashMap<String, String> = HashMap::new();
+        let mut lines = Vec::new();
         loop {
             let mut raw = Vec::new();
             if reader.read_until(b'\n', &mut raw)? == 0 {
@@ -679,6 +702,7 @@ fn echo_connection(stream: TcpStream, reqs: &Mutex<Vec<EchoRequest>>) -> std::io
             }
             if let Some((k, v)) = h.split_once(':') {
                 let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                lines.push((k.clone(), v.clone()));
                 headers
                     .entry(k)
                     .and_modify(|old| {
@@ -703,6 +727,7 @@ fn echo_connection(stream: TcpStream, reqs: &Mutex<Vec<EchoRequest>>) -> std::io
             method,
             path,
             headers,
+            lines,
         });
         let body = json.to_string();
         write!(

@@ -710,6 +710,15 @@ const server = http.createServer(async (req, res) => {
       user.client_roles = (q.get('client') || '').split(',').filter(Boolean);
       return sendJson(res, 200, { user: user.username, realm: user.realm_roles, client: user.client_roles });
     }
+    // POST /_test/set-claims?user=NAME with a JSON object body: these claims replace the
+    // user's own in tokens issued from now on (any value, control characters included).
+    if (pathname === '/_test/set-claims' && req.method === 'POST') {
+      const q = new URLSearchParams(req.url.split('?')[1] || '');
+      const user = byUsername.get(q.get('user'));
+      if (!user) return sendJson(res, 404, { error: 'no such user' });
+      user.overrides = JSON.parse((await readBody(req)) || '{}');
+      return sendJson(res, 200, { user: user.username, claims: user.overrides });
+    }
     if (pathname === '/_test/fault' && req.method === 'POST') {
       const q = new URLSearchParams(req.url.split('?')[1] || '');
       if (q.get('clear')) {

@@ -118,5 +118,6 @@ export function keycloakClaims(user, clientId) {
   if (user.client_roles.length) {
     claims.resource_access = { [clientId]: { roles: [...user.client_roles] } };
   }
-  return claims;
+  // Claims a test set with /_test/set-claims.
+  return { ...claims, ...user.overrides };
 }
