@@ -250,7 +250,7 @@ unsafe fn refreshed_claims(
         }
         None => None,
     };
-    let roles = match id_token::access_token_roles(&at, &set, &want, &sub) {
+    let roles = match id_token::access_token_roles(&at, &set, &want, sub) {
         Ok(roles) => roles,
         Err(e) => {
             refused("access token", e);

@@ -648,7 +648,7 @@ mod tests {
             0,
             1,
         );
-        let v = Verified::new(s);
+        let v = Verified::new(s, "preferred_username");
         for (k, _, value) in &v.headers {
             assert!(
                 value.bytes().all(|b| (0x20..0x7f).contains(&b)),
@@ -661,7 +661,7 @@ mod tests {
             Some("mallory@example.com%0D%0AX-Auth-Request-User: admin")
         );
         assert_eq!(
-            s.user().as_deref(),
+            s.user("preferred_username").as_deref(),
             Some("eve%0AX-Auth-Request-User: admin")
         );
         assert_eq!(
