@@ -232,8 +232,13 @@ unsafe fn no_session(
 ) -> ngx_int_t {
     // SAFETY: per this function's contract.
     unsafe {
-        rctx.set_cookies
-            .extend(clear_session_cookies(p, rctx.cookie_chunks));
+        // A login start that waits for the provider's documents runs this again on the same
+        // request: each deletion is queued once.
+        for line in clear_session_cookies(p, rctx.cookie_chunks) {
+            if !rctx.set_cookies.contains(&line) {
+                rctx.set_cookies.push(line);
+            }
+        }
         if rctx.cookie_chunks == 0 {
             let headers = http::cookie_headers(r);
             let foreign = p.conf.cookie_name.find_all(&headers).count();
