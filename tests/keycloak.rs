@@ -87,8 +87,8 @@ fn is_password_form(resp: &Resp) -> bool {
 /// Keycloak's "Do you want to log out?" page (shown when a logout request carries no
 /// `id_token_hint`): the form's action and hidden `session_code`.
 fn logout_confirmation(html: &str) -> Option<(String, String)> {
-    let form = html.find("kc-logout")?;
-    let start = html[..form].rfind("<form")?;
+    let field = html.find("name=\"session_code\"")?;
+    let start = html[..field].rfind("<form")?;
     let tag = &html[start..start + html[start..].find('>')?];
     let action = tag.split("action=\"").nth(1)?.split('"').next()?;
     let code = html
