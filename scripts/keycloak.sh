@@ -149,18 +149,21 @@ wait_ready() {
     done
 }
 
-# SIGTERM to Keycloak's process group, SIGKILL if it is still there after 30 s; returns once
-# it has exited.
+# SIGTERM to Keycloak's process group, SIGKILL to the group if kc.sh is still there after 20 s
+# (Keycloak itself stops in a second or two); returns once it has exited.
 stop_group() {
     local pid="$1"
     kill -TERM -- "-$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
+    local deadline=$((SECONDS + 20))
     while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
         sleep 0.2
     done
     if kill -0 "$pid" 2>/dev/null; then
-        say "Keycloak ($pid) ignored SIGTERM for 30 s: SIGKILL"
+        say "Keycloak ($pid) did not stop on SIGTERM within 20 s: SIGKILL"
         kill -KILL -- "-$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do
+            sleep 0.2
+        done
     fi
 }
 
@@ -175,6 +178,16 @@ start() {
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
     local home="$dir/home"
+    # A Keycloak of an earlier run still using DIR (its owner died before it could stop it)
+    # would hold the database's file lock.
+    if [ -f "$dir/keycloak.pid" ]; then
+        local old
+        old="$(cat "$dir/keycloak.pid")"
+        if tr '\0' ' ' <"/proc/$old/cmdline" 2>/dev/null | grep -qF -- "-Dkc.home.dir=$home "; then
+            say "stopping the Keycloak ($old) still running in $dir"
+            stop_group "$old"
+        fi
+    fi
     rm -rf "$home"
     mkdir -p "$home/data/import"
     local d
@@ -231,8 +244,10 @@ start() {
     launch "$dir" "$home" "$http" "$https" "$mgmt"
     if [ -n "${NGX_OIDC_KEYCLOAK_OWNER_PID:-}" ]; then
         local owner="$NGX_OIDC_KEYCLOAK_OWNER_PID"
-        # A watchdog, not a test's wait: it only cleans up after the owner is gone.
-        setsid bash -c "while kill -0 $owner 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; kill -TERM -- -$pid 2>/dev/null" \
+        # A watchdog, not a test's wait: it only cleans up after the owner is gone, with
+        # `stop` (SIGKILL if SIGTERM is not enough: kc.sh hangs on a SIGTERM that arrives
+        # while it is starting Java, and Java then runs on).
+        setsid bash -c "while kill -0 $owner 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; '$0' stop '$dir'" \
             </dev/null >/dev/null 2>&1 &
     fi
     wait_ready "$pid" "$log" "$http" "${names[@]}"
