@@ -632,7 +632,13 @@ pub struct EchoUpstream {
 
 impl EchoUpstream {
     pub fn start() -> EchoUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo upstream");
+        // Its port comes from free_port too: a port the kernel hands out for 127.0.0.1:0 may
+        // be one that free_port just gave a test's nginx, which has not bound it yet.
+        let listener = loop {
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", free_port())) {
+                break l;
+            }
+        };
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
