@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Some(s) = Session::open(&keys, b"aad", sealed.as_bytes()) {
-        let _ = s.user();
+        let _ = s.user("preferred_username");
         let _ = s.claim("groups");
         let _ = s.claim("email");
         let _ = s.is_valid_at(common::NOW);
