@@ -30,16 +30,9 @@ const SEED_HTTP: &str = "
 
 /// In place of oauth2-proxy's flags. oauth2-proxy sends the ID token's `sub` as
 /// `X-Auth-Request-User`; `user_claim sub` keeps that value for the application.
-const PROVIDER: &str = r#"
-    oidc_provider keycloak {
-        issuer             @ISSUER@;
-        client_id          test;
-        client_secret      @CLIENT_SECRET@;
-        cookie_secret_file @KEYS@;
-        cookie_secure      off;
-        user_claim         sub;
-    }
-"#;
+fn provider() -> String {
+    provider_block_with(&["user_claim sub;"])
+}
 
 const PAGE: &str = "/some/page?x=1";
 
@@ -114,7 +107,7 @@ impl Site {
             idp,
             port,
             true,
-            &format!("{BACKEND}{PROVIDER}{NGX_OIDC_CONF}"),
+            &format!("{BACKEND}{}{NGX_OIDC_CONF}", provider()),
         )
     }
 
