@@ -7,76 +7,40 @@ mod common;
 use common::*;
 
 /// Locations with one rule each; `location /` only needs a login.
-const RULES_SERVER: &str = r#"
-    server {
-        listen 127.0.0.1:@PORT@;
-        location /_oidc { internal; proxy_pass $oidc_fetch_url; }
-        location /oauth2/ { oidc_endpoints keycloak; }
-        location / {
-            oidc_auth keycloak;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /admins/ {
-            oidc_auth keycloak;
-            oidc_require_groups admins /ops;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-            location /admins/open/ {
-                oidc_require_groups off;
-                proxy_pass http://127.0.0.1:@UPSTREAM@;
-            }
-        }
-        location /roles/ {
-            oidc_auth keycloak;
-            oidc_require_roles admin test:viewer;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /editors/ {
-            oidc_auth keycloak;
-            oidc_require_roles test:editor;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /claims/ {
-            oidc_auth keycloak;
-            oidc_require_claim preferred_username demo alice bob;
-            oidc_require_claim email_verified true;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /domains/ {
-            oidc_auth keycloak;
-            oidc_email_domains Example.COM;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /anydomain/ {
-            oidc_auth keycloak;
-            oidc_email_domains *;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /big/ {
-            oidc_auth keycloak;
-            oidc_require_groups /department-0001/team-with-a-long-name-for-large-token-tests-0001;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /token/ {
-            oidc_auth keycloak;
-            oidc_pass_access_token on;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /api/ {
-            oidc_auth keycloak;
-            oidc_bearer on;
-            oidc_require_roles admin;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-    }
-"#;
+fn rules_server() -> String {
+    protected_server_with(&[
+        (
+            "/admins/",
+            "oidc_require_groups admins /ops;\n            \
+             location /admins/open/ {\n                oidc_require_groups off;\n                \
+             proxy_pass http://127.0.0.1:@UPSTREAM@;\n            }",
+        ),
+        ("/roles/", "oidc_require_roles admin test:viewer;"),
+        ("/editors/", "oidc_require_roles test:editor;"),
+        (
+            "/claims/",
+            "oidc_require_claim preferred_username demo alice bob;\n            \
+             oidc_require_claim email_verified true;",
+        ),
+        ("/domains/", "oidc_email_domains Example.COM;"),
+        ("/anydomain/", "oidc_email_domains *;"),
+        (
+            "/big/",
+            "oidc_require_groups \
+             /department-0001/team-with-a-long-name-for-large-token-tests-0001;",
+        ),
+        ("/token/", "oidc_pass_access_token on;"),
+        (
+            "/api/",
+            "oidc_bearer on;\n            oidc_require_roles admin;",
+        ),
+    ])
+}
 
 fn env_with_provider(provider_extra: &str) -> Env {
-    let provider = PROVIDER_BLOCK.replace(
-        "cookie_secure      off;",
-        &format!("cookie_secure      off;\n        bearer_audience    account;\n{provider_extra}"),
-    );
+    let provider = provider_block_with(&["bearer_audience account;", provider_extra]);
     Env::start_with(EnvOptions {
-        http: format!("{provider}{RULES_SERVER}"),
+        http: format!("{provider}{}", rules_server()),
         ..Default::default()
     })
 }
@@ -87,8 +51,7 @@ fn rules_env() -> Env {
 
 fn logged_in(env: &Env, user: &str) -> Browser {
     let mut b = env.browser();
-    let r = b.login(&env.url("/"), user, user);
-    assert_eq!(r.status, 200, "login as {user}: {}", b.transcript());
+    b.login_ok(&env.url("/"), user);
     b
 }
 
@@ -303,7 +266,7 @@ fn the_auth_endpoint_honours_allowed_groups_and_emails() {
 
 #[test]
 fn the_auth_endpoint_honours_the_rules_of_its_location() {
-    let server = RULES_SERVER.replace(
+    let server = rules_server().replace(
         "location /oauth2/ { oidc_endpoints keycloak; }",
         "location /oauth2/ { oidc_endpoints keycloak; oidc_require_roles admin; }",
     );

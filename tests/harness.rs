@@ -122,11 +122,6 @@ fn the_browser_can_log_in_at_the_provider() {
     assert_eq!(p.stats()["token_requests"]["authorization_code"], 1);
 }
 
-fn jwt_claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&base64_decode(payload)).expect("JWT payload JSON")
-}
-
 #[test]
 fn the_cookie_jar_behaves_like_a_browser() {
     let a = url::Url::parse("http://127.0.0.1:8080/some/page").unwrap();

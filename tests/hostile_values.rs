@@ -302,10 +302,7 @@ fn a_refreshed_session_replaces_only_its_own_cookies() {
     let mut opts = EnvOptions::default().token_ttls(2, 2, 600);
     opts.http = format!(
         "{}{PROTECTED_SERVER}",
-        PROVIDER_BLOCK.replace(
-            "cookie_secure      off;",
-            "cookie_secure      off;\n        refresh_leeway     1s;"
-        )
+        provider_block_with(&["refresh_leeway 1s;"])
     );
     let env = Env::start_with(opts);
     let mut b = env.browser();

@@ -31,41 +31,6 @@ fn wait_until_expired(access_token: &str) {
     );
 }
 
-/// `n` simultaneous page requests carrying `cookie`; returns (status, X-Auth-Request-User).
-fn concurrent_gets(url: &str, cookie: &str, n: usize) -> Vec<(u16, Option<String>)> {
-    let handles: Vec<_> = (0..n)
-        .map(|_| {
-            let (url, cookie) = (url.to_string(), cookie.to_string());
-            thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new()
-                    .redirects(0)
-                    .timeout(Duration::from_secs(30))
-                    .build();
-                match agent
-                    .get(&url)
-                    .set("Cookie", &cookie)
-                    .set("Accept", "text/html")
-                    .call()
-                {
-                    Ok(r) | Err(ureq::Error::Status(_, r)) => {
-                        let status = r.status();
-                        let body: Value = r.into_json().unwrap_or(Value::Null);
-                        let user = body["headers"]["x-auth-request-user"]
-                            .as_str()
-                            .map(str::to_string);
-                        (status, user)
-                    }
-                    Err(e) => panic!("request failed: {e}"),
-                }
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("request thread"))
-        .collect()
-}
-
 /// Keycloak's user events of `kind` for `user`, once at least `at_least` of them are stored
 /// (Keycloak stores events after answering; polled for at most 30 s).
 fn events_once_stored(env: &KcEnv, user: &str, kind: &str, at_least: usize) -> Vec<Value> {

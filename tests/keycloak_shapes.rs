@@ -9,46 +9,21 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const SERVER: &str = r#"
-    server {
-        listen 127.0.0.1:@PORT@;
-        location /_oidc { internal; proxy_pass $oidc_fetch_url; }
-        location /oauth2/ { oidc_endpoints keycloak; }
-        location / {
-            oidc_auth keycloak;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /realm-admins/ {
-            oidc_auth keycloak;
-            oidc_require_roles admin;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /editors/ {
-            oidc_auth keycloak;
-            oidc_require_roles test:editor;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /token/ {
-            oidc_auth keycloak;
-            oidc_pass_access_token on;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /api/ {
-            oidc_auth keycloak;
-            oidc_bearer on;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-    }
-"#;
+/// The config contract's server plus a location for each thing a test here exercises.
+fn server() -> String {
+    protected_server_with(&[
+        ("/realm-admins/", "oidc_require_roles admin;"),
+        ("/editors/", "oidc_require_roles test:editor;"),
+        ("/token/", "oidc_pass_access_token on;"),
+        ("/api/", "oidc_bearer on;"),
+    ])
+}
 
 /// The stand-in with `idp_env` (IDP_* settings), the provider block with `provider_extra`.
 fn env_with(idp_env: &[(&str, &str)], provider_extra: &str, access_ttl: u32) -> Env {
-    let provider = PROVIDER_BLOCK.replace(
-        "cookie_secure      off;",
-        &format!("cookie_secure      off;\n        refresh_leeway     1;\n{provider_extra}"),
-    );
+    let provider = provider_block_with(&["refresh_leeway 1;", provider_extra]);
     let mut opts = EnvOptions::default().token_ttls(access_ttl, access_ttl, 600);
-    opts.http = format!("{provider}{SERVER}");
+    opts.http = format!("{provider}{}", server());
     opts.provider.env = idp_env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

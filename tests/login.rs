@@ -392,6 +392,36 @@ fn a_browser_that_drops_the_session_cookie_gets_the_loop_page_after_three_rounds
     assert_sent_to_login(&env, &r, &b.transcript());
 }
 
+#[test]
+fn a_foreign_guard_cookie_sent_first_does_not_hide_a_login_loop() {
+    // Another application's `_oidc_n` at Path=/app comes before ours in every request under
+    // /app (issue 13): the loop guard still counts the rounds in its own cookie.
+    let env = Env::start();
+    let mut b = env.browser();
+    let app = url::Url::parse(&env.url("/app/")).unwrap();
+    b.jar.store(&app, "_oidc_n=the-other-apps-value; Path=/app");
+    for round in 1..=3 {
+        let cb = b.login_callback(&env.url("/app/page"), "demo", "demo");
+        assert_eq!(
+            assert_on_site_redirect(&env, &b, &cb),
+            "/app/page",
+            "round {round}"
+        );
+        for name in b.jar.names_where(is_session_cookie) {
+            b.jar.remove(&name);
+        }
+    }
+    let r = b.get(&env.url("/app/page"), &[]);
+    assert_eq!(r.status, 400, "{}\n{}", r.summary(), b.transcript());
+    assert!(r.body.contains("Login keeps starting over"), "{}", r.body);
+    let header = b.jar.header_for(&app.join("page").unwrap());
+    assert!(
+        header.is_some_and(|h| h.starts_with("_oidc_n=the-other-apps-value; ")),
+        "the other application's cookie is left alone: {}",
+        b.transcript()
+    );
+}
+
 // ---------------------------------------------------------------------------- identity headers
 
 #[test]

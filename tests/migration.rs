@@ -30,16 +30,9 @@ const SEED_HTTP: &str = "
 
 /// In place of oauth2-proxy's flags. oauth2-proxy sends the ID token's `sub` as
 /// `X-Auth-Request-User`; `user_claim sub` keeps that value for the application.
-const PROVIDER: &str = r#"
-    oidc_provider keycloak {
-        issuer             @ISSUER@;
-        client_id          test;
-        client_secret      @CLIENT_SECRET@;
-        cookie_secret_file @KEYS@;
-        cookie_secure      off;
-        user_claim         sub;
-    }
-"#;
+fn provider() -> String {
+    provider_block_with(&["user_claim sub;"])
+}
 
 const PAGE: &str = "/some/page?x=1";
 
@@ -114,7 +107,7 @@ impl Site {
             idp,
             port,
             true,
-            &format!("{BACKEND}{PROVIDER}{NGX_OIDC_CONF}"),
+            &format!("{BACKEND}{}{NGX_OIDC_CONF}", provider()),
         )
     }
 
@@ -122,12 +115,7 @@ impl Site {
         let dir = TempDir::new("migration");
         let upstream = EchoUpstream::start();
         let keys = dir.write("cookie-keys", &format!("{}\n", new_cookie_key()));
-        let mut vars = Vars::default();
-        vars.set("PORT", port.to_string())
-            .set("UPSTREAM", upstream.port.to_string())
-            .set("ISSUER", idp.issuer.clone())
-            .set("CLIENT_SECRET", idp.client_secret.clone())
-            .set("KEYS", keys.display().to_string());
+        let vars = Vars::site(port, upstream.port, &idp.issuer, &idp.client_secret, &keys);
         let nginx = Nginx::start(
             &dir.path,
             port,
@@ -161,14 +149,7 @@ impl Site {
     /// the browser landed on the page it asked for and that a second page needs no new login.
     fn login_as(&self, user: &str) -> EchoRequest {
         let mut b = self.browser();
-        let r = b.login(&self.url(PAGE), user, user);
-        assert_eq!(
-            r.status,
-            200,
-            "after login: {}\n{}",
-            r.summary(),
-            b.transcript()
-        );
+        b.login_ok(&self.url(PAGE), user);
         let got = self
             .upstream
             .last()

@@ -9,14 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use serde_json::Value;
 
 const PAGE: &str = "/some/page?x=1";
-
-fn jwt_claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&base64_decode(payload)).expect("JWT payload JSON")
-}
 
 fn refreshes(env: &Env) -> u64 {
     env.provider.stats()["token_requests"]["refresh_token"]

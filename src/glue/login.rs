@@ -262,7 +262,8 @@ pub unsafe fn start(
     // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
     let rounds_cookie = guard_cookie(p);
-    let rounds = cookies::find(&headers, &rounds_cookie).map_or(0, |v| logins::rounds(v, rd, now));
+    let guards = cookies::find_all(&headers, &rounds_cookie);
+    let rounds = logins::rounds(logins::guard_value(&guards, now), rd, now);
     if rounds >= logins::MAX_ROUNDS {
         ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": {} logins in a row came back to {} within {}s each, and each time the page had no session: the browser is not keeping the session cookie (Secure cookie over plain http? blocked cookies? a proxy dropping Set-Cookie?)", p.conf.name, rounds, rd.split('?').next().unwrap_or_default(), logins::ROUND_WINDOW);
         let page = error_page(
@@ -612,11 +613,8 @@ pub unsafe fn callback(
         .to_string();
     // A return to the same page within moments of the last one is a round of a loop when the
     // page then has no session: `start` counts them.
-    let guard = logins::record_return(
-        cookies::find(&headers, &guard_cookie(p)).unwrap_or_default(),
-        &rd,
-        now,
-    );
+    let guards = cookies::find_all(&headers, &guard_cookie(p));
+    let guard = logins::record_return(logins::guard_value(&guards, now), &rd, now);
     let mut resp = Response::new(NGX_HTTP_MOVED_TEMPORARILY as usize)
         .page("Logged in", "You are logged in.")
         .header("Set-Cookie", clear_state)

@@ -100,6 +100,18 @@ pub fn rounds(value: &[u8], rd: &str, now: u64) -> u32 {
         .map_or(0, |p| p.rounds)
 }
 
+/// Which of the guard cookies the browser sent (`values`, all of that name in the order sent)
+/// is ours: the first with a readable page still within [`ROUND_WINDOW`] at `now`, or an
+/// empty value when none has one. Another application's cookie of the same name, sent first
+/// (a longer Path, a parent domain), must not hide ours nor reset the count (RFC 6265 §5.4).
+pub fn guard_value<'a>(values: &[&'a [u8]], now: u64) -> &'a [u8] {
+    values
+        .iter()
+        .find(|v| !pages(v, now).is_empty())
+        .copied()
+        .unwrap_or_default()
+}
+
 /// The guard cookie's new value after a login came back to `rd` at `now`.
 pub fn record_return(value: &[u8], rd: &str, now: u64) -> String {
     let t = tag(rd);
@@ -211,5 +223,20 @@ mod tests {
         assert_eq!(rounds(v.as_bytes(), "/", 100), 6);
         let v = record_return(b"3", "/", 100);
         assert_eq!(rounds(v.as_bytes(), "/", 100), 1);
+    }
+
+    #[test]
+    fn a_foreign_guard_cookie_sent_first_does_not_hide_ours() {
+        let mut ours = String::new();
+        for now in [100, 101] {
+            ours = record_return(ours.as_bytes(), "/page", now);
+        }
+        let stale = record_return(b"", "/page", 50);
+        let values = [&b"foreign"[..], b"", stale.as_bytes(), ours.as_bytes()];
+        assert_eq!(guard_value(&values, 102), ours.as_bytes());
+        assert_eq!(rounds(guard_value(&values, 102), "/page", 102), 2);
+        // With no readable guard the count starts from nothing.
+        assert_eq!(guard_value(&[&b"foreign"[..]], 102), b"");
+        assert_eq!(guard_value(&[], 102), b"");
     }
 }

@@ -241,12 +241,6 @@ impl Keycloak {
     }
 }
 
-/// The payload of a JWT (unverified: the tests only read what Keycloak issued).
-pub fn jwt_claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).expect("a JWT has three parts");
-    serde_json::from_slice(&base64_decode(payload)).expect("JWT payload JSON")
-}
-
 /// The client secrets of `tests/keycloak/realm-*.json`.
 pub fn client_secret(client_id: &str) -> &'static str {
     match client_id {
@@ -281,48 +275,39 @@ impl Default for KcOptions {
 
 /// The config of the tests against Keycloak: the README's provider block, and locations
 /// with the rules the tests exercise.
-pub const KC_HTTP: &str = r#"
-    oidc_provider keycloak {
+pub fn kc_http() -> String {
+    let locations = [
+        protected_location("/realm-admins/", "oidc_require_roles app-admin;"),
+        protected_location("/test-editors/", "oidc_require_roles test:editor;"),
+        protected_location("/api/", "oidc_bearer on;"),
+        protected_location("/tokens/", "oidc_pass_access_token on;"),
+    ]
+    .concat();
+    format!(
+        r#"
+    oidc_provider keycloak {{
         issuer             @ISSUER@;
         client_id          @CLIENT_ID@;
         client_secret      @CLIENT_SECRET@;
         cookie_secret_file @KEYS@;
         cookie_secure      off;
         @PROVIDER_EXTRA@
-    }
-    server {
+    }}
+    server {{
         listen 127.0.0.1:@PORT@;
-        location /_oidc {
+        location /_oidc {{
             internal;
             proxy_pass $oidc_fetch_url;
             proxy_ssl_verify on;
             proxy_ssl_trusted_certificate @CA@;
             proxy_ssl_server_name on;
-        }
-        location /oauth2/ { oidc_endpoints keycloak; }
-        location / { oidc_auth keycloak; proxy_pass http://127.0.0.1:@UPSTREAM@; }
-        location /realm-admins/ {
-            oidc_auth keycloak;
-            oidc_require_roles app-admin;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /test-editors/ {
-            oidc_auth keycloak;
-            oidc_require_roles test:editor;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /api/ {
-            oidc_auth keycloak;
-            oidc_bearer on;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-        location /tokens/ {
-            oidc_auth keycloak;
-            oidc_pass_access_token on;
-            proxy_pass http://127.0.0.1:@UPSTREAM@;
-        }
-    }
-"#;
+        }}
+        location /oauth2/ {{ oidc_endpoints keycloak; }}
+        location / {{ oidc_auth keycloak; proxy_pass http://127.0.0.1:@UPSTREAM@; }}
+{locations}    }}
+"#
+    )
+}
 
 /// nginx with the module in front of the shared Keycloak, plus an echo upstream.
 pub struct KcEnv {
@@ -348,13 +333,14 @@ impl KcEnv {
         } else {
             kc.issuer(opts.realm)
         };
-        let mut vars = Vars::default();
-        vars.set("PORT", port.to_string())
-            .set("UPSTREAM", upstream.port.to_string())
-            .set("ISSUER", issuer.clone())
-            .set("CLIENT_ID", opts.client_id)
-            .set("CLIENT_SECRET", client_secret(opts.client_id))
-            .set("KEYS", keys.display().to_string())
+        let mut vars = Vars::site(
+            port,
+            upstream.port,
+            &issuer,
+            client_secret(opts.client_id),
+            &keys,
+        );
+        vars.set("CLIENT_ID", opts.client_id)
             .set("CA", kc.ca.display().to_string())
             .set("PROVIDER_EXTRA", opts.provider_extra.clone());
         let nginx = Nginx::start(
@@ -362,7 +348,7 @@ impl KcEnv {
             port,
             true,
             WORKER_CONNECTIONS,
-            &vars.render(KC_HTTP),
+            &vars.render(&kc_http()),
         );
         KcEnv {
             nginx,
@@ -393,14 +379,7 @@ impl KcEnv {
     /// asserts that the upstream served `page`.
     pub fn logged_in(&self, page: &str, user: &str) -> Browser {
         let mut b = self.browser();
-        let r = b.login(&self.url(page), user, user);
-        assert_eq!(
-            r.status,
-            200,
-            "after logging in as {user} at Keycloak: {}\n{}",
-            r.summary(),
-            b.transcript()
-        );
+        let r = b.login_ok(&self.url(page), user);
         assert_eq!(r.json()["path"], page, "{}", b.transcript());
         b
     }

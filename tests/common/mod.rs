@@ -219,6 +219,23 @@ pub fn established_to_port(port: u16) -> usize {
         .count()
 }
 
+/// Stops a peer process started by the harness: SIGTERM, SIGKILL after 3 s. When a test is
+/// failing, the last lines of the peer's log (`what` names it) go to stderr first.
+fn stop_peer(child: &mut Child, what: &str, log: &Path) {
+    if thread::panicking() {
+        eprintln!(
+            "---- {what} log ({}), last lines:\n{}",
+            log.display(),
+            tail(log, 30)
+        );
+    }
+    kill(child.id(), "TERM");
+    if !wait_exit(child, Duration::from_secs(3)) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -465,18 +482,7 @@ impl Provider {
 
 impl Drop for Provider {
     fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!(
-                "---- test provider log ({}), last lines:\n{}",
-                self.log.display(),
-                tail(&self.log, 30)
-            );
-        }
-        kill(self.child.id(), "TERM");
-        if !wait_exit(&mut self.child, Duration::from_secs(3)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        stop_peer(&mut self.child, "test provider", &self.log);
     }
 }
 
@@ -583,18 +589,7 @@ impl OAuth2Proxy {
 
 impl Drop for OAuth2Proxy {
     fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!(
-                "---- oauth2-proxy log ({}), last lines:\n{}",
-                self.log.display(),
-                tail(&self.log, 30)
-            );
-        }
-        kill(self.child.id(), "TERM");
-        if !wait_exit(&mut self.child, Duration::from_secs(3)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        stop_peer(&mut self.child, "oauth2-proxy", &self.log);
     }
 }
 
@@ -757,6 +752,18 @@ fn echo_connection(stream: TcpStream, reqs: &Mutex<Vec<EchoRequest>>) -> std::io
 pub struct Vars(pub Vec<(String, String)>);
 
 impl Vars {
+    /// The placeholders of every site config: `@PORT@` (nginx's port), `@UPSTREAM@` (the echo
+    /// upstream's port), `@ISSUER@`, `@CLIENT_SECRET@` and `@KEYS@` (the cookie key file).
+    pub fn site(port: u16, upstream: u16, issuer: &str, client_secret: &str, keys: &Path) -> Vars {
+        let mut vars = Vars::default();
+        vars.set("PORT", port.to_string())
+            .set("UPSTREAM", upstream.to_string())
+            .set("ISSUER", issuer)
+            .set("CLIENT_SECRET", client_secret)
+            .set("KEYS", keys.display().to_string());
+        vars
+    }
+
     pub fn set(&mut self, k: &str, v: impl Into<String>) -> &mut Self {
         self.0.retain(|(n, _)| n != k);
         self.0.push((k.to_string(), v.into()));
@@ -987,6 +994,19 @@ pub const PROVIDER_BLOCK: &str = r#"
     }
 "#;
 
+/// [`PROVIDER_BLOCK`] with more `directives` (each a whole directive, `;` included, or empty)
+/// at the end of the `oidc_provider` block.
+pub fn provider_block_with(directives: &[&str]) -> String {
+    let mut extra = String::new();
+    for d in directives.iter().filter(|d| !d.is_empty()) {
+        write!(extra, "\n        {d}").unwrap();
+    }
+    PROVIDER_BLOCK.replace(
+        "cookie_secure      off;",
+        &format!("cookie_secure      off;{extra}"),
+    )
+}
+
 /// The server of the config contract. `@LOCATION_EXTRA@` goes into `location /`.
 pub const PROTECTED_SERVER: &str = r#"
     server {
@@ -1001,6 +1021,28 @@ pub const PROTECTED_SERVER: &str = r#"
         location /public/ { oidc_auth off; proxy_pass http://127.0.0.1:@UPSTREAM@; }
     }
 "#;
+
+/// A `location` at `path` that needs a login with provider `keycloak` and passes to the echo
+/// upstream, with `directives` (whole directives, `;` included; rules, further locations)
+/// inside it.
+pub fn protected_location(path: &str, directives: &str) -> String {
+    format!(
+        "        location {path} {{\n            oidc_auth keycloak;\n            {directives}\n            \
+         proxy_pass http://127.0.0.1:@UPSTREAM@;\n        }}\n"
+    )
+}
+
+/// [`PROTECTED_SERVER`] with one more [`protected_location`] for each (path, directives) of
+/// `locations`.
+pub fn protected_server_with(locations: &[(&str, &str)]) -> String {
+    let end = PROTECTED_SERVER.rfind('}').expect("the server block's end");
+    let mut server = PROTECTED_SERVER[..end].trim_end_matches(' ').to_string();
+    for (path, directives) in locations {
+        server.push_str(&protected_location(path, directives));
+    }
+    server.push_str(&PROTECTED_SERVER[end..]);
+    server
+}
 
 /// A plain reverse proxy, no module: checks the harness itself.
 pub const PLAIN_PROXY: &str = r#"
@@ -1103,13 +1145,14 @@ impl Env {
         let upstream = EchoUpstream::start();
         let cookie_keys = vec![new_cookie_key()];
         let keys_file = dir.write("cookie-keys", &format!("{}\n", cookie_keys.join("\n")));
-        let mut vars = Vars::default();
-        vars.set("PORT", port.to_string())
-            .set("UPSTREAM", upstream.port.to_string())
-            .set("IDP_PORT", provider.port.to_string())
-            .set("ISSUER", provider.issuer.clone())
-            .set("CLIENT_SECRET", provider.client_secret.clone())
-            .set("KEYS", keys_file.display().to_string())
+        let mut vars = Vars::site(
+            port,
+            upstream.port,
+            &provider.issuer,
+            &provider.client_secret,
+            &keys_file,
+        );
+        vars.set("IDP_PORT", provider.port.to_string())
             .set("DIR", dir.path.display().to_string())
             .set("LOCATION_EXTRA", opts.location_extra.clone());
         let nginx = Nginx::start(
@@ -1240,6 +1283,48 @@ pub fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The payload of a JWT (unverified: the tests only read what the provider issued).
+pub fn jwt_claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).expect("a JWT has three parts");
+    serde_json::from_slice(&base64_decode(payload)).expect("JWT payload JSON")
+}
+
+/// Sends `n` page requests at once with the same `cookie` header, each on its own connection
+/// and thread; returns each answer's (status, X-Auth-Request-User the echo upstream saw).
+pub fn concurrent_gets(url: &str, cookie: &str, n: usize) -> Vec<(u16, Option<String>)> {
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, cookie) = (url.to_string(), cookie.to_string());
+            thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .redirects(0)
+                    .timeout(Duration::from_secs(30))
+                    .build();
+                match agent
+                    .get(&url)
+                    .set("Cookie", &cookie)
+                    .set("Accept", "text/html")
+                    .call()
+                {
+                    Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                        let status = r.status();
+                        let body: Value = r.into_json().unwrap_or(Value::Null);
+                        let user = body["headers"]["x-auth-request-user"]
+                            .as_str()
+                            .map(str::to_string);
+                        (status, user)
+                    }
+                    Err(e) => panic!("request failed: {e}"),
+                }
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("request thread"))
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------ cookies
@@ -1823,6 +1908,20 @@ impl Browser {
         self.follow(cb)
     }
 
+    /// Logs `user` in (password = user name) starting at `start_url` and asserts that the
+    /// final answer is a 200 (the page behind the login); returns that answer.
+    pub fn login_ok(&mut self, start_url: &str, user: &str) -> Resp {
+        let r = self.login(start_url, user, user);
+        assert_eq!(
+            r.status,
+            200,
+            "after logging in as {user}: {}\n{}",
+            r.summary(),
+            self.transcript()
+        );
+        r
+    }
+
     pub fn transcript(&self) -> String {
         let mut s = String::from("browser transcript:\n");
         for (i, h) in self.hops.iter().enumerate() {
@@ -1992,14 +2091,7 @@ pub fn raw_request(port: u16, head: &[u8]) -> (u16, String) {
 /// from the upstream for that page.
 pub fn logged_in(env: &Env, page: &str, user: &str) -> Browser {
     let mut b = env.browser();
-    let r = b.login(&env.url(page), user, user);
-    assert_eq!(
-        r.status,
-        200,
-        "after login: {}\n{}",
-        r.summary(),
-        b.transcript()
-    );
+    let r = b.login_ok(&env.url(page), user);
     assert_eq!(r.json()["path"], page);
     b
 }
