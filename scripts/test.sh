@@ -40,6 +40,7 @@ export NGX_OIDC_OAUTH2_PROXY
 # A real Keycloak for tests/keycloak.rs and the Chromium test, started now so that its start
 # (a minute or two on 2 cores; the first run also fetches it with Maven and unpacks it) overlaps
 # with clippy and the build. One Keycloak serves the whole run; it stops when this script ends.
+mkdir -p "$NGX_OIDC_TARGET" # a fresh clone has no target/ yet: the start log goes there
 say "starting Keycloak in the background (log: $NGX_OIDC_TARGET/keycloak-start.log)"
 NGX_OIDC_KEYCLOAK_OWNER_PID=$$ scripts/keycloak.sh start "$kc_dir" >"$NGX_OIDC_TARGET/keycloak-start.log" 2>&1 &
 kc_start_pid=$!
