@@ -21,7 +21,6 @@ use crate::authz::Rules;
 use crate::oidc::id_token::{self, LogoutToken};
 use crate::oidc::{authorize, query};
 use crate::session::cookies::{self, CookieAttrs};
-use crate::session::LoginState;
 use crate::shared;
 
 /// The endpoint a request names: the last path segment, or the configured redirect URI.
@@ -148,13 +147,9 @@ unsafe fn sign_out(
         for line in clear_session_cookies(p, chunks) {
             resp = resp.header("Set-Cookie", line);
         }
-        let states = LoginState::cookie_prefix(&p.conf.cookie_name);
         let mut deleted: Vec<&[u8]> = Vec::new();
-        for (n, v) in cookies::pairs(&headers) {
-            if n.starts_with(states.as_bytes())
-                && !deleted.contains(&n)
-                && p.conf.keys.open(&p.conf.state_aad, v).is_some()
-            {
+        for (n, _, _) in login::own_login_states(p, &headers) {
+            if !deleted.contains(&n) {
                 deleted.push(n);
                 let name = String::from_utf8_lossy(n);
                 resp = resp.header("Set-Cookie", cookies::delete_cookie(&name, attrs));

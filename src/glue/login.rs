@@ -314,6 +314,26 @@ fn guard_cookie(p: &Provider) -> String {
     format!("{}_n", &*p.conf.cookie_name)
 }
 
+/// The login-state cookies of this provider that the request carries, as (name, bytes in the
+/// `Cookie` header, state): only those that open with the provider's keys, since a cookie of
+/// another application under a name like ours is never ours to count or delete.
+pub fn own_login_states<'a>(
+    p: &'a Provider,
+    headers: &'a [&'a [u8]],
+) -> impl Iterator<Item = (&'a [u8], usize, LoginState)> + 'a {
+    let prefix = LoginState::cookie_prefix(&p.conf.cookie_name);
+    cookies::pairs(headers)
+        .filter(move |(n, _)| n.starts_with(prefix.as_bytes()))
+        .filter_map(|(n, v)| {
+            let plain = p.conf.keys.open(&p.conf.state_aad, v)?;
+            Some((
+                n,
+                n.len() + 1 + v.len(),
+                LoginState::from_plaintext(&plain)?,
+            ))
+        })
+}
+
 /// The pending login states (other tabs' logins) to delete so that a new one of `new_bytes`
 /// fits the browser's `Cookie` header: the oldest first, and only states this provider sealed
 /// and that are still running.
@@ -323,17 +343,12 @@ fn pending_states_to_drop(
     new_bytes: usize,
     now: u64,
 ) -> Vec<String> {
-    let prefix = LoginState::cookie_prefix(&p.conf.cookie_name);
-    let pending = cookies::pairs(headers)
-        .filter(|(n, _)| n.starts_with(prefix.as_bytes()))
-        .filter_map(|(n, v)| {
-            let json = p.conf.keys.open(&p.conf.state_aad, v)?;
-            let state = serde_json::from_slice::<LoginState>(&json).ok()?;
-            (state.exp > now).then(|| logins::Pending {
-                name: String::from_utf8_lossy(n).into_owned(),
-                bytes: n.len() + 1 + v.len(),
-                exp: state.exp,
-            })
+    let pending = own_login_states(p, headers)
+        .filter(|(_, _, state)| state.exp > now)
+        .map(|(n, bytes, state)| logins::Pending {
+            name: String::from_utf8_lossy(n).into_owned(),
+            bytes,
+            exp: state.exp,
         })
         .collect();
     logins::states_to_drop(pending, new_bytes)
