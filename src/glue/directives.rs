@@ -15,9 +15,8 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
-use super::{
-    zone, AuthMode, Commands, ConfResult, LocConf, MainConf, Module, Provider, UnauthAction,
-};
+use super::service::zone;
+use super::{AuthMode, Commands, ConfResult, LocConf, MainConf, Module, Provider, UnauthAction};
 use crate::conf::provider::ProviderBuilder;
 use crate::session::cache::SessionCache;
 
@@ -301,7 +300,7 @@ extern "C" fn oidc_endpoints(
         return emerg(cf, "oidc_endpoints: no location configuration");
     };
     let clcf: &mut ngx_http_core_loc_conf_t = clcf;
-    clcf.handler = Some(super::endpoints::content_handler);
+    clcf.handler = Some(super::handler::endpoints::content_handler);
     NGX_CONF_OK
 }
 
@@ -314,7 +313,7 @@ extern "C" fn oidc_flag(
     // SAFETY: `conf` is this module's location conf for the current block; `cmd` is the entry
     // of our static table being applied.
     let (lcf, name) = unsafe { (&mut *(conf as *mut LocConf), (*cmd).name) };
-    let name = core::str::from_utf8(super::http::bytes(&name)).unwrap_or("");
+    let name = core::str::from_utf8(super::service::http::bytes(&name)).unwrap_or("");
     let slot = match name {
         "oidc_pass_access_token" => &mut lcf.pass_access_token,
         "oidc_set_authorization_header" => &mut lcf.set_authorization_header,

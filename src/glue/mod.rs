@@ -1,17 +1,17 @@
-//! The only place with nginx types: module registration, directives, phase handlers, variables.
+//! The only place with nginx types. A request reads top-down through three layers, and no file
+//! names one of a layer above it:
+//! - [`handler`]: what nginx calls (the access-phase handler, the `/oauth2/*` endpoints,
+//!   output filters, variables); this file and [`directives`] are the module and its
+//!   configuration;
+//! - [`flow`]: one OpenID Connect exchange each (login, callback, refresh, bearer, logout);
+//! - [`service`]: what the flows share (provider documents, the request's outcome, cookies,
+//!   the fetch subrequest, the shared zone, the request context, nginx helpers), standing on
+//!   the pure layers (`crate::oidc`, `crate::session`, `crate::authz`, ...).
 
-mod access;
-mod bearer;
-mod ctx;
 mod directives;
-mod endpoints;
-mod fetch;
-mod filter;
-mod http;
-mod login;
-mod refresh;
-mod variables;
-mod zone;
+mod flow;
+mod handler;
+mod service;
 
 use core::ffi::{c_char, c_void};
 use core::ptr::{addr_of, addr_of_mut};
@@ -121,12 +121,12 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the live configuration being parsed.
-        unsafe { variables::register(cf) }
+        unsafe { handler::variables::register(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the live configuration; the http main conf exists by now.
-        unsafe { access::install(cf) }
+        unsafe { handler::access::install(cf) }
     }
 
     unsafe extern "C" fn merge_loc_conf(

@@ -5,8 +5,8 @@ use ngx::ffi::{
     ngx_str_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_HTTP_VAR_PREFIX, NGX_OK,
 };
 
-use super::ctx;
-use super::http::{bytes, pool_str};
+use crate::glue::service::ctx;
+use crate::glue::service::http::{bytes, pool_str};
 use crate::session::{Session, Verified};
 
 const CLAIM_PREFIX: &str = "oidc_claim_";

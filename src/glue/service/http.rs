@@ -15,6 +15,12 @@ use crate::session::cookies;
 /// Headers this module sets for the upstream; a client must never be able to send its own.
 pub const IDENTITY_HEADER_PREFIX: &[u8] = b"x-auth-request-";
 
+/// The error log of the request's connection.
+pub fn log(r: *mut ngx_http_request_t) -> *mut ngx::ffi::ngx_log_t {
+    // SAFETY: a live request always has a connection with a log.
+    unsafe { (*(*r).connection).log }
+}
+
 /// Iterates the elements of an nginx list of `ngx_table_elt_t`.
 ///
 /// # Safety

@@ -10,11 +10,11 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
-use super::access::{authorize, finish, set_upstream_headers};
-use super::ctx::RequestCtx;
-use super::http::Response;
-use super::login::{self, Step};
-use super::{LocConf, Provider};
+use crate::glue::service::ctx::RequestCtx;
+use crate::glue::service::http::Response;
+use crate::glue::service::outcome::{authorize, finish, set_upstream_headers};
+use crate::glue::service::provider::{discovery, keys, Step};
+use crate::glue::{LocConf, Provider};
 use crate::oidc::id_token::{self, JwtError};
 use crate::oidc::numeric;
 use crate::session::{Session, Verified};
@@ -70,14 +70,14 @@ unsafe fn verify(
     now: u64,
 ) -> Step<Rc<Verified>> {
     // SAFETY: per this function's contract.
-    let d = match unsafe { login::discovery(r, rctx, p, now) } {
+    let d = match unsafe { discovery(r, rctx, p, now) } {
         Step::Ready(d) => d,
         Step::Pending => return Step::Pending,
         Step::Failed(resp) => return Step::Failed(resp),
     };
     let kid = id_token::key_id(token);
     // SAFETY: per this function's contract.
-    let keys = match unsafe { login::keys(r, rctx, p, &d, kid.as_deref(), now) } {
+    let keys = match unsafe { keys(r, rctx, p, &d, kid.as_deref(), now) } {
         Step::Ready(k) => k,
         Step::Pending => return Step::Pending,
         Step::Failed(resp) => return Step::Failed(resp),

@@ -3,7 +3,7 @@
 use ngx::ffi::{ngx_http_request_t, ngx_str_t};
 use ngx::http::HttpModule;
 
-use super::Module;
+use crate::glue::Module;
 use crate::oidc::token::TokenResponse;
 use std::rc::Rc;
 use zeroize::Zeroizing;

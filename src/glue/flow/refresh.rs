@@ -4,18 +4,20 @@
 use ngx::ffi::{ngx_http_request_t, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN};
 use ngx::ngx_log_error;
 
-use super::ctx::{RefreshState, RequestCtx};
-use super::fetch::{self, FetchRequest};
-use super::login::{self, Step};
-use super::{filter, zone, Provider};
-use crate::oidc::id_token::{self, Expectations};
-use crate::oidc::jws;
-use crate::oidc::{authorize, token};
-use crate::session::cookies::{self, CookieAttrs};
 use serde_json::{Map, Value};
 use std::rc::Rc;
 use zeroize::Zeroizing;
 
+use crate::glue::service::ctx::{RefreshState, RequestCtx};
+use crate::glue::service::fetch::{self, FetchRequest};
+use crate::glue::service::http::log;
+use crate::glue::service::provider::{discovery, keys, token_failure, Step};
+use crate::glue::service::set_cookie::queue_session;
+use crate::glue::service::{pause, zone};
+use crate::glue::Provider;
+use crate::oidc::id_token::{self, Expectations};
+use crate::oidc::jws;
+use crate::oidc::{authorize, token};
 use crate::session::{Session, Tokens, Verified};
 use crate::shared::{self, Begin, Outcome};
 
@@ -39,26 +41,6 @@ enum Decision {
     Running,
     Done(String),
     Ended,
-}
-
-/// Queues the cookies that store `sealed` on this request's response, replacing the chunks of
-/// the session that opened.
-pub fn queue_session(rctx: &mut RequestCtx, p: &Provider, sealed: &str, max_age: u64) {
-    let attrs = CookieAttrs {
-        secure: p.conf.cookie_secure,
-    };
-    rctx.set_cookies.extend(cookies::session_cookies(
-        &p.conf.cookie_name,
-        sealed,
-        max_age,
-        rctx.cookie_chunks,
-        attrs,
-    ));
-}
-
-fn log(r: *mut ngx_http_request_t) -> *mut ngx::ffi::ngx_log_t {
-    // SAFETY: a live request always has a connection with a log.
-    unsafe { (*(*r).connection).log }
 }
 
 /// # Safety
@@ -106,17 +88,19 @@ pub unsafe fn refresh(
         return unsafe { finish(r, rctx, p, session, &key, Ok((t, claims)), now) };
     }
     // SAFETY: per this function's contract.
-    let d = match unsafe { login::discovery(r, rctx, p, now) } {
+    let d = match unsafe { discovery(r, rctx, p, now) } {
         Step::Ready(d) => d,
         Step::Pending => return Refreshed::Pending,
         Step::Failed(_) => return Refreshed::Unavailable,
     };
     // A result is an answer to this request only if it is newer than the session the request
     // carries and its access token is still valid (checked under the zone's lock, see
-    // `begin_refresh`).
+    // `begin_refresh`); the session it opens to is kept for `Done`.
+    let mut opened = None;
     let usable = |sealed: &[u8]| {
-        Session::open(&p.conf.keys, &p.conf.session_aad, sealed)
-            .is_some_and(|new| new != session && new.access_token_valid(now))
+        opened = Session::open(&p.conf.keys, &p.conf.session_aad, sealed)
+            .filter(|new| *new != session && new.access_token_valid(now));
+        opened.is_some()
     };
     // SAFETY: the zone belongs to this provider and the worker is running.
     let decision = unsafe {
@@ -159,19 +143,17 @@ pub unsafe fn refresh(
             }
             rctx.refresh = RefreshState::Waiting(waits);
             // SAFETY: per this function's contract; the caller returns NGX_AGAIN.
-            unsafe { filter::pause(r, WAIT_STEP_MS) };
+            unsafe { pause::pause(r, WAIT_STEP_MS) };
             Refreshed::Pending
         }
-        Decision::Done(sealed) => {
-            match Session::open(&p.conf.keys, &p.conf.session_aad, sealed.as_bytes()) {
-                // `usable` checked that its access token is valid: it goes upstream.
-                Some(new) if new.access_token_valid(now) => {
-                    queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
-                    Refreshed::Ready(remember(p, &sealed, new))
-                }
-                _ => Refreshed::Unavailable,
+        Decision::Done(sealed) => match opened {
+            // `usable` opened it and checked that its access token is valid: it goes upstream.
+            Some(new) => {
+                queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
+                Refreshed::Ready(remember(p, &sealed, new))
             }
-        }
+            None => Refreshed::Unavailable,
+        },
         Decision::Ended => Refreshed::Ended,
     }
 }
@@ -208,14 +190,14 @@ unsafe fn refreshed_claims(
     let idt = Zeroizing::new(t.id_token.clone());
     let at = Zeroizing::new(t.access_token.clone());
     // SAFETY: per this function's contract.
-    let d = match unsafe { login::discovery(r, rctx, p, now) } {
+    let d = match unsafe { discovery(r, rctx, p, now) } {
         Step::Ready(d) => d,
         Step::Pending => return Step::Pending,
         Step::Failed(_) => return Step::Ready(RefreshedClaims::default()),
     };
     let kid = id_token::key_id(idt.as_deref().unwrap_or(&at));
     // SAFETY: per this function's contract.
-    let set = match unsafe { login::keys(r, rctx, p, &d, kid.as_deref(), now) } {
+    let set = match unsafe { keys(r, rctx, p, &d, kid.as_deref(), now) } {
         Step::Ready(set) => set,
         Step::Pending => return Step::Pending,
         Step::Failed(_) => return Step::Ready(RefreshedClaims::default()),
@@ -295,7 +277,7 @@ unsafe fn finish(
                 log(r),
                 "oidc: provider \"{}\": token refresh failed: {}",
                 p.conf.name,
-                login::token_failure(&e, status, &p.conf.fetch_location)
+                token_failure(&e, status, &p.conf.fetch_location)
             );
             // SAFETY: the zone belongs to this provider.
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };

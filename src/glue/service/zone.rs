@@ -12,7 +12,7 @@ use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
 use super::http::bytes;
-use super::Module;
+use crate::glue::Module;
 use crate::shared::Table;
 
 /// Room for the table plus the slab allocator's own pages.
