@@ -5,14 +5,13 @@
 use std::rc::Rc;
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO, NGX_LOG_WARN,
+    ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO, NGX_LOG_WARN,
 };
 use ngx::ngx_log_error;
 
 use crate::glue::service::ctx::RequestCtx;
 use crate::glue::service::http::Response;
-use crate::glue::service::outcome::{authorize, finish, set_upstream_headers};
+use crate::glue::service::outcome::{finish, let_through};
 use crate::glue::service::provider::{discovery, keys, Step};
 use crate::glue::{LocConf, Provider};
 use crate::oidc::id_token::{self, JwtError};
@@ -28,6 +27,10 @@ fn refused(why: &str) -> Response<'static> {
         ))
 }
 
+/// Lets a request with a valid bearer `token` (RFC 6750 §2.1) through, from the per-worker
+/// cache or verified now (the JWKS may have to be fetched: `NGX_AGAIN`); a refused token gets
+/// 401 with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3.1).
+///
 /// # Safety
 /// `r` must be a live main request in its access phase, owning `rctx`.
 pub unsafe fn protect(
@@ -49,14 +52,7 @@ pub unsafe fn protect(
                 Step::Failed(resp) => return finish(r, resp),
             },
         };
-        if let Err(resp) = authorize(r, p, &verified.session, &[&lcf.rules]) {
-            return finish(r, resp);
-        }
-        if set_upstream_headers(r, &verified, lcf).is_none() {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        }
-        rctx.session = Some(verified);
-        NGX_DECLINED as ngx_int_t
+        let_through(r, rctx, p, lcf, verified, false)
     }
 }
 

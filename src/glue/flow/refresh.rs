@@ -26,6 +26,7 @@ const WAIT_STEP_MS: usize = 50;
 /// Longest wait for another request's refresh (200 × 50 ms = 10 s).
 const MAX_WAITS: u32 = 200;
 
+/// Where a session's refresh stands for this request.
 pub enum Refreshed {
     Ready(Rc<Verified>),
     /// The handler runs again later.
@@ -43,6 +44,9 @@ enum Decision {
     Ended,
 }
 
+/// Renews `session`'s access token with its refresh token (OIDC Core §12, RFC 6749 §6), or
+/// takes the result of another request's refresh from the shared zone.
+///
 /// # Safety
 /// `r` must be a live main request in its access phase, owning `rctx`.
 pub unsafe fn refresh(

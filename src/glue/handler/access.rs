@@ -15,7 +15,7 @@ use crate::glue::flow::{bearer, login};
 use crate::glue::service::ctx::{self, RequestCtx};
 use crate::glue::service::http;
 use crate::glue::service::outcome::{
-    authorize, finish, navigation_signals, provider_unreachable, set_upstream_headers, unauthorized,
+    finish, let_through, navigation_signals, provider_unreachable, unauthorized,
 };
 use crate::glue::service::session::{carried_session, is_revoked};
 use crate::glue::service::set_cookie::clear_session_cookies;
@@ -124,16 +124,7 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
             );
             return no_session(r, rctx, p, lcf, now);
         }
-        if let Err(resp) = authorize(r, p, &verified.session, &[&lcf.rules]) {
-            return finish(r, resp);
-        }
-        if set_upstream_headers(r, &verified, lcf).is_none()
-            || http::strip_cookies(r, &p.conf.cookie_name).is_err()
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        }
-        rctx.session = Some(verified);
-        NGX_DECLINED as ngx_int_t
+        let_through(r, rctx, p, lcf, verified, true)
     }
 }
 

@@ -34,6 +34,9 @@ fn endpoint<'a>(uri: &'a str, p: &Provider) -> &'a str {
     uri.rsplit('/').next().unwrap_or("")
 }
 
+/// The access phase of an `oidc_endpoints` location: the endpoints that may call the provider
+/// or set cookies run here; anything else is declined to the content handler.
+///
 /// # Safety
 /// `r` must be a live main request in its access phase.
 pub unsafe fn access(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {

@@ -2,12 +2,15 @@
 //! the upstream, and the pages and JSON errors a request ends with.
 
 use ngx::ffi::{
-    ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, NGX_DONE, NGX_HTTP_BAD_GATEWAY,
-    NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SERVICE_UNAVAILABLE,
-    NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO,
+    ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, NGX_DECLINED, NGX_DONE,
+    NGX_HTTP_BAD_GATEWAY, NGX_HTTP_FORBIDDEN, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_UNAUTHORIZED, NGX_LOG_INFO,
 };
 use ngx::ngx_log_error;
 
+use std::rc::Rc;
+
+use super::ctx::RequestCtx;
 use super::http::{self, Response};
 use crate::authz::Rules;
 use crate::glue::{LocConf, Provider};
@@ -42,6 +45,7 @@ pub fn provider_unreachable(status: u16) -> Response<'static> {
     }
 }
 
+/// The 401 of a request without a session that is not sent to login (RFC 6750 §3).
 pub fn unauthorized<'a>() -> Response<'a> {
     Response::new(NGX_HTTP_UNAUTHORIZED as usize)
         .header("WWW-Authenticate", "Bearer".into())
@@ -109,12 +113,43 @@ pub unsafe fn navigation_signals<'a>(r: *mut ngx_http_request_t) -> Signals<'a> 
     }
 }
 
+/// Lets a request whose session (or bearer token) verified on to the upstream, unless the
+/// location's rules refuse it (the 403 is sent here): the identity headers go upstream, with
+/// `strip_session_cookies` the session's cookies are taken out of the request's `Cookie`
+/// header, and the request context keeps `v`, which the headers point into, for the rest of
+/// the request. Returns the access phase's answer.
+///
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`.
+pub unsafe fn let_through(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    lcf: &LocConf,
+    v: Rc<Verified>,
+    strip_session_cookies: bool,
+) -> ngx_int_t {
+    // SAFETY: per this function's contract.
+    unsafe {
+        if let Err(resp) = authorize(r, p, &v.session, &[&lcf.rules]) {
+            return finish(r, resp);
+        }
+        if set_upstream_headers(r, &v, lcf).is_none()
+            || (strip_session_cookies && http::strip_cookies(r, &p.conf.cookie_name).is_err())
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+    }
+    rctx.session = Some(v);
+    NGX_DECLINED as ngx_int_t
+}
+
 /// The identity headers, and the access token where the location asks for it. The identity
 /// values point into `v`, which the request context keeps alive as long as the request.
 ///
 /// # Safety
 /// `r` must be a live request whose context holds `v`.
-pub unsafe fn set_upstream_headers(
+unsafe fn set_upstream_headers(
     r: *mut ngx_http_request_t,
     v: &Verified,
     lcf: &LocConf,
