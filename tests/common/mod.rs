@@ -412,6 +412,16 @@ impl Provider {
             .expect("POST /_test/revoke-grants");
     }
 
+    /// Access and ID tokens issued from now on (refreshed ones too) live `access` and `id`
+    /// seconds: a test lets the first tokens expire fast, then keeps the refreshed ones valid
+    /// for the rest of the test however slow the machine is.
+    pub fn set_token_ttls(&self, access: u32, id: u32) {
+        plain_agent()
+            .post(&self.url(&format!("/_test/set-token-ttls?access={access}&id={id}")))
+            .call()
+            .expect("POST /_test/set-token-ttls");
+    }
+
     /// Changes `user`'s groups at the provider, as an admin would; later tokens carry them.
     pub fn set_groups(&self, user: &str, groups: &[&str]) {
         plain_agent()

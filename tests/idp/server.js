@@ -32,8 +32,9 @@ const ttlEnv = (name, d) => {
   if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive integer`);
   return n;
 };
-const ACCESS_TTL = ttlEnv('IDP_ACCESS_TOKEN_TTL', 300);
-const ID_TTL = ttlEnv('IDP_ID_TOKEN_TTL', 300);
+// `let`: POST /_test/set-token-ttls changes them for tokens issued from then on.
+let ACCESS_TTL = ttlEnv('IDP_ACCESS_TOKEN_TTL', 300);
+let ID_TTL = ttlEnv('IDP_ID_TOKEN_TTL', 300);
 const REFRESH_TTL = ttlEnv('IDP_REFRESH_TOKEN_TTL', 1800);
 const SESSION_TTL = ttlEnv('IDP_SESSION_TTL', 3600);
 const ROTATE_REFRESH = env.IDP_ROTATE_REFRESH !== '0';
@@ -344,8 +345,8 @@ ${form.replace('</form>', '<input type="hidden" name="logout" value="yes"/></for
     url: async (ctx, interaction) => `${REALM_PATH}/interaction/${interaction.uid}`,
   },
   ttl: {
-    AccessToken: ACCESS_TTL,
-    IdToken: ID_TTL,
+    AccessToken: () => ACCESS_TTL,
+    IdToken: () => ID_TTL,
     RefreshToken: REFRESH_TTL,
     Session: SESSION_TTL,
     Grant: Math.max(SESSION_TTL, REFRESH_TTL) * 2,
@@ -690,6 +691,22 @@ const server = http.createServer(async (req, res) => {
       }
       grantIds.clear();
       return sendJson(res, 200, { revoked });
+    }
+    // POST /_test/set-token-ttls?access=S&id=S: tokens issued from now on (refreshes too) live
+    // that many seconds, so a test can let the first tokens expire fast and the refreshed ones
+    // live long enough that the rest of the test cannot race their expiry.
+    if (pathname === '/_test/set-token-ttls' && req.method === 'POST') {
+      const q = new URLSearchParams(req.url.split('?')[1] || '');
+      const secs = (k) => {
+        const n = parseInt(q.get(k) || '', 10);
+        return Number.isFinite(n) && n > 0 ? n : null;
+      };
+      const access = secs('access');
+      const id = secs('id');
+      if (access === null || id === null) return sendJson(res, 400, { error: 'access and id: seconds > 0' });
+      ACCESS_TTL = access;
+      ID_TTL = id;
+      return sendJson(res, 200, { access, id });
     }
     // POST /_test/set-groups?user=NAME&groups=/a,/b: an admin changes a user's groups; tokens
     // issued from now on (refreshes too) carry the new ones.
