@@ -6,6 +6,7 @@
 
 pub mod authz;
 pub mod conf;
+pub mod forwarded;
 pub mod header_value;
 pub mod navigation;
 pub mod oidc;

@@ -27,6 +27,20 @@ pub fn is_navigation(s: &Signals) -> bool {
     }
 }
 
+/// A CORS preflight (Fetch standard, "CORS-preflight request"): `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`. Browsers never send cookies or `Authorization` with it, so
+/// it can never carry a session; `oidc_skip_preflight on` lets it through to the upstream,
+/// which answers with its CORS policy.
+pub fn is_cors_preflight(
+    method: &[u8],
+    origin: Option<&[u8]>,
+    request_method: Option<&[u8]>,
+) -> bool {
+    method == b"OPTIONS"
+        && origin.is_some_and(|o| !o.is_empty())
+        && request_method.is_some_and(|m| !m.is_empty())
+}
+
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer_token(authorization: &[u8]) -> Option<&str> {
     let (scheme, token) = authorization.split_at_checked(7)?;
@@ -51,6 +65,16 @@ mod tests {
 
     const BROWSER_ACCEPT: &[u8] =
         b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+    #[test]
+    fn only_a_complete_preflight_counts_as_one() {
+        let origin = Some(&b"https://spa.example.test"[..]);
+        assert!(is_cors_preflight(b"OPTIONS", origin, Some(b"PUT")));
+        assert!(!is_cors_preflight(b"OPTIONS", None, Some(b"PUT")));
+        assert!(!is_cors_preflight(b"OPTIONS", origin, None));
+        assert!(!is_cors_preflight(b"OPTIONS", Some(b""), Some(b"PUT")));
+        assert!(!is_cors_preflight(b"GET", origin, Some(b"PUT")));
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {

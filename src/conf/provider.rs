@@ -2,9 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::session::codec::{KeyError, KeyRing};
-use crate::session::cookies::CookieName;
+use ipnet::IpNet;
 use zeroize::Zeroizing;
+
+use crate::forwarded;
+use crate::oidc::authorize::{self, ExtraArg};
+use crate::session::codec::{KeyError, KeyRing};
+use crate::session::cookies::{self, CookieName, CookieScope, SameSite};
 
 /// A provider's settings, complete and checked.
 pub struct ProviderConf {
@@ -14,16 +18,23 @@ pub struct ProviderConf {
     pub client_secret: Zeroizing<String>,
     pub keys: KeyRing,
     pub scope: String,
-    /// Absolute URL, or a path completed from the request's scheme and Host.
+    /// Absolute URL, or a path completed from the request's scheme and Host; may hold nginx
+    /// variables (then it starts with `$` or holds one, and is evaluated per request).
     pub redirect_uri: String,
     pub cookie_name: CookieName,
-    pub cookie_secure: bool,
+    /// `cookie_secure`, `cookie_domain`, `cookie_path`, `cookie_samesite`.
+    pub cookie: CookieScope,
+    /// `extra_auth_args`: parameters added to every authorization request.
+    pub extra_auth_args: Vec<ExtraArg>,
+    /// `trusted_proxies`: peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` count.
+    pub trusted_proxies: Vec<IpNet>,
     pub fetch_location: String,
     /// Longest a login lasts, in seconds.
     pub session_lifetime: u64,
     /// Refresh the access token this many seconds before it expires.
     pub refresh_leeway: u64,
-    /// Where the provider sends the browser after logout (a path is completed from the request).
+    /// Where the provider sends the browser after logout (a path is completed from the request;
+    /// may hold nginx variables).
     pub post_logout_redirect_uri: Option<String>,
     /// The audience bearer tokens must carry.
     pub bearer_audience: String,
@@ -61,6 +72,12 @@ pub enum ConfError {
     },
     #[error("\"cookie_secret_file\" \"{path}\": {err}")]
     Key { path: String, err: KeyError },
+    #[error("\"{directive}\" does not fit \"{other}\": {why}")]
+    Conflict {
+        directive: &'static str,
+        other: &'static str,
+        why: String,
+    },
     #[error("oidc_provider \"{provider}\" has no \"{directive}\"; {fix}")]
     Missing {
         provider: String,
@@ -70,8 +87,9 @@ pub enum ConfError {
 }
 
 const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cookie_secret_file, \
-                     scope, redirect_uri, cookie_name, cookie_secure, fetch_location, \
-                     session_lifetime, refresh_leeway, post_logout_redirect_uri, \
+                     scope, redirect_uri, cookie_name, cookie_secure, cookie_domain, \
+                     cookie_path, cookie_samesite, extra_auth_args, trusted_proxies, \
+                     fetch_location, session_lifetime, refresh_leeway, post_logout_redirect_uri, \
                      bearer_audience, clock_skew, allow_unverified_email, user_claim";
 
 /// Collects the directives of one provider block.
@@ -86,6 +104,11 @@ pub struct ProviderBuilder {
     redirect_uri: Option<String>,
     cookie_name: Option<String>,
     cookie_secure: Option<bool>,
+    cookie_domain: Option<String>,
+    cookie_path: Option<String>,
+    cookie_samesite: Option<SameSite>,
+    extra_auth_args: Option<Vec<ExtraArg>>,
+    trusted_proxies: Option<Vec<IpNet>>,
     fetch_location: Option<String>,
     session_lifetime: Option<u64>,
     refresh_leeway: Option<u64>,
@@ -115,6 +138,56 @@ fn on_off(directive: &'static str, value: &str) -> Result<bool, ConfError> {
     }
 }
 
+/// A URL directive's value: a path, an absolute http(s) URL, or something built from nginx
+/// variables (checked per request once evaluated, see [`url_problem`]).
+fn url_value(directive: &'static str, value: &str, example: &str) -> Result<(), ConfError> {
+    if value.starts_with('$') {
+        return Ok(());
+    }
+    url_problem(value).map_or(Ok(()), |_| {
+        Err(ConfError::Invalid {
+            directive,
+            why: format!("\"{value}\" must be a path like {example} or an absolute http(s) URL"),
+        })
+    })
+}
+
+/// Why a `redirect_uri` or `post_logout_redirect_uri` (as configured, or as evaluated from
+/// variables) is unusable, or `None`: it must be a path or an absolute http(s) URL.
+pub fn url_problem(value: &str) -> Option<&'static str> {
+    let ok = value.starts_with('/') && !value.starts_with("//")
+        || value.starts_with("http://")
+        || value.starts_with("https://");
+    (!ok).then_some("not a path or an absolute http(s) URL")
+}
+
+/// Whether a configured value holds nginx variables (and so is evaluated per request).
+pub fn has_variables(value: &str) -> bool {
+    value.contains('$')
+}
+
+/// The path part of a literal redirect URI (`None` when variables make it unknown until a
+/// request comes).
+fn literal_path(uri: &str) -> Option<&str> {
+    if has_variables(uri) {
+        return None;
+    }
+    match uri.find("://") {
+        Some(i) => {
+            let rest = &uri[i + 3..];
+            Some(rest.find('/').map_or("/", |p| &rest[p..]))
+        }
+        None => Some(uri),
+    }
+}
+
+/// Whether a request path lies inside a cookie `Path` (RFC 6265 §5.1.4 path-match).
+fn path_matches(request_path: &str, cookie_path: &str) -> bool {
+    request_path == cookie_path
+        || request_path.starts_with(cookie_path)
+            && (cookie_path.ends_with('/') || request_path[cookie_path.len()..].starts_with('/'))
+}
+
 /// Reads a file of secrets; the text is wiped when dropped.
 fn read_file(directive: &'static str, path: &Path) -> Result<Zeroizing<String>, ConfError> {
     std::fs::read_to_string(path)
@@ -142,6 +215,9 @@ impl ProviderBuilder {
         args: &[&str],
         resolve: &dyn Fn(&str) -> PathBuf,
     ) -> Result<(), ConfError> {
+        if directive == "trusted_proxies" {
+            return self.set_trusted_proxies(args);
+        }
         let [value] = args else {
             return Err(if KNOWN.split(", ").any(|k| k.trim() == directive) {
                 ConfError::Arity(directive.to_string())
@@ -214,16 +290,49 @@ impl ProviderBuilder {
                 once(&mut self.scope, directive, value.to_string())
             }
             "redirect_uri" => {
-                if !(value.starts_with('/')
-                    || value.starts_with("http://")
-                    || value.starts_with("https://"))
-                {
+                url_value("redirect_uri", value, "/oauth2/callback")?;
+                once(&mut self.redirect_uri, directive, value.to_string())
+            }
+            "cookie_domain" => {
+                if let Some(why) = cookies::domain_problem(value) {
                     return Err(ConfError::Invalid {
-                        directive: "redirect_uri",
-                        why: format!("\"{value}\" must be a path like /oauth2/callback or an absolute http(s) URL"),
+                        directive: "cookie_domain",
+                        why,
                     });
                 }
-                once(&mut self.redirect_uri, directive, value.to_string())
+                once(
+                    &mut self.cookie_domain,
+                    directive,
+                    value.to_ascii_lowercase(),
+                )
+            }
+            "cookie_path" => {
+                let valid = value.starts_with('/')
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
+                if !valid {
+                    return Err(ConfError::Invalid {
+                        directive: "cookie_path",
+                        why: format!("\"{value}\" is not a path like / or /app"),
+                    });
+                }
+                once(&mut self.cookie_path, directive, value.to_string())
+            }
+            "cookie_samesite" => {
+                let same_site = SameSite::parse(value).ok_or_else(|| ConfError::Invalid {
+                    directive: "cookie_samesite",
+                    why: format!("\"{value}\" must be lax, strict or none"),
+                })?;
+                once(&mut self.cookie_samesite, directive, same_site)
+            }
+            "extra_auth_args" => {
+                let args =
+                    authorize::parse_extra_args(value).map_err(|why| ConfError::Invalid {
+                        directive: "extra_auth_args",
+                        why,
+                    })?;
+                once(&mut self.extra_auth_args, directive, args)
             }
             "cookie_name" => {
                 let valid = !value.is_empty()
@@ -272,17 +381,7 @@ impl ProviderBuilder {
                 once(&mut self.refresh_leeway, directive, secs)
             }
             "post_logout_redirect_uri" => {
-                if !(value.starts_with('/')
-                    || value.starts_with("http://")
-                    || value.starts_with("https://"))
-                {
-                    return Err(ConfError::Invalid {
-                        directive: "post_logout_redirect_uri",
-                        why: format!(
-                            "\"{value}\" must be a path like / or an absolute http(s) URL"
-                        ),
-                    });
-                }
+                url_value("post_logout_redirect_uri", value, "/")?;
                 once(
                     &mut self.post_logout_redirect_uri,
                     directive,
@@ -315,6 +414,57 @@ impl ProviderBuilder {
         }
     }
 
+    /// `trusted_proxies ADDRESS|NETWORK ...`.
+    fn set_trusted_proxies(&mut self, args: &[&str]) -> Result<(), ConfError> {
+        if args.is_empty() {
+            return Err(ConfError::Arity("trusted_proxies".into()));
+        }
+        let nets = args
+            .iter()
+            .map(|a| {
+                forwarded::parse_trusted(a).ok_or_else(|| ConfError::Invalid {
+                    directive: "trusted_proxies",
+                    why: format!(
+                        "\"{a}\" is not an address or network like 10.0.0.0/8 or 192.0.2.7"
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        once(&mut self.trusted_proxies, "trusted_proxies", nets)
+    }
+
+    /// The cookie scope, with the combinations browsers refuse turned into errors.
+    fn cookie_scope(&self, redirect_uri: &str) -> Result<CookieScope, ConfError> {
+        let scope = CookieScope {
+            secure: self.cookie_secure.unwrap_or(true),
+            domain: self.cookie_domain.clone(),
+            path: self.cookie_path.clone().unwrap_or_else(|| "/".into()),
+            same_site: self.cookie_samesite.unwrap_or_default(),
+        };
+        if scope.same_site == SameSite::None && !scope.secure {
+            return Err(ConfError::Conflict {
+                directive: "cookie_samesite",
+                other: "cookie_secure off",
+                why: "browsers drop a SameSite=None cookie without Secure; remove \
+                      `cookie_secure off` (and serve https) or use `cookie_samesite lax`"
+                    .into(),
+            });
+        }
+        if let Some(path) = literal_path(redirect_uri).filter(|p| !path_matches(p, &scope.path)) {
+            return Err(ConfError::Conflict {
+                directive: "cookie_path",
+                other: "redirect_uri",
+                why: format!(
+                    "the callback {path} is outside cookie path {}, so the browser would not \
+                     send the login-state cookie to it; widen cookie_path or move redirect_uri \
+                     (and the oidc_endpoints location) under it",
+                    scope.path
+                ),
+            });
+        }
+        Ok(scope)
+    }
+
     pub fn build(self) -> Result<ProviderConf, ConfError> {
         let missing = |directive, fix| ConfError::Missing {
             provider: self.name.clone(),
@@ -337,6 +487,11 @@ impl ProviderBuilder {
                 "add `client_secret` or `client_secret_file`",
             )
         })?;
+        let redirect_uri = self
+            .redirect_uri
+            .clone()
+            .unwrap_or_else(|| "/oauth2/callback".into());
+        let cookie = self.cookie_scope(&redirect_uri)?;
         let keys = match self.keys {
             Some(k) => k,
             None => {
@@ -358,11 +513,11 @@ impl ProviderBuilder {
             client_secret,
             keys,
             scope: self.scope.unwrap_or_else(|| "openid email profile".into()),
-            redirect_uri: self
-                .redirect_uri
-                .unwrap_or_else(|| "/oauth2/callback".into()),
+            redirect_uri,
             cookie_name: CookieName::new(&cookie_name),
-            cookie_secure: self.cookie_secure.unwrap_or(true),
+            cookie,
+            extra_auth_args: self.extra_auth_args.unwrap_or_default(),
+            trusted_proxies: self.trusted_proxies.unwrap_or_default(),
             fetch_location: self.fetch_location.unwrap_or_else(|| "/_oidc".into()),
             session_lifetime: self.session_lifetime.unwrap_or(8 * 3600),
             refresh_leeway: self.refresh_leeway.unwrap_or(30),
@@ -435,7 +590,16 @@ mod tests {
         assert_eq!(p.scope, "openid email profile");
         assert_eq!(p.redirect_uri, "/oauth2/callback");
         assert_eq!(&*p.cookie_name, "_oidc");
-        assert!(p.cookie_secure);
+        assert_eq!(
+            p.cookie,
+            CookieScope::default(),
+            "Secure, Path=/, SameSite=Lax"
+        );
+        assert!(p.extra_auth_args.is_empty());
+        assert!(
+            p.trusted_proxies.is_empty(),
+            "no client's forwarded headers are trusted by default"
+        );
         assert_eq!(p.fetch_location, "/_oidc");
         assert_eq!(p.refresh_leeway, 30);
         assert_eq!(p.post_logout_redirect_uri, None);
@@ -573,6 +737,125 @@ mod tests {
             err.contains("client_secret_file") && err.contains("cannot read"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn samesite_none_without_secure_is_refused_naming_the_fix() {
+        let d = tmp("samesite");
+        let r = |p: &str| d.join(p);
+        let mut b = builder_with_keyfile(&d);
+        b.set("cookie_samesite", &["none"], &r).unwrap();
+        b.set("cookie_secure", &["off"], &r).unwrap();
+        let err = b.build().err().unwrap().to_string();
+        assert!(
+            err.contains("cookie_samesite") && err.contains("cookie_secure off"),
+            "{err}"
+        );
+        let mut b = builder_with_keyfile(&d);
+        b.set("cookie_samesite", &["None"], &r).unwrap();
+        assert_eq!(b.build().unwrap().cookie.same_site, SameSite::None);
+        let err = builder_with_keyfile(&d)
+            .set("cookie_samesite", &["relaxed"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cookie_samesite") && err.contains("lax, strict or none"));
+    }
+
+    #[test]
+    fn a_shared_cookie_domain_and_path_reach_the_cookie_scope() {
+        let d = tmp("domain");
+        let r = |p: &str| d.join(p);
+        let mut b = builder_with_keyfile(&d);
+        b.set("cookie_domain", &["Example.Test"], &r).unwrap();
+        b.set("cookie_path", &["/app"], &r).unwrap();
+        b.set("redirect_uri", &["/app/oauth2/callback"], &r)
+            .unwrap();
+        let scope = b.build().unwrap().cookie;
+        assert_eq!(scope.domain.as_deref(), Some("example.test"));
+        assert_eq!(scope.path, "/app");
+        let err = builder_with_keyfile(&d)
+            .set("cookie_domain", &[".example.test"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cookie_domain") && err.contains("leading dot"),
+            "{err}"
+        );
+        let err = builder_with_keyfile(&d)
+            .set("cookie_path", &["app"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cookie_path"), "{err}");
+    }
+
+    #[test]
+    fn a_cookie_path_that_hides_the_callback_is_refused() {
+        let d = tmp("path");
+        let r = |p: &str| d.join(p);
+        let mut b = builder_with_keyfile(&d);
+        b.set("cookie_path", &["/app"], &r).unwrap();
+        let err = b.build().err().unwrap().to_string();
+        assert!(
+            err.contains("cookie_path") && err.contains("/oauth2/callback"),
+            "{err}"
+        );
+        let mut b = builder_with_keyfile(&d);
+        b.set("cookie_path", &["/app"], &r).unwrap();
+        b.set("redirect_uri", &["https://x.test/application/cb"], &r)
+            .unwrap();
+        assert!(b.build().is_err(), "/application is not inside /app");
+        let mut b = builder_with_keyfile(&d);
+        b.set("cookie_path", &["/app"], &r).unwrap();
+        b.set("redirect_uri", &["$scheme://$host/app/cb"], &r)
+            .unwrap();
+        assert!(b.build().is_ok(), "checked per request once evaluated");
+    }
+
+    #[test]
+    fn urls_may_be_built_from_variables() {
+        let d = tmp("vars");
+        let r = |p: &str| d.join(p);
+        let mut b = builder_with_keyfile(&d);
+        b.set(
+            "redirect_uri",
+            &["$oidc_scheme://$host/oauth2/callback"],
+            &r,
+        )
+        .unwrap();
+        b.set("post_logout_redirect_uri", &["$logout_page"], &r)
+            .unwrap();
+        let p = b.build().unwrap();
+        assert!(has_variables(&p.redirect_uri));
+        assert_eq!(url_problem("https://a.test/cb"), None);
+        assert_eq!(url_problem("/cb"), None);
+        assert!(url_problem("//evil.test/cb").is_some());
+        assert!(url_problem("javascript:alert(1)").is_some());
+    }
+
+    #[test]
+    fn trusted_proxies_and_extra_auth_args_are_checked_when_read() {
+        let d = tmp("proxies");
+        let r = |p: &str| d.join(p);
+        let mut b = builder_with_keyfile(&d);
+        b.set("trusted_proxies", &["10.0.0.0/8", "127.0.0.1"], &r)
+            .unwrap();
+        let err = b
+            .set("extra_auth_args", &["prompt=login&state=x"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("extra_auth_args") && err.contains("\"state\""),
+            "{err}"
+        );
+        b.set("extra_auth_args", &["kc_idp_hint=$idp"], &r).unwrap();
+        let p = b.build().unwrap();
+        assert_eq!(p.trusted_proxies.len(), 2);
+        assert_eq!(p.extra_auth_args[0].name, "kc_idp_hint");
+        let err = builder_with_keyfile(&d)
+            .set("trusted_proxies", &["lb.internal"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trusted_proxies"), "{err}");
     }
 
     #[test]

@@ -30,16 +30,20 @@ pub struct AuthorizationRequest<'a> {
     pub state: &'a str,
     pub nonce: &'a str,
     pub verifier: &'a str,
+    /// `extra_auth_args`: further parameters as (name, value), values not yet escaped.
+    pub extra: &'a [(&'a str, String)],
 }
 
 impl AuthorizationRequest<'_> {
+    /// The authorization endpoint with the request's parameters in its query (OIDC Core
+    /// §3.1.2.1, PKCE per RFC 7636 §4.3); `extra` parameters come last, each escaped.
     pub fn url(&self) -> String {
         let sep = if self.endpoint.contains('?') {
             '&'
         } else {
             '?'
         };
-        format!(
+        let mut url = format!(
             "{}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&nonce={}\
              &code_challenge={}&code_challenge_method=S256",
             self.endpoint,
@@ -49,8 +53,79 @@ impl AuthorizationRequest<'_> {
             encode(self.state),
             encode(self.nonce),
             pkce_challenge(self.verifier),
-        )
+        );
+        for (name, value) in self.extra {
+            url.push('&');
+            url.push_str(name);
+            url.push('=');
+            url.push_str(&encode(value));
+        }
+        url
     }
+}
+
+/// Parameters the module sets itself on the authorization request (OIDC Core §3.1.2.1,
+/// RFC 7636 §4.3) or that would replace it (`request`, `request_uri`: OIDC Core §6): an
+/// `extra_auth_args` entry may not name them.
+pub const RESERVED_AUTH_PARAMS: [&str; 11] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "response_mode",
+    "request",
+    "request_uri",
+];
+
+/// One `extra_auth_args` parameter: its name, and its value as written (percent-escapes
+/// decoded; it may hold nginx variables, evaluated per request and escaped on the way out).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ExtraArg {
+    pub name: String,
+    pub value: String,
+}
+
+/// Parses an `extra_auth_args` value, `name=value&name=value` (NGINX Plus's form). Names are
+/// literal; a name the module sets itself is refused, since it would let the configuration (or
+/// a request, through a variable) replace the state, nonce or PKCE challenge.
+pub fn parse_extra_args(text: &str) -> Result<Vec<ExtraArg>, String> {
+    let mut args: Vec<ExtraArg> = Vec::new();
+    for part in text.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').unwrap_or((part, ""));
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~'));
+        if !valid {
+            return Err(format!(
+                "\"{name}\" is not a parameter name like prompt or kc_idp_hint"
+            ));
+        }
+        if RESERVED_AUTH_PARAMS.contains(&name) {
+            return Err(format!(
+                "\"{name}\" is set by the module itself and cannot be given here (reserved: {})",
+                RESERVED_AUTH_PARAMS.join(", ")
+            ));
+        }
+        if args.iter().any(|a| a.name == name) {
+            return Err(format!("\"{name}\" is given twice"));
+        }
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| format!("the value of \"{name}\" is not UTF-8 once decoded"))?;
+        args.push(ExtraArg {
+            name: name.to_string(),
+            value: value.into_owned(),
+        });
+    }
+    if args.is_empty() {
+        return Err("give parameters like \"prompt=login&kc_idp_hint=github\"".into());
+    }
+    Ok(args)
 }
 
 /// The form body of the authorization-code exchange; the client authenticates with HTTP Basic.
@@ -120,6 +195,7 @@ mod tests {
             state: "st",
             nonce: "no",
             verifier: "dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            extra: &[],
         }
         .url();
         assert_eq!(
@@ -129,6 +205,59 @@ mod tests {
              &nonce=no&code_challenge=ngF5GsXcbwljx6u133FFr3Xht9xooA_DuaX_3QwODtc\
              &code_challenge_method=S256"
         );
+    }
+
+    #[test]
+    fn extra_parameters_follow_the_standard_ones_escaped() {
+        let extra = [
+            ("kc_idp_hint", "github".to_string()),
+            ("login_hint", "ann@example.test & co".to_string()),
+        ];
+        let url = AuthorizationRequest {
+            endpoint: "http://idp/auth",
+            client_id: "test",
+            redirect_uri: "/cb",
+            scope: "openid",
+            state: "st",
+            nonce: "no",
+            verifier: "v",
+            extra: &extra,
+        }
+        .url();
+        assert!(
+            url.ends_with("&kc_idp_hint=github&login_hint=ann%40example.test%20%26%20co"),
+            "{url}"
+        );
+    }
+
+    #[test]
+    fn extra_auth_args_are_read_like_nginx_plus_writes_them() {
+        let args =
+            parse_extra_args("prompt=login&acr_values=urn%3Aloa%3A2&kc_idp_hint=$idp").unwrap();
+        let pairs: Vec<(&str, &str)> = args
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("prompt", "login"),
+                ("acr_values", "urn:loa:2"),
+                ("kc_idp_hint", "$idp")
+            ]
+        );
+    }
+
+    #[test]
+    fn extra_auth_args_may_not_replace_what_the_module_sets() {
+        for reserved in RESERVED_AUTH_PARAMS {
+            let err = parse_extra_args(&format!("prompt=login&{reserved}=x")).unwrap_err();
+            assert!(err.contains(reserved) && err.contains("reserved"), "{err}");
+        }
+        assert!(parse_extra_args("pro mpt=x").is_err());
+        assert!(parse_extra_args("$name=x").is_err());
+        assert!(parse_extra_args("prompt=a&prompt=b").is_err());
+        assert!(parse_extra_args("&").is_err());
     }
 
     #[test]

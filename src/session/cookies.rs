@@ -231,16 +231,124 @@ pub fn split_chunks<'a>(name: &str, value: &'a str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Attributes shared by every cookie we write.
-#[derive(Clone, Copy)]
-pub struct CookieAttrs {
-    pub secure: bool,
+/// The `SameSite` attribute (RFC 6265bis §4.1.2.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent on top-level navigations from other sites: the provider's redirect back to the
+    /// callback carries the login-state cookie.
+    #[default]
+    Lax,
+    /// Never sent from another site, so the login-state cookie is missing on the provider's
+    /// redirect back: the callback then starts the login once more from this site.
+    Strict,
+    /// Sent everywhere, also in cross-site iframes and requests; browsers require `Secure`.
+    None,
 }
+
+impl SameSite {
+    /// Parses the `cookie_samesite` value: `lax`, `strict` or `none` (any case).
+    pub fn parse(value: &str) -> Option<SameSite> {
+        match value.to_ascii_lowercase().as_str() {
+            "lax" => Some(SameSite::Lax),
+            "strict" => Some(SameSite::Strict),
+            "none" => Some(SameSite::None),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// Where and how the browser keeps every cookie of one provider (session, chunks, login states,
+/// loop guard): the same scope on each write and delete, since a browser only replaces or
+/// deletes a cookie whose name, `Domain` and `Path` all match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieScope {
+    pub secure: bool,
+    /// `Domain` attribute: the cookie goes to this domain and its subdomains (RFC 6265 §5.2.3);
+    /// `None` keeps it to the host that set it.
+    pub domain: Option<String>,
+    /// `Path` attribute, `/` by default.
+    pub path: String,
+    pub same_site: SameSite,
+}
+
+impl Default for CookieScope {
+    fn default() -> CookieScope {
+        CookieScope {
+            secure: true,
+            domain: None,
+            path: "/".into(),
+            same_site: SameSite::Lax,
+        }
+    }
+}
+
+/// Attributes shared by every cookie we write.
+pub type CookieAttrs<'a> = &'a CookieScope;
 
 /// A `Set-Cookie` value; `max_age` of 0 deletes the cookie.
 pub fn set_cookie(name: &str, value: &str, max_age: u64, attrs: CookieAttrs) -> String {
     let secure = if attrs.secure { "; Secure" } else { "" };
-    format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+    let domain = match &attrs.domain {
+        Some(d) => format!("; Domain={d}"),
+        None => String::new(),
+    };
+    format!(
+        "{name}={value}; Path={}{domain}; Max-Age={max_age}; HttpOnly; SameSite={}{secure}",
+        attrs.path,
+        attrs.same_site.as_str()
+    )
+}
+
+/// Why a `cookie_domain` value is refused, or `None` when it is usable: a domain name (a
+/// leading dot is dropped by browsers, RFC 6265 §5.2.3, so we refuse it to keep `Set-Cookie`
+/// lines unambiguous), with at least one inner dot, since browsers refuse a cookie for a
+/// top-level domain.
+pub fn domain_problem(domain: &str) -> Option<String> {
+    if domain.starts_with('.') {
+        return Some(format!(
+            "write \"{}\" without the leading dot (it covers the subdomains anyway)",
+            domain.trim_start_matches('.')
+        ));
+    }
+    let valid_chars = domain
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if domain.is_empty() || !valid_chars || domain.ends_with('.') || domain.contains("..") {
+        return Some(format!(
+            "\"{domain}\" is not a domain name like example.com"
+        ));
+    }
+    if !domain.contains('.') {
+        return Some(format!(
+            "\"{domain}\" has no dot: browsers refuse cookies for a single-label domain"
+        ));
+    }
+    None
+}
+
+/// Whether a host the browser used (`Host` header, maybe with a port) lies inside the cookie
+/// domain, so that the browser will keep a cookie with that `Domain` (RFC 6265 §5.1.3).
+pub fn domain_matches(host: &str, domain: &str) -> bool {
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let host = host.trim_end_matches('.');
+    host.eq_ignore_ascii_case(domain)
+        || (host.len() > domain.len()
+            && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+            && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
 }
 
 /// The `Set-Cookie` lines that store a sealed session in `name`, `name_1`…, deleting chunks
@@ -455,7 +563,10 @@ mod tests {
 
     #[test]
     fn a_smaller_session_deletes_the_chunks_it_no_longer_needs() {
-        let attrs = CookieAttrs { secure: false };
+        let attrs = &CookieScope {
+            secure: false,
+            ..Default::default()
+        };
         let lines = session_cookies("_oidc", "v1.small", 60, 3, attrs);
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("_oidc=v1.small;"));
@@ -465,12 +576,71 @@ mod tests {
 
     #[test]
     fn set_cookie_lines_carry_the_safe_attributes() {
-        let line = set_cookie("_oidc", "v", 60, CookieAttrs { secure: true });
+        let line = set_cookie("_oidc", "v", 60, &CookieScope::default());
         assert_eq!(
             line,
             "_oidc=v; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
         );
-        let del = delete_cookie("_oidc_1", CookieAttrs { secure: false });
+        let plain = CookieScope {
+            secure: false,
+            ..Default::default()
+        };
+        let del = delete_cookie("_oidc_1", &plain);
         assert_eq!(del, "_oidc_1=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
+    }
+
+    #[test]
+    fn a_shared_domain_and_path_appear_on_writes_and_deletes_alike() {
+        let scope = CookieScope {
+            secure: true,
+            domain: Some("example.test".into()),
+            path: "/app".into(),
+            same_site: SameSite::None,
+        };
+        assert_eq!(
+            set_cookie("_oidc", "v", 60, &scope),
+            "_oidc=v; Path=/app; Domain=example.test; Max-Age=60; HttpOnly; SameSite=None; Secure"
+        );
+        assert_eq!(
+            delete_cookie("_oidc_2", &scope),
+            "_oidc_2=; Path=/app; Domain=example.test; Max-Age=0; HttpOnly; SameSite=None; Secure"
+        );
+    }
+
+    #[test]
+    fn samesite_reads_the_three_values_in_any_case() {
+        assert_eq!(SameSite::parse("lax"), Some(SameSite::Lax));
+        assert_eq!(SameSite::parse("Strict"), Some(SameSite::Strict));
+        assert_eq!(SameSite::parse("NONE"), Some(SameSite::None));
+        assert_eq!(SameSite::parse("off"), None);
+    }
+
+    #[test]
+    fn a_cookie_domain_must_be_a_registrable_looking_name() {
+        assert_eq!(domain_problem("example.test"), None);
+        assert_eq!(domain_problem("a-b.example.test"), None);
+        for bad in [
+            ".example.test",
+            "test",
+            "",
+            "exa mple.test",
+            "example..test",
+            "ex.test.",
+        ] {
+            assert!(domain_problem(bad).is_some(), "{bad:?}");
+        }
+        assert!(domain_problem(".example.test")
+            .unwrap()
+            .contains("\"example.test\""));
+    }
+
+    #[test]
+    fn hosts_inside_the_cookie_domain_are_recognised_with_or_without_port() {
+        assert!(domain_matches("a.example.test", "example.test"));
+        assert!(domain_matches("B.Example.Test:8443", "example.test"));
+        assert!(domain_matches("example.test", "example.test"));
+        assert!(!domain_matches("badexample.test", "example.test"));
+        assert!(!domain_matches("example.test.evil", "example.test"));
+        assert!(!domain_matches("127.0.0.1:8080", "example.test"));
     }
 }

@@ -179,6 +179,16 @@ impl Session {
         self
     }
 
+    /// Keeps the ID token whatever its size, for `$oidc_id_token` (without that variable, an
+    /// ID token over [`MAX_ID_TOKEN_HINT`] is left out of the cookie); `None` keeps the one
+    /// the session has (a refresh answer need not carry a new one, OIDC Core §12.2).
+    pub fn with_id_token(mut self, id_token: Option<&str>) -> Session {
+        if let Some(idt) = id_token {
+            self.idt = Some(idt.to_string());
+        }
+        self
+    }
+
     /// Unix time from which the access token is due for a refresh: `leeway` seconds before it
     /// expires, but no earlier than half its lifetime, so that a token shorter than the leeway
     /// is not refreshed on every request. `None` when its expiry is unknown.
@@ -595,6 +605,29 @@ mod tests {
         // Not passed upstream, or not renewable: the expiry stays unknown.
         assert_eq!(login(Some("r1"), false).at_exp, 0);
         assert_eq!(login(None, true).at_exp, 0);
+    }
+
+    #[test]
+    fn a_big_id_token_is_kept_only_when_asked_for() {
+        let big = "h.".to_string() + &"p".repeat(MAX_ID_TOKEN_HINT) + ".s";
+        let t = Tokens {
+            id_token: Some(&big),
+            ..tokens(Some("r1"), Some(300), None)
+        };
+        let s = Session::from_id_token(claims(json!({"sub":"u"})), 0, 100)
+            .with_tokens(&t, 0, 100, false);
+        assert_eq!(
+            s.idt, None,
+            "a logout hint this big is not worth a cookie chunk"
+        );
+        let s = s.with_id_token(t.id_token);
+        assert_eq!(s.idt.as_deref(), Some(big.as_str()));
+        let s = s.with_id_token(None);
+        assert_eq!(
+            s.idt.as_deref(),
+            Some(big.as_str()),
+            "a refresh without one keeps it"
+        );
     }
 
     #[test]

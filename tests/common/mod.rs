@@ -1448,14 +1448,18 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
 struct StoredCookie {
     name: String,
     value: String,
+    /// The host that set it, or the `Domain` it names (then `domain` is true).
     host: String,
+    /// Set with a `Domain` attribute: sent to that domain and its subdomains (RFC 6265 §5.3).
+    domain: bool,
     path: String,
     secure: bool,
     expires: Option<i64>,
 }
 
-/// A browser's cookie jar. Cookies are per host, not per port (as in browsers), host-only
-/// (a `Domain` attribute matching the host is accepted), with path matching and expiry.
+/// A browser's cookie jar. Cookies are per host, not per port (as in browsers); a `Domain`
+/// attribute that covers the host makes a domain cookie, sent to the subdomains too (RFC 6265
+/// §5.3); with path matching and expiry.
 /// `Secure` cookies are neither stored from nor sent over http (unless `loopback_is_secure`).
 #[derive(Clone, Debug, Default)]
 pub struct CookieJar {
@@ -1477,12 +1481,15 @@ impl CookieJar {
         let Some(sc) = SetCookie::parse(header) else {
             return;
         };
-        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        let mut host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        let mut domain_cookie = false;
         if let Some(domain) = sc.attr("domain") {
             let domain = domain.trim_start_matches('.').to_ascii_lowercase();
             if !(host == domain || host.ends_with(&format!(".{domain}"))) {
                 return;
             }
+            host = domain;
+            domain_cookie = true;
         }
         let secure = sc.has("secure");
         if secure && !self.secure_context(url) {
@@ -1500,8 +1507,9 @@ impl CookieJar {
         };
         let now = unix_now();
         let expires = sc.expires_at(now);
-        self.cookies
-            .retain(|c| !(c.name == sc.name && c.host == host && c.path == path));
+        self.cookies.retain(|c| {
+            !(c.name == sc.name && c.host == host && c.path == path && c.domain == domain_cookie)
+        });
         if expires.is_some_and(|t| t <= now) {
             return;
         }
@@ -1509,6 +1517,7 @@ impl CookieJar {
             name: sc.name,
             value: sc.value,
             host,
+            domain: domain_cookie,
             path,
             secure,
             expires,
@@ -1522,7 +1531,7 @@ impl CookieJar {
         let mut matching: Vec<&StoredCookie> = self
             .cookies
             .iter()
-            .filter(|c| c.host == host)
+            .filter(|c| c.host == host || (c.domain && host.ends_with(&format!(".{}", c.host))))
             .filter(|c| !c.secure || self.secure_context(url))
             .filter(|c| c.expires.is_none_or(|t| t > now))
             .filter(|c| path_matches(url.path(), &c.path))
@@ -1550,6 +1559,7 @@ impl CookieJar {
             name: name.into(),
             value: value.into(),
             host: "127.0.0.1".into(),
+            domain: false,
             path: "/".into(),
             secure: false,
             expires: None,
@@ -1701,6 +1711,31 @@ impl Browser {
     pub fn new() -> Browser {
         Browser {
             agent: plain_agent(),
+            jar: CookieJar::default(),
+            hops: Vec::new(),
+        }
+    }
+
+    /// A browser for which every name under `domain` (e.g. `a.example.test`) resolves to
+    /// 127.0.0.1, like an /etc/hosts entry: sites on several host names of one nginx.
+    pub fn resolving(domain: &str) -> Browser {
+        let suffix = format!(".{domain}");
+        let agent = ureq::AgentBuilder::new()
+            .redirects(0)
+            .timeout(Duration::from_secs(10))
+            .resolver(
+                move |netloc: &str| -> std::io::Result<Vec<std::net::SocketAddr>> {
+                    let (host, port) = netloc.rsplit_once(':').unwrap_or((netloc, "80"));
+                    let port: u16 = port.parse().unwrap_or(80);
+                    if host.ends_with(&suffix) {
+                        return Ok(vec![([127, 0, 0, 1], port).into()]);
+                    }
+                    std::net::ToSocketAddrs::to_socket_addrs(netloc).map(Iterator::collect)
+                },
+            )
+            .build();
+        Browser {
+            agent,
             jar: CookieJar::default(),
             hops: Vec::new(),
         }

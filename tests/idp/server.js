@@ -102,12 +102,16 @@ const stats = {
   discovery_requests: 0,
   jwks_requests: 0,
   userinfo_requests: 0,
+  // The query of the last authorization request, as the provider received it (tests check
+  // that parameters such as extra_auth_args arrive).
+  last_authorization_request: null,
 };
 function resetStats() {
   stats.token_requests = { authorization_code: 0, refresh_token: 0 };
   stats.discovery_requests = 0;
   stats.jwks_requests = 0;
   stats.userinfo_requests = 0;
+  stats.last_authorization_request = null;
 }
 
 // ---------------------------------------------------------------- faults
@@ -796,6 +800,9 @@ const server = http.createServer(async (req, res) => {
     const im = sub.match(/^\/interaction\/([^/]+)(?:\/(login))?\/?$/);
     if (im) return await handleInteraction(req, res, decodeURIComponent(im[1]), im[2]);
 
+    if (sub === `${KC}/auth` && req.method === 'GET') {
+      stats.last_authorization_request = Object.fromEntries(new URLSearchParams(req.url.split('?')[1] || ''));
+    }
     if (sub === '/.well-known/openid-configuration') stats.discovery_requests += 1;
     if (sub === `${KC}/certs`) stats.jwks_requests += 1;
     if (sub === '/.well-known/openid-configuration' && serveFault(req, res, 'discovery')) return undefined;

@@ -79,6 +79,7 @@ pub unsafe fn start(
         state: &login.state,
         nonce: &login.nonce,
         verifier: &login.verifier,
+        extra: &[],
     }
     .url();
     // SAFETY: per this function's contract.

@@ -7,10 +7,8 @@ use crate::session::cookies::{self, CookieAttrs};
 use crate::session::LoginState;
 
 /// The attributes of every cookie this provider's sessions and logins use.
-pub fn attrs(p: &Provider) -> CookieAttrs {
-    CookieAttrs {
-        secure: p.conf.cookie_secure,
-    }
+pub fn attrs(p: &Provider) -> CookieAttrs<'_> {
+    &p.conf.cookie
 }
 
 /// Deletions for the `chunks` cookies of a session that opened (0: none did, nothing is
