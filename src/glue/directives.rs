@@ -15,9 +15,12 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
+use super::service::values::Complex;
 use super::service::zone;
-use super::{AuthMode, Commands, ConfResult, LocConf, MainConf, Module, Provider, UnauthAction};
-use crate::conf::provider::ProviderBuilder;
+use super::{
+    AuthMode, Commands, ConfResult, LocConf, MainConf, Module, Provider, ProviderRef, UnauthAction,
+};
+use crate::conf::provider::{has_variables, ProviderBuilder, ProviderConf};
 use crate::session::cache::SessionCache;
 
 const NGX_HTTP_MAIN_CONF_OFFSET: ngx_uint_t = 0;
@@ -28,7 +31,7 @@ const SESSION_CACHE_SIZE: usize = 512;
 
 const LOC_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<12> = [
+pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<13> = [
     ngx_command_t {
         name: ngx::ngx_string!("oidc_provider"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -80,6 +83,14 @@ pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<12> = [
     },
     ngx_command_t {
         name: ngx::ngx_string!("oidc_bearer"),
+        type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(oidc_flag),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_skip_preflight"),
         type_: (LOC_ANY | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(oidc_flag),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
@@ -194,20 +205,54 @@ extern "C" fn oidc_provider(
             &format!("oidc_provider \"{name}\": cannot add shared zone oidc_{name}"),
         );
     };
-    match state.builder.build() {
-        Ok(conf) => {
-            main.providers.push(Provider {
-                conf,
-                cache: RefCell::new(Default::default()),
-                sessions: RefCell::new(SessionCache::new(SESSION_CACHE_SIZE)),
-                bearers: RefCell::new(SessionCache::new(SESSION_CACHE_SIZE)),
-                zone,
-                keep_access_token: Cell::new(false),
-            });
-            NGX_CONF_OK
-        }
-        Err(e) => emerg(cf, &e.to_string()),
-    }
+    let conf = match state.builder.build() {
+        Ok(conf) => conf,
+        Err(e) => return emerg(cf, &e.to_string()),
+    };
+    // SAFETY: cf is the configuration being parsed.
+    let Some(compiled) = (unsafe { compile_values(cf, &conf) }) else {
+        return emerg(
+            cf,
+            &format!("oidc_provider \"{name}\": a value with variables did not compile"),
+        );
+    };
+    let (redirect_uri, post_logout_redirect_uri, extra_auth_args) = compiled;
+    main.providers.push(Provider {
+        conf,
+        cache: RefCell::new(Default::default()),
+        sessions: RefCell::new(SessionCache::new(SESSION_CACHE_SIZE)),
+        bearers: RefCell::new(SessionCache::new(SESSION_CACHE_SIZE)),
+        zone,
+        keep_access_token: Cell::new(false),
+        keep_id_token: Cell::new(false),
+        redirect_uri,
+        post_logout_redirect_uri,
+        extra_auth_args,
+    });
+    NGX_CONF_OK
+}
+
+/// The compiled forms of a provider's values that may hold variables: `redirect_uri` and
+/// `post_logout_redirect_uri` (only when they do), and every `extra_auth_args` value.
+type Compiled = (Option<Complex>, Option<Complex>, Vec<(String, Complex)>);
+
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn compile_values(cf: *mut ngx_conf_t, conf: &ProviderConf) -> Option<Compiled> {
+    let optional = |value: Option<&str>| match value.filter(|v| has_variables(v)) {
+        // SAFETY: per this function's contract.
+        Some(v) => unsafe { Complex::compile(cf, v) }.map(Some),
+        None => Some(None),
+    };
+    let redirect_uri = optional(Some(&conf.redirect_uri))?;
+    let post_logout = optional(conf.post_logout_redirect_uri.as_deref())?;
+    let extra = conf
+        .extra_auth_args
+        .iter()
+        // SAFETY: per this function's contract.
+        .map(|a| unsafe { Complex::compile(cf, &a.value) }.map(|cv| (a.name.clone(), cv)))
+        .collect::<Option<Vec<_>>>()?;
+    Some((redirect_uri, post_logout, extra))
 }
 
 extern "C" fn provider_line(
@@ -236,6 +281,22 @@ extern "C" fn provider_line(
         Ok(()) => NGX_CONF_OK,
         Err(e) => emerg(cf, &format!("oidc_provider \"{}\": {e}", state.name)),
     }
+}
+
+/// The provider a location directive names: literally (checked now, `nginx -t` names an
+/// unknown one) or through variables (looked up per request).
+fn provider_ref(
+    cf: *mut ngx_conf_t,
+    directive: &str,
+    name: &str,
+) -> Result<ProviderRef, ConfResult> {
+    if !has_variables(name) {
+        return provider_index(cf, directive, name).map(ProviderRef::Index);
+    }
+    // SAFETY: cf is the configuration being parsed.
+    unsafe { Complex::compile(cf, name) }
+        .map(ProviderRef::Named)
+        .ok_or_else(|| emerg(cf, &format!("{directive}: \"{name}\" did not compile")))
 }
 
 /// Looks a provider up by name for a location directive.
@@ -269,8 +330,8 @@ extern "C" fn oidc_auth(
     }
     lcf.auth = match argv[1] {
         "off" => AuthMode::Off,
-        name => match provider_index(cf, "oidc_auth", name) {
-            Ok(i) => AuthMode::Provider(i),
+        name => match provider_ref(cf, "oidc_auth", name) {
+            Ok(which) => AuthMode::Provider(which),
             Err(e) => return e,
         },
     };
@@ -291,8 +352,8 @@ extern "C" fn oidc_endpoints(
     if lcf.endpoints.is_some() {
         return emerg(cf, "oidc_endpoints is duplicate in this location");
     }
-    match provider_index(cf, "oidc_endpoints", argv[1]) {
-        Ok(i) => lcf.endpoints = Some(i),
+    match provider_ref(cf, "oidc_endpoints", argv[1]) {
+        Ok(which) => lcf.endpoints = Some(which),
         Err(e) => return e,
     }
     // SAFETY: cf is a location block, so the core module has a location conf for it.
@@ -304,7 +365,8 @@ extern "C" fn oidc_endpoints(
     NGX_CONF_OK
 }
 
-/// `oidc_pass_access_token`, `oidc_set_authorization_header`, `oidc_bearer`: `on` or `off`.
+/// `oidc_pass_access_token`, `oidc_set_authorization_header`, `oidc_bearer`,
+/// `oidc_skip_preflight`: `on` or `off`.
 extern "C" fn oidc_flag(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
@@ -318,6 +380,7 @@ extern "C" fn oidc_flag(
         "oidc_pass_access_token" => &mut lcf.pass_access_token,
         "oidc_set_authorization_header" => &mut lcf.set_authorization_header,
         "oidc_bearer" => &mut lcf.bearer,
+        "oidc_skip_preflight" => &mut lcf.skip_preflight,
         _ => return emerg(cf, &format!("{name}: not an on/off directive")),
     };
     flag(cf, slot, name)

@@ -18,8 +18,8 @@ use core::ptr::{addr_of, addr_of_mut};
 use std::cell::{Cell, RefCell};
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_int_t, ngx_module_t, ngx_shm_zone_t,
-    ngx_uint_t, NGX_HTTP_MODULE, NGX_LOG_WARN,
+    ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t,
+    ngx_shm_zone_t, ngx_uint_t, NGX_HTTP_MODULE, NGX_LOG_ERR, NGX_LOG_WARN,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 
@@ -40,8 +40,17 @@ pub struct Provider {
     pub bearers: RefCell<SessionCache<Verified>>,
     /// Refreshes in flight and logged-out sessions, shared by all workers.
     pub zone: *mut ngx_shm_zone_t,
-    /// Some location passes the access token upstream, so sessions must keep it.
+    /// Some location passes the access token upstream (or `$oidc_access_token` is used), so
+    /// sessions must keep it.
     pub keep_access_token: Cell<bool>,
+    /// `$oidc_id_token` is used: sessions keep the ID token whatever its size.
+    pub keep_id_token: Cell<bool>,
+    /// `redirect_uri` when it holds variables.
+    pub redirect_uri: Option<service::values::Complex>,
+    /// `post_logout_redirect_uri` when it holds variables.
+    pub post_logout_redirect_uri: Option<service::values::Complex>,
+    /// `extra_auth_args`: each parameter's name and its value (which may hold variables).
+    pub extra_auth_args: Vec<(String, service::values::Complex)>,
 }
 
 #[derive(Default)]
@@ -53,15 +62,63 @@ impl MainConf {
     pub fn find(&self, name: &str) -> Option<usize> {
         self.providers.iter().position(|p| p.conf.name == name)
     }
+
+    /// The provider a location names: by index, or by evaluating its variables for `r`.
+    /// `None` (logged at `error`, naming the directive and the value) when no `oidc_provider`
+    /// has that name: the request gets a 500, since only the configuration can fix it.
+    ///
+    /// # Safety
+    /// `r` must be a live request.
+    pub unsafe fn resolve(
+        &self,
+        r: *mut ngx_http_request_t,
+        which: ProviderRef,
+        directive: &str,
+    ) -> Option<&Provider> {
+        let cv = match which {
+            ProviderRef::Index(i) => return self.providers.get(i),
+            ProviderRef::Named(cv) => cv,
+        };
+        // SAFETY: per this function's contract.
+        let name = unsafe { cv.eval(r) }.unwrap_or_default();
+        let found = self.find(&name).map(|i| &self.providers[i]);
+        if found.is_none() {
+            let known: Vec<&str> = self
+                .providers
+                .iter()
+                .map(|p| p.conf.name.as_str())
+                .collect();
+            // SAFETY: a live request has a connection with a log.
+            ngx::ngx_log_error!(
+                NGX_LOG_ERR,
+                unsafe { (*(*r).connection).log },
+                "oidc: {} \"{}\" gives provider \"{}\", but no oidc_provider has that name (defined: {})",
+                directive,
+                cv.template(),
+                name,
+                known.join(", ")
+            );
+        }
+        found
+    }
 }
 
-/// `oidc_auth` of a location: unset inherits, `off` disables, otherwise a provider index.
+/// The provider of `oidc_auth` or `oidc_endpoints`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ProviderRef {
+    /// Named literally: checked by `nginx -t`.
+    Index(usize),
+    /// Named through variables (`oidc_auth $tenant;`): looked up per request.
+    Named(service::values::Complex),
+}
+
+/// `oidc_auth` of a location: unset inherits, `off` disables, otherwise a provider.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub enum AuthMode {
     #[default]
     Unset,
     Off,
-    Provider(usize),
+    Provider(ProviderRef),
 }
 
 /// `oidc_unauth_action`: what a request without a session gets.
@@ -78,12 +135,14 @@ pub enum UnauthAction {
 pub struct LocConf {
     pub auth: AuthMode,
     /// `oidc_endpoints`: this location serves /oauth2/* for that provider (not inherited).
-    pub endpoints: Option<usize>,
+    pub endpoints: Option<ProviderRef>,
     pub pass_access_token: Option<bool>,
     pub set_authorization_header: Option<bool>,
     pub unauth_action: Option<UnauthAction>,
     /// `oidc_bearer`: accept `Authorization: Bearer <JWT>` instead of a cookie.
     pub bearer: Option<bool>,
+    /// `oidc_skip_preflight`: CORS preflights pass to the upstream without a session.
+    pub skip_preflight: Option<bool>,
     /// `oidc_require_*` and `oidc_email_domains`: who may pass once logged in.
     pub rules: Rules,
 }
@@ -99,6 +158,7 @@ impl Merge for LocConf {
             .or(prev.set_authorization_header);
         self.unauth_action = self.unauth_action.or(prev.unauth_action);
         self.bearer = self.bearer.or(prev.bearer);
+        self.skip_preflight = self.skip_preflight.or(prev.skip_preflight);
         self.rules.inherit(&prev.rules);
         Ok(())
     }
@@ -126,7 +186,10 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         // SAFETY: nginx passes the live configuration; the http main conf exists by now.
-        unsafe { handler::access::install(cf) }
+        unsafe {
+            handler::variables::keep_used_tokens(cf);
+            handler::access::install(cf)
+        }
     }
 
     unsafe extern "C" fn merge_loc_conf(
@@ -143,7 +206,7 @@ impl HttpModule for Module {
             if conf.merge(prev).is_err() {
                 return ngx::core::NGX_CONF_ERROR;
             }
-            if let (AuthMode::Provider(i), true) = (conf.auth, own_roles) {
+            if let (AuthMode::Provider(ProviderRef::Index(i)), true) = (conf.auth, own_roles) {
                 if let Some(p) = Module::main_conf(&*cf).and_then(|m| m.providers.get(i)) {
                     for role in conf.rules.foreign_client_roles(&p.conf.client_id) {
                         let Role::Client { client, role } = role else {
@@ -169,9 +232,16 @@ impl HttpModule for Module {
             }
             // Sessions keep the access token only when some location needs it: it is the
             // biggest part of a session.
-            if let (AuthMode::Provider(i), true) = (conf.auth, conf.passes_access_token()) {
-                if let Some(p) = Module::main_conf(&*cf).and_then(|m| m.providers.get(i)) {
-                    p.keep_access_token.set(true);
+            if let (AuthMode::Provider(which), true) = (conf.auth, conf.passes_access_token()) {
+                if let Some(main) = Module::main_conf(&*cf) {
+                    let chosen = match which {
+                        ProviderRef::Index(i) => i..i + 1,
+                        // Any provider may serve this location.
+                        ProviderRef::Named(_) => 0..main.providers.len(),
+                    };
+                    for p in &main.providers[chosen] {
+                        p.keep_access_token.set(true);
+                    }
                 }
             }
         }

@@ -160,7 +160,12 @@ pub unsafe fn callback(
         None => match rctx.take_fetched() {
             None => {
                 // SAFETY: per this function's contract.
-                let redirect_uri = unsafe { redirect_uri(r, p) };
+                let Some(redirect_uri) = (unsafe { redirect_uri(r, p) }) else {
+                    // SAFETY: per this function's contract.
+                    return unsafe {
+                        finish(r, fail(NGX_HTTP_INTERNAL_SERVER_ERROR, "Internal error."))
+                    };
+                };
                 let req = FetchRequest {
                     url: &d.token_endpoint,
                     form: Some(authorize::code_exchange_body(
@@ -290,7 +295,8 @@ pub unsafe fn callback(
     let lifetime = p.conf.session_lifetime;
     let session = Session::from_id_token(claims, now, lifetime)
         .with_roles(roles)
-        .with_tokens(&tokens, now, lifetime, p.keep_access_token.get());
+        .with_tokens(&tokens, now, lifetime, p.keep_access_token.get())
+        .with_id_token(tokens.id_token.filter(|_| p.keep_id_token.get()));
     let Ok(sealed) = session.seal(&p.conf.keys, &p.conf.session_aad) else {
         // SAFETY: per this function's contract.
         return unsafe { finish(r, fail(NGX_HTTP_INTERNAL_SERVER_ERROR, "Internal error.")) };

@@ -12,6 +12,7 @@ use crate::glue::service::http::{self, log, Response};
 use crate::glue::service::outcome::{error_page, finish, internal_error};
 use crate::glue::service::provider::{discovery, step};
 use crate::glue::service::set_cookie::{attrs, guard_cookie, own_login_states};
+use crate::glue::service::values::site_url;
 use crate::glue::Provider;
 use crate::oidc::{authorize, random_token};
 use crate::session::cookies;
@@ -21,17 +22,14 @@ use crate::session::{logins, LoginState};
 pub const LOGIN_STATE_LIFETIME: u64 = 600;
 
 /// The redirect URI sent to the provider; a path is completed from how the browser reached us,
-/// so the callback lands on the site that holds the login-state cookie.
+/// so the callback lands on the site that holds the login-state cookie. `None` (logged) when
+/// its variables give no usable URL.
 ///
 /// # Safety
 /// `r` must be a live request.
-pub unsafe fn redirect_uri(r: *mut ngx_http_request_t, p: &Provider) -> String {
-    if p.conf.redirect_uri.starts_with('/') {
-        // SAFETY: per this function's contract.
-        format!("{}{}", unsafe { http::origin(r) }, p.conf.redirect_uri)
-    } else {
-        p.conf.redirect_uri.clone()
-    }
+pub unsafe fn redirect_uri(r: *mut ngx_http_request_t, p: &Provider) -> Option<String> {
+    // SAFETY: per this function's contract.
+    unsafe { site_url(r, p, "redirect_uri", &p.conf.redirect_uri, p.redirect_uri) }
 }
 
 /// Sends the browser to the provider's login, remembering `rd` for the way back.
@@ -70,7 +68,14 @@ pub unsafe fn start(
     }
     let sealed = sealed.value;
     // SAFETY: per this function's contract.
-    let redirect_uri = unsafe { redirect_uri(r, p) };
+    unsafe { warn_outside_cookie_domain(r, p) };
+    // SAFETY: per this function's contract.
+    let (Some(redirect_uri), Some(extra)) = (unsafe { redirect_uri(r, p) }, unsafe {
+        extra_auth_args(r, p)
+    }) else {
+        // SAFETY: per this function's contract.
+        return unsafe { finish(r, internal_error()) };
+    };
     let url = authorize::AuthorizationRequest {
         endpoint: &d.authorization_endpoint,
         client_id: &p.conf.client_id,
@@ -79,7 +84,7 @@ pub unsafe fn start(
         state: &login.state,
         nonce: &login.nonce,
         verifier: &login.verifier,
-        extra: &[],
+        extra: &extra,
     }
     .url();
     // SAFETY: per this function's contract.
@@ -130,6 +135,48 @@ pub unsafe fn start(
     );
     // SAFETY: per this function's contract.
     unsafe { finish(r, resp) }
+}
+
+/// A login from a host outside `cookie_domain` cannot work: the browser refuses cookies for a
+/// domain the host is not in, so the login would start over (the loop guard then stops it).
+/// Says so in the log, since the browser shows nothing.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn warn_outside_cookie_domain(r: *mut ngx_http_request_t, p: &Provider) {
+    let Some(domain) = &p.conf.cookie.domain else {
+        return;
+    };
+    // SAFETY: per this function's contract.
+    let origin = unsafe { http::origin(r, &p.conf.trusted_proxies) };
+    let host = origin.split_once("://").map_or("", |(_, h)| h);
+    if !cookies::domain_matches(host, domain) {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log(r),
+            "oidc: provider \"{}\": a login starts on host \"{}\", which is not inside cookie_domain \"{}\": the browser will refuse the module's cookies there; serve this host from a server without cookie_domain, or widen it",
+            p.conf.name,
+            host,
+            domain
+        );
+    }
+}
+
+/// `extra_auth_args` with their variables evaluated for this request; parameters whose value
+/// comes out empty are left off, so `kc_idp_hint=$arg_idp` adds nothing when `idp` is absent.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn extra_auth_args(r: *mut ngx_http_request_t, p: &Provider) -> Option<Vec<(&str, String)>> {
+    let mut out = Vec::with_capacity(p.extra_auth_args.len());
+    for (name, cv) in &p.extra_auth_args {
+        // SAFETY: per this function's contract.
+        let value = unsafe { cv.eval(r) }?;
+        if !value.is_empty() {
+            out.push((name.as_str(), value));
+        }
+    }
+    Some(out)
 }
 
 /// The pending login states (other tabs' logins) to delete so that a new one of `new_bytes`

@@ -5,8 +5,8 @@
 use ngx::ffi::{
     ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body,
     ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DONE, NGX_HTTP_BAD_REQUEST,
-    NGX_HTTP_MOVED_TEMPORARILY, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK, NGX_HTTP_POST,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_INFO, NGX_LOG_WARN,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_MOVED_TEMPORARILY, NGX_HTTP_NOT_ALLOWED, NGX_HTTP_OK,
+    NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_INFO, NGX_LOG_WARN,
 };
 use ngx::ngx_log_error;
 
@@ -17,6 +17,7 @@ use crate::glue::service::provider::{discovery, keys, Step};
 use crate::glue::service::session::carried_session;
 use crate::glue::service::set_cookie::{attrs, clear_session_cookies, own_login_states};
 use crate::glue::service::time::now;
+use crate::glue::service::values::site_url;
 use crate::glue::service::zone;
 use crate::glue::Provider;
 use crate::oidc::id_token::{self, LogoutToken};
@@ -71,11 +72,18 @@ pub unsafe fn sign_out(
         }
         let location = match d.as_ref().and_then(|d| d.end_session_endpoint.as_deref()) {
             Some(endpoint) => {
-                let origin = http::origin(r);
                 let back = match &p.conf.post_logout_redirect_uri {
-                    Some(u) if u.starts_with('/') => format!("{origin}{u}"),
-                    Some(u) => u.clone(),
-                    None => format!("{origin}{rd}"),
+                    Some(u) => site_url(
+                        r,
+                        p,
+                        "post_logout_redirect_uri",
+                        u,
+                        p.post_logout_redirect_uri,
+                    ),
+                    None => Some(format!("{}{rd}", http::origin(r, &p.conf.trusted_proxies))),
+                };
+                let Some(back) = back else {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
                 };
                 let hint = session.and_then(|v| v.session.idt.as_deref());
                 authorize::end_session_url(endpoint, &p.conf.client_id, hint, &back)

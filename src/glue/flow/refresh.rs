@@ -300,12 +300,14 @@ unsafe fn finish(
         None => session,
     };
     let session = session.with_roles(claims.roles.unwrap_or_default());
-    let new = session.with_tokens(
-        &tokens,
-        now,
-        p.conf.session_lifetime,
-        p.keep_access_token.get(),
-    );
+    let new = session
+        .with_tokens(
+            &tokens,
+            now,
+            p.conf.session_lifetime,
+            p.keep_access_token.get(),
+        )
+        .with_id_token(tokens.id_token.filter(|_| p.keep_id_token.get()));
     let Ok(sealed) = new.seal(&p.conf.keys, &p.conf.session_aad) else {
         // SAFETY: the zone belongs to this provider.
         unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };

@@ -21,7 +21,7 @@ use crate::glue::service::session::{carried_session, is_revoked};
 use crate::glue::service::set_cookie::clear_session_cookies;
 use crate::glue::service::time;
 use crate::glue::{AuthMode, LocConf, Module, Provider, UnauthAction};
-use crate::navigation::{bearer_token, is_navigation};
+use crate::navigation::{bearer_token, is_cors_preflight, is_navigation};
 
 /// Installs the access handler when at least one provider is configured.
 ///
@@ -62,13 +62,37 @@ extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let (Some(lcf), Some(main)) = (Module::location_conf(req), Module::main_conf(req)) else {
             return NGX_DECLINED as ngx_int_t;
         };
-        if let Some(i) = lcf.endpoints {
-            return endpoints::access(r, &main.providers[i]);
+        if let Some(which) = lcf.endpoints {
+            return match main.resolve(r, which, "oidc_endpoints") {
+                Some(p) => endpoints::access(r, p),
+                None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+            };
         }
-        match lcf.auth {
-            AuthMode::Provider(i) => protect(r, &main.providers[i], lcf),
-            AuthMode::Off | AuthMode::Unset => NGX_DECLINED as ngx_int_t,
+        let AuthMode::Provider(which) = lcf.auth else {
+            return NGX_DECLINED as ngx_int_t;
+        };
+        if lcf.skip_preflight == Some(true) && is_preflight(r) {
+            return NGX_DECLINED as ngx_int_t;
         }
+        match main.resolve(r, which, "oidc_auth") {
+            Some(p) => protect(r, p, lcf),
+            None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        }
+    }
+}
+
+/// A CORS preflight (see [`is_cors_preflight`]).
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn is_preflight(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: per this function's contract.
+    unsafe {
+        is_cors_preflight(
+            http::bytes(&(*r).method_name),
+            http::header_in(r, b"origin"),
+            http::header_in(r, b"access-control-request-method"),
+        )
     }
 }
 

@@ -19,14 +19,23 @@ use crate::glue::service::time::now;
 use crate::glue::{Module, Provider};
 use crate::oidc::query;
 
-/// The endpoint a request names: the last path segment, or the configured redirect URI.
-fn endpoint<'a>(uri: &'a str, p: &Provider) -> &'a str {
-    let redirect_path = match p.conf.redirect_uri.find("://") {
+/// The endpoint a request names: the last path segment, or the redirect URI's path (its
+/// variables evaluated for this request).
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn endpoint<'a>(r: *mut ngx_http_request_t, uri: &'a str, p: &Provider) -> &'a str {
+    let configured = match p.redirect_uri {
+        // SAFETY: per this function's contract.
+        Some(cv) => unsafe { cv.eval(r) }.unwrap_or_default(),
+        None => p.conf.redirect_uri.clone(),
+    };
+    let redirect_path = match configured.find("://") {
         Some(i) => {
-            let rest = &p.conf.redirect_uri[i + 3..];
+            let rest = &configured[i + 3..];
             rest.find('/').map_or("/", |j| &rest[j..])
         }
-        None => p.conf.redirect_uri.as_str(),
+        None => configured.as_str(),
     };
     if uri == redirect_path {
         return "callback";
@@ -46,7 +55,7 @@ pub unsafe fn access(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
         let Some(rctx) = ctx::get_or_create(r) else {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
-        match endpoint(&uri, p) {
+        match endpoint(r, &uri, p) {
             "callback" => callback::callback(r, rctx, p),
             "sign_in" | "start" => match return_path(r) {
                 Ok(rd) => login::start(r, rctx, p, &rd, now()),
@@ -111,12 +120,15 @@ pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let (Some(lcf), Some(main)) = (Module::location_conf(req), Module::main_conf(req)) else {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
-        let Some(p) = lcf.endpoints.map(|i| &main.providers[i]) else {
+        let Some(which) = lcf.endpoints else {
             return NGX_HTTP_NOT_FOUND as ngx_int_t;
+        };
+        let Some(p) = main.resolve(r, which, "oidc_endpoints") else {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
         let uri = String::from_utf8_lossy(http::bytes(&(*r).uri)).into_owned();
         let session = carried_session(r, p, now()).valid;
-        let resp = match (endpoint(&uri, p), session) {
+        let resp = match (endpoint(r, &uri, p), session) {
             ("auth", Some(s)) => {
                 let args = http::args(&*r);
                 let asked = Rules::from_query(|name| {

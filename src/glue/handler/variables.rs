@@ -1,15 +1,21 @@
-//! `$oidc_fetch_url`, `$oidc_user`, `$oidc_email`, `$oidc_groups`, `$oidc_claim_<name>`.
+//! `$oidc_fetch_url`, `$oidc_user`, `$oidc_email`, `$oidc_groups`, `$oidc_claim_<name>`,
+//! `$oidc_access_token`, `$oidc_id_token`.
 
 use ngx::ffi::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
-    ngx_str_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_HTTP_VAR_PREFIX, NGX_OK,
+    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_t,
+    ngx_http_variable_value_t, ngx_int_t, ngx_str_t, ngx_uint_t, NGX_ERROR,
+    NGX_HTTP_VAR_NOCACHEABLE, NGX_HTTP_VAR_PREFIX, NGX_OK,
 };
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 
 use crate::glue::service::ctx;
 use crate::glue::service::http::{bytes, pool_str};
+use crate::glue::Module;
 use crate::session::{Session, Verified};
 
 const CLAIM_PREFIX: &str = "oidc_claim_";
+const ACCESS_TOKEN: &str = "oidc_access_token";
+const ID_TOKEN: &str = "oidc_id_token";
 
 type Getter = unsafe extern "C" fn(
     *mut ngx_http_request_t,
@@ -20,8 +26,10 @@ type Getter = unsafe extern "C" fn(
 /// # Safety
 /// `cf` must be the http configuration being parsed (preconfiguration).
 pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let vars: [(&str, Getter, u32); 5] = [
+    let vars: [(&str, Getter, u32); 7] = [
         ("oidc_fetch_url", fetch_url, NGX_HTTP_VAR_NOCACHEABLE),
+        (ACCESS_TOKEN, access_token, NGX_HTTP_VAR_NOCACHEABLE),
+        (ID_TOKEN, id_token, NGX_HTTP_VAR_NOCACHEABLE),
         ("oidc_user", user, NGX_HTTP_VAR_NOCACHEABLE),
         ("oidc_email", email, NGX_HTTP_VAR_NOCACHEABLE),
         ("oidc_groups", groups, NGX_HTTP_VAR_NOCACHEABLE),
@@ -164,5 +172,61 @@ unsafe extern "C" fn claim(
             .unwrap_or("")
             .to_string();
         from_session(r, v, |s| s.claim(&name))
+    }
+}
+
+/// The session's access token (NGINX Plus's `$oidc_access_token`): the current one, renewed
+/// by a refresh before the request goes on. Never logged by the module.
+unsafe extern "C" fn access_token(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: called by nginx with a live request and value slot.
+    unsafe {
+        let at = session(r).and_then(|s| s.at.clone());
+        set_value(r, v, at.as_deref().map(str::as_bytes))
+    }
+}
+
+/// The session's ID token (NGINX Plus's `$oidc_id_token`).
+unsafe extern "C" fn id_token(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: called by nginx with a live request and value slot.
+    unsafe {
+        let idt = session(r).and_then(|s| s.idt.clone());
+        set_value(r, v, idt.as_deref().map(str::as_bytes))
+    }
+}
+
+/// Sessions keep the tokens that `$oidc_access_token` and `$oidc_id_token` render when some
+/// part of the configuration uses them (`proxy_set_header`, `log_format`, `auth_request_set`
+/// …): nginx has indexed every variable in use by the end of the http block.
+///
+/// # Safety
+/// `cf` must be the http configuration being finished (postconfiguration).
+pub unsafe fn keep_used_tokens(cf: *mut ngx_conf_t) {
+    // SAFETY: postconfiguration runs with the http main confs in place; cmcf->variables is an
+    // array of ngx_http_variable_t.
+    unsafe {
+        let (Some(cmcf), Some(main)) =
+            (NgxHttpCoreModule::main_conf(&*cf), Module::main_conf(&*cf))
+        else {
+            return;
+        };
+        let used = cmcf.variables.as_slice::<ngx_http_variable_t>();
+        let is_used = |name: &str| used.iter().any(|v| bytes(&v.name) == name.as_bytes());
+        let (at, idt) = (is_used(ACCESS_TOKEN), is_used(ID_TOKEN));
+        for p in &main.providers {
+            if at {
+                p.keep_access_token.set(true);
+            }
+            if idt {
+                p.keep_id_token.set(true);
+            }
+        }
     }
 }

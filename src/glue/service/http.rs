@@ -9,6 +9,7 @@ use ngx::ffi::{
     ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_LAST, NGX_OK,
 };
 
+use crate::forwarded;
 use crate::oidc::query;
 use crate::session::cookies;
 
@@ -425,23 +426,55 @@ pub unsafe fn hide_callback_values(r: *mut ngx_http_request_t) {
     }
 }
 
-/// `scheme://host[:port]` as the browser addressed this server.
+/// `scheme://host[:port]` as the browser addressed this server: from the connection and
+/// `Host`, or from `X-Forwarded-Proto`/`X-Forwarded-Host` when the peer is one of `trusted`
+/// (a TLS-terminating load balancer).
 ///
 /// # Safety
 /// `r` must be a live request.
-pub unsafe fn origin(r: *mut ngx_http_request_t) -> String {
+pub unsafe fn origin(r: *mut ngx_http_request_t, trusted: &[ipnet::IpNet]) -> String {
     // SAFETY: connection and headers are valid for a live request.
-    let (https, host) = unsafe {
-        let https = !(*(*r).connection).ssl.is_null();
+    unsafe {
+        let c = (*r).connection;
         let host = if (*r).headers_in.host.is_null() {
             bytes(&(*r).headers_in.server)
         } else {
             bytes(&(*(*r).headers_in.host).value)
         };
-        (https, host)
-    };
-    let host = String::from_utf8_lossy(host);
-    format!("{}://{}", if https { "https" } else { "http" }, host)
+        let host = String::from_utf8_lossy(host);
+        let arrival = forwarded::Arrival {
+            tls: !(*c).ssl.is_null(),
+            host: &host,
+            peer: peer_ip((*c).sockaddr),
+            forwarded_proto: header_in(r, b"x-forwarded-proto"),
+            forwarded_host: header_in(r, b"x-forwarded-host"),
+        };
+        forwarded::origin(&arrival, trusted)
+    }
+}
+
+/// The IP address of a connection's peer (`None` for a unix socket).
+///
+/// # Safety
+/// `sa` must be null or point to a socket address of the family it names.
+unsafe fn peer_ip(sa: *const ngx::ffi::sockaddr) -> Option<std::net::IpAddr> {
+    // SAFETY: per this function's contract; the family tells which structure it is.
+    unsafe {
+        if sa.is_null() {
+            return None;
+        }
+        match u32::from((*sa).sa_family) {
+            ngx::ffi::AF_INET => {
+                let sin = &*(sa as *const ngx::ffi::sockaddr_in);
+                Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into())
+            }
+            ngx::ffi::AF_INET6 => {
+                let sin6 = &*(sa as *const ngx::ffi::sockaddr_in6);
+                Some(std::net::Ipv6Addr::from(sin6.sin6_addr.__in6_u.__u6_addr8).into())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One response: status, extra headers, an HTML (or other) body.

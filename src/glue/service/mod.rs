@@ -1,7 +1,7 @@
 //! What the flows and handlers share, standing only on each other and the pure layers: the
 //! provider's documents, the outcome of a decided request, the session a request carries, the
 //! cookies we set, the fetch subrequest, the shared zone, the request context, the pause, the
-//! clock and nginx helpers.
+//! clock, directive values with variables and nginx helpers.
 
 pub mod ctx;
 pub mod fetch;
@@ -12,4 +12,5 @@ pub mod provider;
 pub mod session;
 pub mod set_cookie;
 pub mod time;
+pub mod values;
 pub mod zone;
