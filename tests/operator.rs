@@ -313,6 +313,7 @@ fn a_map_on_host_chooses_the_provider_and_each_host_logs_in_at_its_own() {
         client_secret      @CLIENT_SECRET@;
         cookie_secret_file @KEYS@;
         cookie_secure      off;
+        redirect_uri       $scheme://$http_host/oauth2/callback;
     }
     oidc_provider two {
         issuer             @ISSUER2@;
@@ -345,6 +346,11 @@ fn a_map_on_host_chooses_the_provider_and_each_host_logs_in_at_its_own() {
             to.starts_with(&site.providers[idp].issuer),
             "{host} goes to provider {idp}: {}",
             first.summary()
+        );
+        assert_eq!(
+            query_param(&to, "redirect_uri"),
+            Some(format!("http://{host}:{port}/oauth2/callback")),
+            "the redirect_uri built from variables (one) or the request (two)"
         );
         let r = b.login_ok(&site.url(host, PAGE), "demo");
         assert_eq!(
