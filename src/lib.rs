@@ -7,6 +7,7 @@
 pub mod authz;
 pub mod conf;
 pub mod header_value;
+pub mod metrics;
 pub mod navigation;
 pub mod oidc;
 pub mod redirect;
