@@ -12,6 +12,8 @@
 use core::fmt::Write as _;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::oidc::id_token::JwtError;
+
 /// One metric family: its name, help text, and the name of its one label besides `provider`
 /// (empty: none).
 struct Family {
@@ -74,6 +76,8 @@ pub enum Counter {
     LoginStateUnknown,
     /// The provider answered the authorization request with `error=` (OIDC Core 3.1.2.6).
     LoginProviderError,
+    /// A callback without `code` and `state` (or otherwise malformed).
+    LoginBadCallback,
     /// The callback's `iss` is not the provider's (RFC 9207).
     LoginIssuerMismatch,
     /// The code exchange failed: provider unreachable or the token endpoint refused.
@@ -96,7 +100,6 @@ pub enum Counter {
     BearerNotAccessToken,
     /// Another claim check failed (missing claim, issued in the future, ...).
     BearerClaims,
-    BearerRevoked,
     SessionValid,
     /// No cookie, one that does not open, or one past its lifetime.
     SessionNone,
@@ -117,6 +120,7 @@ const SERIES: [(Counter, &Family, &str); COUNTERS] = [
     (Counter::LoginCompleted, &LOGINS, "completed"),
     (Counter::LoginStateUnknown, &LOGINS, "state_unknown"),
     (Counter::LoginProviderError, &LOGINS, "provider_error"),
+    (Counter::LoginBadCallback, &LOGINS, "bad_callback"),
     (Counter::LoginIssuerMismatch, &LOGINS, "issuer_mismatch"),
     (
         Counter::LoginCodeExchangeFailed,
@@ -141,7 +145,6 @@ const SERIES: [(Counter, &Family, &str); COUNTERS] = [
         "not_an_access_token",
     ),
     (Counter::BearerClaims, &BEARER, "claims"),
-    (Counter::BearerRevoked, &BEARER, "revoked"),
     (Counter::SessionValid, &SESSIONS, "valid"),
     (Counter::SessionNone, &SESSIONS, "none"),
     (Counter::SessionRevoked, &SESSIONS, "revoked"),
@@ -151,6 +154,28 @@ const SERIES: [(Counter, &Family, &str); COUNTERS] = [
     (Counter::ErrorToken, &PROVIDER_ERRORS, "token"),
     (Counter::ErrorRefresh, &PROVIDER_ERRORS, "refresh"),
 ];
+
+/// The counter of a bearer token refused for `e` (RFC 6750 §3.1 `invalid_token`, by cause).
+pub fn bearer_refusal(e: &JwtError) -> Counter {
+    match e {
+        JwtError::Malformed => Counter::BearerMalformed,
+        JwtError::Algorithm(_)
+        | JwtError::UnknownKey(_)
+        | JwtError::BadKey
+        | JwtError::Signature => Counter::BearerSignature,
+        JwtError::Expired => Counter::BearerExpired,
+        JwtError::Issuer(_) | JwtError::Audience(_) | JwtError::AuthorizedParty => {
+            Counter::BearerWrongAudience
+        }
+        JwtError::NotAnAccessToken(_) => Counter::BearerNotAccessToken,
+        JwtError::IssuedInFuture(_)
+        | JwtError::MissingClaim(_)
+        | JwtError::Time(_)
+        | JwtError::NotYetValid(_)
+        | JwtError::Nonce
+        | JwtError::Subject => Counter::BearerClaims,
+    }
+}
 
 /// The provider endpoint a call went to, for the latency histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -433,6 +458,23 @@ mod tests {
         let m = metrics();
         let text = render(&[("a\"b\\c\nd", &m)]);
         assert!(text.contains("{provider=\"a\\\"b\\\\c\\nd\"}"));
+    }
+
+    #[test]
+    fn a_bearer_refusal_is_counted_by_what_the_operator_would_fix() {
+        assert_eq!(bearer_refusal(&JwtError::Expired), Counter::BearerExpired);
+        assert_eq!(
+            bearer_refusal(&JwtError::Audience("api".into())),
+            Counter::BearerWrongAudience
+        );
+        assert_eq!(
+            bearer_refusal(&JwtError::NotAnAccessToken("an ID token")),
+            Counter::BearerNotAccessToken
+        );
+        assert_eq!(
+            bearer_refusal(&JwtError::UnknownKey("k".into())),
+            Counter::BearerSignature
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 use sha2::{Digest, Sha256};
 
+use core::sync::atomic::AtomicU64;
+
 use crate::metrics::Metrics;
 
 pub type Key = [u8; 16];
@@ -58,6 +60,9 @@ pub struct Table {
     /// The provider's counters for `oidc_metrics`: atomics, read and added to without the
     /// zone's lock.
     pub metrics: Metrics,
+    /// When (unix seconds) a worker last had both the discovery document and the JWKS, for
+    /// `/oauth2/ready`; 0: never. An atomic, read and written without the zone's lock.
+    pub documents_at: AtomicU64,
 }
 
 /// What a request should do about a refresh of its token.
