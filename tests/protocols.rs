@@ -225,6 +225,8 @@ impl WsEcho {
                 let Ok(stream) = stream else { continue };
                 let seen = seen.clone();
                 thread::spawn(move || {
+                    // The signature is tungstenite's callback type.
+                    #[allow(clippy::result_large_err)]
                     let keep = |req: &Request, resp: Response| {
                         let headers = req
                             .headers()
