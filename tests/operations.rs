@@ -423,3 +423,49 @@ fn oidc_metrics_mistakes_fail_nginx_t_naming_the_directive() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+#[test]
+fn one_refresh_shared_by_concurrent_requests_counts_done_once_and_waited_for_the_others() {
+    let env = Env::start_with(EnvOptions {
+        http: metrics_http().replace(
+            "cookie_secure      off;",
+            "cookie_secure      off;\n        refresh_leeway     1s;",
+        ),
+        ..EnvOptions::default().token_ttls(3, 3, 600)
+    });
+    let mut b = env.browser();
+    b.login_ok(&env.url(PAGE), "demo");
+    let cookie = b
+        .jar
+        .header_for(&url::Url::parse(&env.url(PAGE)).unwrap())
+        .unwrap();
+    // The access token expires (3 s): every request now needs the refreshed one.
+    std::thread::sleep(Duration::from_millis(3500));
+    let results = concurrent_gets(&env.url(PAGE), &cookie, 8);
+    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+    let m = scrape(&env);
+    let refreshes =
+        |outcome: &str| sample(&m, "ngx_oidc_refreshes_total", json!({"outcome": outcome}));
+    assert_eq!(refreshes("done"), 1.0);
+    assert_eq!(refreshes("waited"), 7.0);
+    assert_eq!(refreshes("failed"), 0.0);
+    assert_eq!(
+        sample(
+            &m,
+            "ngx_oidc_provider_request_duration_seconds_count",
+            json!({"endpoint": "refresh"})
+        ),
+        1.0
+    );
+
+    // The provider ends the login: the next refresh says so, and the session is over.
+    env.provider.revoke_grants();
+    std::thread::sleep(Duration::from_millis(3500));
+    let r = b.get(&env.url(PAGE), &[("Accept", "application/json")]);
+    assert_eq!(r.status, 401, "{}", r.summary());
+    let m = scrape(&env);
+    assert_eq!(
+        sample(&m, "ngx_oidc_refreshes_total", json!({"outcome": "ended"})),
+        1.0
+    );
+}
