@@ -1,5 +1,6 @@
 //! Directive table and handlers: `oidc_provider {}`, `oidc_auth`, `oidc_endpoints`,
-//! `oidc_metrics`, the location switches and the authorization rules (`oidc_require_*`, `oidc_email_domains`).
+//! `oidc_metrics`, the location switches and the authorization rules (`oidc_require_*`,
+//! `oidc_email_domains`).
 
 use core::ffi::c_void;
 use core::ptr;
@@ -315,8 +316,9 @@ extern "C" fn oidc_endpoints(
     NGX_CONF_OK
 }
 
-const METRICS_WITH_ENDPOINTS: &str = "oidc_metrics and oidc_endpoints cannot share a location: \
-    give the metrics their own, e.g. `location = /metrics { oidc_metrics; allow 10.0.0.0/8; deny all; }`";
+const METRICS_WITH_ENDPOINTS: &str = "oidc_metrics and oidc_endpoints cannot share a \
+    location: give the metrics their own, e.g. \
+    `location = /metrics { oidc_metrics; allow 10.0.0.0/8; deny all; }`";
 
 /// `oidc_metrics`: this location answers with every provider's counters (Prometheus text).
 extern "C" fn oidc_metrics(

@@ -1,6 +1,6 @@
 //! `/oauth2/*`: callback, sign_in, sign_out, backchannel_logout and the probes ping and ready
-//! run in the access phase (they may call the provider); auth and userinfo are content handlers, so they also answer
-//! `auth_request` subrequests, which skip the access phase.
+//! run in the access phase (they may call the provider); auth and userinfo are content
+//! handlers, so they also answer `auth_request` subrequests, which skip the access phase.
 
 use ngx::ffi::{
     ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_ACCEPTED,
