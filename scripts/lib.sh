@@ -100,6 +100,23 @@ ensure_commands() {
 # npm ci for tests/browser (playwright-core); never downloads a browser.
 ensure_browser_deps() { PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 _ensure_npm_deps tests/browser; }
 
+# The Python packages of tests/python/requirements.txt in a virtual environment under
+# target/py (where the tests look for them), installed when the file changed.
+NGX_OIDC_PYTHON_ENV="$NGX_OIDC_TARGET/py"
+ensure_python_deps() {
+    local req="$NGX_OIDC_ROOT/tests/python/requirements.txt" want have=""
+    local stamp="$NGX_OIDC_PYTHON_ENV/.ngx-oidc-requirements.sha256"
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    [ -f "$stamp" ] && have="$(cat "$stamp")"
+    [ -x "$NGX_OIDC_PYTHON_ENV/bin/python" ] && [ "$want" = "$have" ] && return 0
+    ensure_commands python3
+    say "python3 -m venv target/py; pip install -r tests/python/requirements.txt"
+    python3 -m venv "$NGX_OIDC_PYTHON_ENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$NGX_OIDC_PYTHON_ENV/bin/pip" install --quiet --require-hashes -r "$req" \
+        || die "pip install -r tests/python/requirements.txt failed"
+    echo "$want" >"$stamp"
+}
+
 # Debian's Chromium for tests/browser. Returns non-zero (does not die) when it cannot be installed.
 NGX_OIDC_CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 ensure_chromium() {

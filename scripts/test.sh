@@ -33,7 +33,8 @@ trap 'rc=$?; stop_keycloak; [ $rc -ne 0 ] && printf "\nFAILED (exit %s) at step:
 step="install dependencies"
 ensure_build_deps
 ensure_idp_deps
-ensure_commands wrk # tests/hostile.rs loads nginx with it during reloads
+ensure_python_deps # tests/operations.rs parses oidc_metrics with prometheus_client
+ensure_commands wrk curl openssl # wrk: tests/hostile.rs loads nginx during reloads; curl --http2 and a test CA: tests/protocols.rs
 ensure_oauth2_proxy
 export NGX_OIDC_OAUTH2_PROXY
 

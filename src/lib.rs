@@ -8,6 +8,7 @@ pub mod authz;
 pub mod conf;
 pub mod forwarded;
 pub mod header_value;
+pub mod metrics;
 pub mod navigation;
 pub mod oidc;
 pub mod redirect;

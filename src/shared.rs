@@ -1,8 +1,13 @@
 //! State all workers share through a shared-memory zone: which token refreshes are under way
 //! (and their outcome, for requests that still carry the old cookie), and which provider
-//! sessions were logged out. Fixed-size tables, no pointers: the zone survives reloads.
+//! sessions were logged out, and the provider's counters. Fixed-size tables, no pointers: the
+//! zone survives reloads.
 
 use sha2::{Digest, Sha256};
+
+use core::sync::atomic::AtomicU64;
+
+use crate::metrics::Metrics;
 
 pub type Key = [u8; 16];
 
@@ -52,6 +57,12 @@ pub struct Table {
     revoked_count: u64,
     refresh: [RefreshSlot; REFRESH_SLOTS],
     revoked: [RevokedSlot; REVOKED_SLOTS],
+    /// The provider's counters for `oidc_metrics`: atomics, read and added to without the
+    /// zone's lock.
+    pub metrics: Metrics,
+    /// When (unix seconds) a worker last had both the discovery document and the JWKS, for
+    /// `/oauth2/ready`; 0: never. An atomic, read and written without the zone's lock.
+    pub documents_at: AtomicU64,
 }
 
 /// What a request should do about a refresh of its token.

@@ -1,5 +1,6 @@
-//! Directive table and handlers: `oidc_provider {}`, `oidc_auth`, `oidc_endpoints`, the
-//! location switches and the authorization rules (`oidc_require_*`, `oidc_email_domains`).
+//! Directive table and handlers: `oidc_provider {}`, `oidc_auth`, `oidc_endpoints`,
+//! `oidc_metrics`, the location switches and the authorization rules (`oidc_require_*`,
+//! `oidc_email_domains`).
 
 use core::ffi::c_void;
 use core::ptr;
@@ -9,8 +10,8 @@ use std::path::PathBuf;
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_command_t, ngx_conf_parse, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_str_t, ngx_uint_t,
-    NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_BLOCK, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
+    NGX_CONF_1MORE, NGX_CONF_2MORE, NGX_CONF_BLOCK, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_MAIN_CONF, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
@@ -31,7 +32,7 @@ const SESSION_CACHE_SIZE: usize = 512;
 
 const LOC_ANY: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
 
-pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<13> = [
+pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<14> = [
     ngx_command_t {
         name: ngx::ngx_string!("oidc_provider"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_BLOCK | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -53,6 +54,14 @@ pub static mut NGX_HTTP_OIDC_COMMANDS: Commands<13> = [
         name: ngx::ngx_string!("oidc_endpoints"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(oidc_endpoints),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx::ngx_string!("oidc_metrics"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(oidc_metrics),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
@@ -352,6 +361,9 @@ extern "C" fn oidc_endpoints(
     if lcf.endpoints.is_some() {
         return emerg(cf, "oidc_endpoints is duplicate in this location");
     }
+    if lcf.metrics {
+        return emerg(cf, METRICS_WITH_ENDPOINTS);
+    }
     match provider_ref(cf, "oidc_endpoints", argv[1]) {
         Ok(which) => lcf.endpoints = Some(which),
         Err(e) => return e,
@@ -362,6 +374,34 @@ extern "C" fn oidc_endpoints(
     };
     let clcf: &mut ngx_http_core_loc_conf_t = clcf;
     clcf.handler = Some(super::handler::endpoints::content_handler);
+    NGX_CONF_OK
+}
+
+const METRICS_WITH_ENDPOINTS: &str = "oidc_metrics and oidc_endpoints cannot share a \
+    location: give the metrics their own, e.g. \
+    `location = /metrics { oidc_metrics; allow 10.0.0.0/8; deny all; }`";
+
+/// `oidc_metrics`: this location answers with every provider's counters (Prometheus text).
+extern "C" fn oidc_metrics(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> ConfResult {
+    // SAFETY: `conf` is this module's location conf for the current block.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.metrics {
+        return emerg(cf, "oidc_metrics is duplicate in this location");
+    }
+    if lcf.endpoints.is_some() {
+        return emerg(cf, METRICS_WITH_ENDPOINTS);
+    }
+    lcf.metrics = true;
+    // SAFETY: cf is a location block, so the core module has a location conf for it.
+    let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
+        return emerg(cf, "oidc_metrics: no location configuration");
+    };
+    let clcf: &mut ngx_http_core_loc_conf_t = clcf;
+    clcf.handler = Some(super::handler::metrics::content_handler);
     NGX_CONF_OK
 }
 

@@ -136,6 +136,8 @@ pub struct LocConf {
     pub auth: AuthMode,
     /// `oidc_endpoints`: this location serves /oauth2/* for that provider (not inherited).
     pub endpoints: Option<ProviderRef>,
+    /// `oidc_metrics`: this location serves the Prometheus text (not inherited).
+    pub metrics: bool,
     pub pass_access_token: Option<bool>,
     pub set_authorization_header: Option<bool>,
     pub unauth_action: Option<UnauthAction>,

@@ -1072,6 +1072,9 @@ pub struct EnvOptions {
     /// `worker_connections` of each of the 2 workers (`WORKER_CONNECTIONS` unless set).
     pub worker_connections: usize,
     pub provider: ProviderOptions,
+    /// The scheme nginx's `listen` speaks ("http", or "https" for a listener with `ssl`): the
+    /// site's URLs and the callback URLs registered at the provider use it.
+    pub scheme: &'static str,
 }
 
 impl Default for EnvOptions {
@@ -1082,6 +1085,7 @@ impl Default for EnvOptions {
             with_module: true,
             worker_connections: WORKER_CONNECTIONS,
             provider: ProviderOptions::default(),
+            scheme: "http",
         }
     }
 }
@@ -1132,16 +1136,18 @@ impl Env {
     pub fn start_with(mut opts: EnvOptions) -> Env {
         let dir = TempDir::new("e2e");
         let port = free_port();
-        let site = format!("http://127.0.0.1:{port}");
+        let site = format!("{}://127.0.0.1:{port}", opts.scheme);
         if opts.provider.redirect_uris.is_empty() {
             opts.provider.redirect_uris = vec![
                 format!("{site}/oauth2/callback"),
-                format!("http://localhost:{port}/oauth2/callback"),
+                format!("{}://localhost:{port}/oauth2/callback", opts.scheme),
             ];
         }
         if opts.provider.post_logout_redirect_uris.is_empty() {
-            opts.provider.post_logout_redirect_uris =
-                vec![format!("{site}/"), format!("http://localhost:{port}/")];
+            opts.provider.post_logout_redirect_uris = vec![
+                format!("{site}/"),
+                format!("{}://localhost:{port}/", opts.scheme),
+            ];
         }
         // Provider settings may name nginx's port before nginx exists (back-channel logout).
         for (_, v) in opts.provider.env.iter_mut() {
@@ -1185,9 +1191,9 @@ impl Env {
         }
     }
 
-    /// `http://127.0.0.1:<nginx port><path>`.
+    /// `http://127.0.0.1:<nginx port><path>` (`https://` with [`EnvOptions::scheme`] https).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.opts.scheme, self.port)
     }
 
     pub fn browser(&self) -> Browser {
@@ -2166,4 +2172,162 @@ pub fn assert_sent_to_login(env: &Env, r: &Resp, context: &str) {
         "expected a redirect to {auth}..., got {}\n{context}",
         r.summary()
     );
+}
+
+// ------------------------------------------------------------------------------------ TLS
+
+/// A throwaway certificate authority and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, made with the `openssl` command (as scripts/keycloak.sh does for Keycloak).
+pub struct TestTls {
+    /// The CA certificate (PEM) that clients trust.
+    pub ca: PathBuf,
+    /// The server's certificate and key (PEM), for `ssl_certificate` / `ssl_certificate_key`.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: TempDir,
+}
+
+impl TestTls {
+    pub fn create() -> TestTls {
+        let dir = TempDir::new("tls");
+        let p = |name: &str| dir.join(name);
+        let ext = dir.write("san.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir.path)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run openssl (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ngx-oidc test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext.display().to_string(),
+            "-out",
+            "server.pem",
+        ]);
+        TestTls {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
+            _dir: dir,
+        }
+    }
+}
+
+/// What `curl` got: the HTTP version it spoke (`1.1`, `2`), the status, the response headers
+/// (lowercase names) and the body.
+#[derive(Debug)]
+pub struct CurlResp {
+    pub http_version: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl CurlResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// A header as the echo upstream received it.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        let json: Value = serde_json::from_str(&self.body).ok()?;
+        json["headers"][name.to_ascii_lowercase()]
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+/// Runs the `curl` command on `url` with `args` before it (e.g. `--http2`, `--cacert`, `-H`),
+/// never following redirects; the answer's status line and headers come from curl's
+/// `--dump-header`.
+pub fn curl(url: &str, args: &[&str]) -> CurlResp {
+    let dir = TempDir::new("curl");
+    let head = dir.join("head");
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .arg("--dump-header")
+        .arg(&head)
+        .args(["--write-out", "%{stderr}%{http_version}"])
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl (apt-get install curl)");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "curl {url}: {stderr}");
+    let head = std::fs::read_to_string(&head).unwrap_or_default();
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("curl {url}: no status line in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    CurlResp {
+        http_version: stderr.trim().to_string(),
+        status,
+        headers,
+        body: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
 }

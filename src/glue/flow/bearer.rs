@@ -11,9 +11,11 @@ use ngx::ngx_log_error;
 
 use crate::glue::service::ctx::RequestCtx;
 use crate::glue::service::http::Response;
+use crate::glue::service::metrics;
 use crate::glue::service::outcome::{finish, let_through};
 use crate::glue::service::provider::{discovery, keys, Step};
 use crate::glue::{LocConf, Provider};
+use crate::metrics::Counter;
 use crate::oidc::id_token::{self, JwtError};
 use crate::oidc::numeric;
 use crate::session::{Session, Verified};
@@ -52,6 +54,7 @@ pub unsafe fn protect(
                 Step::Failed(resp) => return finish(r, resp),
             },
         };
+        metrics::count(p, Counter::BearerAccepted);
         let_through(r, rctx, p, lcf, verified, false)
     }
 }
@@ -131,6 +134,7 @@ unsafe fn verify(
                 e,
                 hint
             );
+            metrics::count(p, crate::metrics::bearer_refusal(&e));
             Step::Failed(refused(&e.to_string()))
         }
     }

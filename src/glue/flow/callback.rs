@@ -13,12 +13,14 @@ use super::login::{redirect_uri, LOGIN_STATE_LIFETIME};
 use crate::glue::service::ctx::{FetchSlot, RequestCtx};
 use crate::glue::service::fetch::{self, FetchRequest};
 use crate::glue::service::http::{self, log, Response};
+use crate::glue::service::metrics;
 use crate::glue::service::outcome::{error_page, finish, provider_unreachable};
 use crate::glue::service::provider::{discovery, keys, step, token_failure};
 use crate::glue::service::session::carried_session;
 use crate::glue::service::set_cookie::{attrs, guard_cookie};
 use crate::glue::service::time::now;
 use crate::glue::Provider;
+use crate::metrics::{Counter, Endpoint};
 use crate::oidc::cache::Keys;
 use crate::oidc::id_token::{self, constant_time_eq, Expectations};
 use crate::oidc::query::{self, Callback};
@@ -70,6 +72,7 @@ pub unsafe fn callback(
                 } else {
                     NGX_HTTP_UNAUTHORIZED
                 };
+                metrics::count(p, Counter::LoginProviderError);
                 let text = format!("The identity provider answered \"{error}\": {description}");
                 // SAFETY: per this function's contract.
                 return unsafe { finish(r, error_page(status, "Login was not completed", &text)) };
@@ -82,6 +85,7 @@ pub unsafe fn callback(
                     p.conf.name,
                     e
                 );
+                metrics::count(p, Counter::LoginBadCallback);
                 // SAFETY: per this function's contract.
                 return unsafe {
                     finish(
@@ -108,6 +112,7 @@ pub unsafe fn callback(
         .find(|l| l.exp > now && constant_time_eq(l.state.as_bytes(), state.as_bytes()));
     let Some(login) = login else {
         ngx_log_error!(NGX_LOG_WARN, log(r), "oidc: provider \"{}\": callback with an unknown or expired state (login-state cookie missing, from another browser, or older than {}s)", p.conf.name, LOGIN_STATE_LIFETIME);
+        metrics::count(p, Counter::LoginStateUnknown);
         let page = error_page(
             NGX_HTTP_BAD_REQUEST,
             "Login failed",
@@ -143,6 +148,7 @@ pub unsafe fn callback(
             p.conf.name,
             e
         );
+        metrics::count(p, Counter::LoginIssuerMismatch);
         // SAFETY: per this function's contract.
         return unsafe {
             finish(
@@ -167,6 +173,8 @@ pub unsafe fn callback(
                     };
                 };
                 let req = FetchRequest {
+                    endpoint: Endpoint::Token,
+                    zone: p.zone,
                     url: &d.token_endpoint,
                     form: Some(authorize::code_exchange_body(
                         &code,
@@ -202,6 +210,7 @@ pub unsafe fn callback(
                         p.conf.name,
                         token_failure(&e, status, &p.conf.fetch_location)
                     );
+                    metrics::count(p, Counter::LoginCodeExchangeFailed);
                     let resp = match e {
                         token::TokenError::Refused { .. } => fail(
                             NGX_HTTP_UNAUTHORIZED,
@@ -217,6 +226,7 @@ pub unsafe fn callback(
     };
     let Some(id_token) = token.id_token.clone() else {
         ngx_log_error!(NGX_LOG_ERR, log(r), "oidc: provider \"{}\": the token response has no id_token (does `scope` contain \"openid\"?)", p.conf.name);
+        metrics::count(p, Counter::LoginIdTokenInvalid);
         // SAFETY: per this function's contract.
         return unsafe {
             finish(
@@ -253,6 +263,7 @@ pub unsafe fn callback(
                 p.conf.name,
                 e
             );
+            metrics::count(p, Counter::LoginIdTokenInvalid);
             // SAFETY: per this function's contract.
             return unsafe {
                 finish(
@@ -339,6 +350,7 @@ pub unsafe fn callback(
         sealed.len(),
         chunks.len()
     );
+    metrics::count(p, Counter::LoginCompleted);
     // SAFETY: per this function's contract.
     unsafe { finish(r, resp) }
 }

@@ -9,11 +9,13 @@ use ngx::ngx_log_error;
 
 use crate::glue::service::ctx::RequestCtx;
 use crate::glue::service::http::{self, log, Response};
+use crate::glue::service::metrics;
 use crate::glue::service::outcome::{error_page, finish, internal_error};
 use crate::glue::service::provider::{discovery, step};
 use crate::glue::service::set_cookie::{attrs, guard_cookie, own_login_states};
 use crate::glue::service::values::site_url;
 use crate::glue::Provider;
+use crate::metrics::Counter;
 use crate::oidc::{authorize, random_token};
 use crate::session::cookies;
 use crate::session::{logins, LoginState};
@@ -133,6 +135,7 @@ pub unsafe fn start(
         p.conf.name,
         redirect_uri
     );
+    metrics::count(p, Counter::LoginStarted);
     // SAFETY: per this function's contract.
     unsafe { finish(r, resp) }
 }

@@ -18,8 +18,9 @@ use crate::glue::service::session::carried_session;
 use crate::glue::service::set_cookie::{attrs, clear_session_cookies, own_login_states};
 use crate::glue::service::time::now;
 use crate::glue::service::values::site_url;
-use crate::glue::service::zone;
+use crate::glue::service::{metrics, zone};
 use crate::glue::Provider;
+use crate::metrics::Counter;
 use crate::oidc::id_token::{self, LogoutToken};
 use crate::oidc::{authorize, query};
 use crate::session::cookies;
@@ -51,6 +52,7 @@ pub unsafe fn sign_out(
             if let Some(sid) = &s.sid {
                 let key = shared::key(sid.as_bytes());
                 zone::with_table(p.zone, |t| t.revoke(&key, s.exp, now));
+                metrics::count(p, Counter::RevokedBySignOut);
             }
         }
         let attrs = attrs(p);
@@ -165,6 +167,7 @@ pub unsafe fn backchannel_logout(
                 let key = shared::key(sid.as_bytes());
                 let until = now + p.conf.session_lifetime;
                 zone::with_table(p.zone, |t| t.revoke(&key, until, now));
+                metrics::count(p, Counter::RevokedByBackChannel);
                 ngx_log_error!(
                     NGX_LOG_INFO,
                     log,

@@ -13,8 +13,9 @@ use crate::glue::service::fetch::{self, FetchRequest};
 use crate::glue::service::http::log;
 use crate::glue::service::provider::{discovery, keys, token_failure, Step};
 use crate::glue::service::set_cookie::queue_session;
-use crate::glue::service::{pause, zone};
+use crate::glue::service::{metrics, pause, zone};
 use crate::glue::Provider;
+use crate::metrics::{Counter, Endpoint};
 use crate::oidc::id_token::{self, Expectations};
 use crate::oidc::jws;
 use crate::oidc::{authorize, token};
@@ -118,6 +119,8 @@ pub unsafe fn refresh(
     match decision.unwrap_or(Decision::Go) {
         Decision::Go => {
             let req = FetchRequest {
+                endpoint: Endpoint::Refresh,
+                zone: p.zone,
                 url: &d.token_endpoint,
                 form: Some(authorize::refresh_body(&rt)),
                 authorization: Some(authorize::client_basic_auth(
@@ -132,6 +135,7 @@ pub unsafe fn refresh(
             }
             // SAFETY: as above.
             unsafe { zone::with_table(p.zone, |t| t.finish_refresh(&key, Outcome::Failed, now)) };
+            metrics::count(p, Counter::RefreshFailed);
             Refreshed::Unavailable
         }
         Decision::Running if session.access_token_valid(now) => {
@@ -143,6 +147,7 @@ pub unsafe fn refresh(
                 _ => 1,
             };
             if waits > MAX_WAITS {
+                metrics::count(p, Counter::RefreshFailed);
                 return Refreshed::Unavailable;
             }
             rctx.refresh = RefreshState::Waiting(waits);
@@ -154,6 +159,7 @@ pub unsafe fn refresh(
             // `usable` opened it and checked that its access token is valid: it goes upstream.
             Some(new) => {
                 queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
+                metrics::count(p, Counter::RefreshWaited);
                 Refreshed::Ready(remember(p, &sealed, new))
             }
             None => Refreshed::Unavailable,
@@ -273,6 +279,7 @@ unsafe fn finish(
             );
             // SAFETY: the zone belongs to this provider.
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Ended, now)) };
+            metrics::count(p, Counter::RefreshEnded);
             return Refreshed::Ended;
         }
         Err((e, status)) => {
@@ -285,6 +292,7 @@ unsafe fn finish(
             );
             // SAFETY: the zone belongs to this provider.
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };
+            metrics::count(p, Counter::RefreshFailed);
             return Refreshed::Unavailable;
         }
     };
@@ -311,6 +319,7 @@ unsafe fn finish(
     let Ok(sealed) = new.seal(&p.conf.keys, &p.conf.session_aad) else {
         // SAFETY: the zone belongs to this provider.
         unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };
+        metrics::count(p, Counter::RefreshFailed);
         return Refreshed::Unavailable;
     };
     // SAFETY: the zone belongs to this provider; `r` is live per the contract.
@@ -320,6 +329,7 @@ unsafe fn finish(
         });
         queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
     }
+    metrics::count(p, Counter::RefreshDone);
     Refreshed::Ready(remember(p, &sealed, new))
 }
 

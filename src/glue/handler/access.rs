@@ -14,6 +14,7 @@ use crate::glue::flow::refresh::{self, Refreshed};
 use crate::glue::flow::{bearer, login};
 use crate::glue::service::ctx::{self, RequestCtx};
 use crate::glue::service::http;
+use crate::glue::service::metrics;
 use crate::glue::service::outcome::{
     finish, let_through, navigation_signals, provider_unreachable, unauthorized,
 };
@@ -21,6 +22,7 @@ use crate::glue::service::session::{carried_session, is_revoked};
 use crate::glue::service::set_cookie::clear_session_cookies;
 use crate::glue::service::time;
 use crate::glue::{AuthMode, LocConf, Module, Provider, UnauthAction};
+use crate::metrics::Counter;
 use crate::navigation::{bearer_token, is_cors_preflight, is_navigation};
 
 /// Installs the access handler when at least one provider is configured.
@@ -121,9 +123,14 @@ unsafe fn protect(r: *mut ngx_http_request_t, p: &Provider, lcf: &LocConf) -> ng
                 carried.valid
             }
         };
-        let Some(mut verified) = verified.filter(|v| !is_revoked(p, &v.session, now)) else {
+        let Some(mut verified) = verified else {
+            metrics::decided(rctx, p, Counter::SessionNone);
             return no_session(r, rctx, p, lcf, now);
         };
+        if is_revoked(p, &verified.session, now) {
+            metrics::decided(rctx, p, Counter::SessionRevoked);
+            return no_session(r, rctx, p, lcf, now);
+        }
         if verified.session.needs_refresh(now, p.conf.refresh_leeway) {
             verified = match refresh::refresh(r, rctx, p, verified.session.clone(), now) {
                 Refreshed::Ready(v) => v,

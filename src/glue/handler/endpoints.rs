@@ -1,10 +1,12 @@
-//! `/oauth2/*`: callback, sign_in, sign_out and backchannel_logout run in the access phase (they
-//! may call the provider); auth and userinfo are content handlers, so they also answer
-//! `auth_request` subrequests, which skip the access phase.
+//! `/oauth2/*`: callback, sign_in, sign_out, backchannel_logout and the probes ping and ready
+//! run in the access phase (they may call the provider); auth and userinfo are content
+//! handlers, so they also answer `auth_request` subrequests, which skip the access phase.
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, NGX_DECLINED, NGX_HTTP_ACCEPTED, NGX_HTTP_BAD_REQUEST,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_LOG_WARN,
+    ngx_http_request_t, ngx_int_t, NGX_AGAIN, NGX_DECLINED, NGX_HTTP_ACCEPTED,
+    NGX_HTTP_BAD_REQUEST, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_NOT_ALLOWED, NGX_HTTP_NOT_FOUND, NGX_HTTP_OK, NGX_HTTP_SERVICE_UNAVAILABLE,
+    NGX_LOG_WARN,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Request};
 use ngx::ngx_log_error;
@@ -16,6 +18,7 @@ use crate::glue::service::http::{self, Response};
 use crate::glue::service::outcome::{authorize, finish, unauthorized};
 use crate::glue::service::session::carried_session;
 use crate::glue::service::time::now;
+use crate::glue::service::{metrics, provider};
 use crate::glue::{Module, Provider};
 use crate::oidc::query;
 
@@ -62,11 +65,68 @@ pub unsafe fn access(r: *mut ngx_http_request_t, p: &Provider) -> ngx_int_t {
                 Err(resp) => finish(r, resp),
             },
             "backchannel_logout" => logout::backchannel_logout(r, rctx, p),
+            "ping" => finish(r, probe_answer(r, NGX_HTTP_OK, "OK")),
+            "ready" => ready(r, rctx, p),
             "sign_out" => match return_path(r) {
                 Ok(rd) => logout::sign_out(r, rctx, p, rd),
                 Err(resp) => finish(r, resp),
             },
             _ => NGX_DECLINED as ngx_int_t,
+        }
+    }
+}
+
+/// A probe's plain-text answer; 405 for methods other than GET and HEAD.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn probe_answer(r: *mut ngx_http_request_t, status: u32, text: &str) -> Response<'static> {
+    // SAFETY: per this function's contract.
+    let method = unsafe { (*r).method } as u32;
+    if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
+        return Response::new(NGX_HTTP_NOT_ALLOWED as usize).header("Allow", "GET, HEAD".into());
+    }
+    Response {
+        content_type: "text/plain; charset=utf-8",
+        body: format!("{text}\n"),
+        ..Response::new(status as usize)
+    }
+}
+
+/// `/oauth2/ready`: 200 when the provider's discovery document and JWKS are at hand (in this
+/// worker, or fetched by any worker within their cache lifetime), else this request fetches
+/// them as a login would and answers 200 once both arrived, 503 if the provider fails. Holds
+/// no session and never waits on another request.
+///
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`.
+unsafe fn ready(r: *mut ngx_http_request_t, rctx: &mut ctx::RequestCtx, p: &Provider) -> ngx_int_t {
+    let now = now();
+    // Issue #14: with a cluster store, Redis must also be reachable for 200.
+    // SAFETY: per this function's contract.
+    unsafe {
+        if metrics::documents_known(p, now) {
+            return finish(r, probe_answer(r, NGX_HTTP_OK, "ready"));
+        }
+        let not_ready = |r| {
+            finish(
+                r,
+                probe_answer(
+                    r,
+                    NGX_HTTP_SERVICE_UNAVAILABLE,
+                    "provider documents unavailable",
+                ),
+            )
+        };
+        let d = match provider::discovery(r, rctx, p, now) {
+            provider::Step::Ready(d) => d,
+            provider::Step::Pending => return NGX_AGAIN as ngx_int_t,
+            provider::Step::Failed(_) => return not_ready(r),
+        };
+        match provider::keys(r, rctx, p, &d, None, now) {
+            provider::Step::Ready(_) => finish(r, probe_answer(r, NGX_HTTP_OK, "ready")),
+            provider::Step::Pending => NGX_AGAIN as ngx_int_t,
+            provider::Step::Failed(_) => not_ready(r),
         }
     }
 }

@@ -5,4 +5,5 @@
 pub mod access;
 pub mod endpoints;
 pub mod filter;
+pub mod metrics;
 pub mod variables;

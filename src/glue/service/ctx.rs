@@ -1,9 +1,10 @@
 //! Per-request state of this module, kept in the request's module context.
 
-use ngx::ffi::{ngx_http_request_t, ngx_str_t};
+use ngx::ffi::{ngx_http_request_t, ngx_msec_t, ngx_shm_zone_t, ngx_str_t};
 use ngx::http::HttpModule;
 
 use crate::glue::Module;
+use crate::metrics::Endpoint;
 use crate::oidc::token::TokenResponse;
 use std::rc::Rc;
 use zeroize::Zeroizing;
@@ -50,6 +51,12 @@ pub struct RequestCtx {
     /// How many cookies (chunks) the session that opened spans: the only ones of our names
     /// this request may delete or replace (0: none opened).
     pub cookie_chunks: usize,
+    /// The provider call in flight: which endpoint, when it was sent (nginx's millisecond
+    /// clock) and the zone whose histogram it goes into.
+    pub fetch_timer: Option<(Endpoint, ngx_msec_t, *mut ngx_shm_zone_t)>,
+    /// This request's session decision has been counted (a handler that waits for the
+    /// provider runs again on the same request).
+    pub counted: bool,
 }
 
 impl Default for RequestCtx {
@@ -64,6 +71,8 @@ impl Default for RequestCtx {
             refresh: RefreshState::Idle,
             set_cookies: Vec::new(),
             cookie_chunks: 0,
+            fetch_timer: None,
+            counted: false,
         }
     }
 }

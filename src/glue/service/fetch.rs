@@ -6,16 +6,19 @@ use core::mem::size_of;
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_alloc_chain_link, ngx_chain_t, ngx_http_post_subrequest_t, ngx_http_request_body_t,
-    ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init, ngx_palloc, ngx_pcalloc,
-    ngx_table_elt_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
+    ngx_alloc_chain_link, ngx_chain_t, ngx_current_msec, ngx_http_post_subrequest_t,
+    ngx_http_request_body_t, ngx_http_request_t, ngx_http_subrequest, ngx_int_t, ngx_list_init,
+    ngx_palloc, ngx_pcalloc, ngx_shm_zone_t, ngx_table_elt_t, ngx_uint_t, NGX_ERROR,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_HTTP_SUBREQUEST_IN_MEMORY, NGX_HTTP_SUBREQUEST_WAITED, NGX_OK,
 };
 
 use zeroize::{Zeroize, Zeroizing};
 
 use super::ctx::{self, FetchSlot, RequestCtx};
 use super::http::{calloc_buf, list_elts, pool_str, push_header};
+use super::zone;
+use crate::metrics::Endpoint;
 
 /// Largest provider answer kept; a bigger one fails the call instead of filling memory.
 /// Keycloak token responses for users in hundreds of groups stay far below this.
@@ -57,6 +60,10 @@ pub fn describe(status: u16, location: &str) -> String {
 }
 
 pub struct FetchRequest<'a> {
+    /// Which provider endpoint is called, and the provider's zone: the call is timed into its
+    /// histogram.
+    pub endpoint: Endpoint,
+    pub zone: *mut ngx_shm_zone_t,
     pub url: &'a str,
     /// An `application/x-www-form-urlencoded` body; makes the call a POST.
     pub form: Option<Zeroizing<String>>,
@@ -166,6 +173,7 @@ pub unsafe fn start(
         )
         .ok_or(())?;
         (*rctx).fetch = FetchSlot::Pending;
+        (*rctx).fetch_timer = Some((req.endpoint, ngx_current_msec, req.zone));
         Ok(())
     }
 }
@@ -199,6 +207,12 @@ unsafe extern "C" fn fetch_done(
             let body = ctx::get(sr)
                 .map(|c| core::mem::take(&mut c.answer))
                 .unwrap_or_default();
+            if let Some((endpoint, sent, zone)) = rctx.fetch_timer.take() {
+                if let Some(m) = zone::metrics(zone) {
+                    let ms = ngx_current_msec.wrapping_sub(sent);
+                    m.observe(endpoint, ms as u64, (200..300).contains(&status));
+                }
+            }
             rctx.fetch = FetchSlot::Done(status, body);
             wipe_request(sr);
         }

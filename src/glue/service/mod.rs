@@ -6,6 +6,7 @@
 pub mod ctx;
 pub mod fetch;
 pub mod http;
+pub mod metrics;
 pub mod outcome;
 pub mod pause;
 pub mod provider;

@@ -12,8 +12,10 @@ use std::rc::Rc;
 
 use super::ctx::RequestCtx;
 use super::http::{self, Response};
+use super::metrics;
 use crate::authz::Rules;
 use crate::glue::{LocConf, Provider};
+use crate::metrics::Counter;
 use crate::navigation::{is_navigation, Signals};
 use crate::session::{Session, Verified};
 
@@ -115,8 +117,8 @@ pub unsafe fn navigation_signals<'a>(r: *mut ngx_http_request_t) -> Signals<'a> 
 
 /// Lets a request whose session (or bearer token) verified on to the upstream, unless the
 /// location's rules refuse it (the 403 is sent here): the identity headers go upstream, with
-/// `strip_session_cookies` the session's cookies are taken out of the request's `Cookie`
-/// header, and the request context keeps `v`, which the headers point into, for the rest of
+/// `strip_session_cookies` (a cookie session) the session's cookies are taken out of the
+/// request's `Cookie` header and the decision is counted (`ngx_oidc_sessions_total`), and the request context keeps `v`, which the headers point into, for the rest of
 /// the request. Returns the access phase's answer.
 ///
 /// # Safety
@@ -132,6 +134,9 @@ pub unsafe fn let_through(
     // SAFETY: per this function's contract.
     unsafe {
         if let Err(resp) = authorize(r, p, &v.session, &[&lcf.rules]) {
+            if strip_session_cookies {
+                metrics::decided(rctx, p, Counter::SessionForbidden);
+            }
             return finish(r, resp);
         }
         if set_upstream_headers(r, &v, lcf).is_none()
@@ -139,6 +144,9 @@ pub unsafe fn let_through(
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         }
+    }
+    if strip_session_cookies {
+        metrics::decided(rctx, p, Counter::SessionValid);
     }
     rctx.session = Some(v);
     NGX_DECLINED as ngx_int_t

@@ -8,8 +8,10 @@ use ngx::ngx_log_error;
 use super::ctx::RequestCtx;
 use super::fetch::{self, FetchRequest};
 use super::http::{log, Response};
+use super::metrics;
 use super::outcome::{internal_error, provider_unreachable};
 use crate::glue::Provider;
+use crate::metrics::Endpoint;
 use crate::oidc::cache::Keys;
 use crate::oidc::discovery::{self, Discovery};
 use crate::oidc::jws::JwkSet;
@@ -51,13 +53,19 @@ unsafe fn provider_document<T>(
     r: *mut ngx_http_request_t,
     rctx: &mut RequestCtx,
     p: &Provider,
-    what: &str,
+    endpoint: Endpoint,
     url: &str,
     accept: impl FnOnce(u16, &[u8]) -> Result<T, String>,
     stale: impl FnOnce() -> Option<T>,
 ) -> Step<T> {
+    let what = match endpoint {
+        Endpoint::Jwks => "JWKS",
+        _ => "discovery",
+    };
     let Some((status, body)) = rctx.take_fetched() else {
         let req = FetchRequest {
+            endpoint,
+            zone: p.zone,
             url,
             form: None,
             authorization: None,
@@ -117,7 +125,7 @@ pub unsafe fn discovery(
     };
     let stale = || p.cache.borrow().stale_discovery().cloned();
     // SAFETY: per this function's contract.
-    unsafe { provider_document(r, rctx, p, "discovery", &url, accept, stale) }
+    unsafe { provider_document(r, rctx, p, Endpoint::Discovery, &url, accept, stale) }
 }
 
 /// Keys that can verify a token signed with `kid`.
@@ -141,11 +149,12 @@ pub unsafe fn keys(
         }
         let set = serde_json::from_slice::<JwkSet>(body).map_err(|e| format!("not a JWKS: {e}"))?;
         p.cache.borrow_mut().set_keys(set.clone(), now);
+        metrics::documents_cached(p, now);
         Ok(set)
     };
     let stale = || p.cache.borrow().stale_keys().cloned();
     // SAFETY: per this function's contract.
-    unsafe { provider_document(r, rctx, p, "JWKS", &d.jwks_uri, accept, stale) }
+    unsafe { provider_document(r, rctx, p, Endpoint::Jwks, &d.jwks_uri, accept, stale) }
 }
 
 /// A failed token-endpoint call, described for the error log.

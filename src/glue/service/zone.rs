@@ -2,7 +2,8 @@
 
 use core::ffi::c_void;
 use core::mem::size_of;
-use core::ptr;
+use core::ptr::{self, addr_of};
+use core::sync::atomic::AtomicU64;
 
 use ngx::ffi::{
     ngx_conf_t, ngx_int_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock,
@@ -13,6 +14,7 @@ use ngx::ngx_log_error;
 
 use super::http::bytes;
 use crate::glue::Module;
+use crate::metrics::Metrics;
 use crate::shared::Table;
 
 /// Room for the table plus the slab allocator's own pages.
@@ -88,5 +90,34 @@ pub unsafe fn with_table<R>(
         let r = f(&mut *table);
         ngx_shmtx_unlock(&mut (*shpool).mutex);
         Some(r)
+    }
+}
+
+/// The provider's counters: atomics that every worker adds to without the zone's lock; `None`
+/// before the zone exists (configuration time).
+///
+/// # Safety
+/// `zone` must be a zone created by [`add`].
+pub unsafe fn metrics<'a>(zone: *mut ngx_shm_zone_t) -> Option<&'a Metrics> {
+    // SAFETY: per this function's contract; the table lives as long as the zone (across
+    // reloads), and only atomics are reached through this shared reference: no `&mut Table`
+    // of this process is alive at the same time (workers are single-threaded and never count
+    // inside `with_table`).
+    unsafe {
+        let table = (*zone).data as *const Table;
+        (!table.is_null()).then(|| &*addr_of!((*table).metrics))
+    }
+}
+
+/// When a worker last had the provider's discovery document and JWKS (see
+/// [`Table::documents_at`]); `None` before the zone exists.
+///
+/// # Safety
+/// `zone` must be a zone created by [`add`].
+pub unsafe fn documents_at<'a>(zone: *mut ngx_shm_zone_t) -> Option<&'a AtomicU64> {
+    // SAFETY: as in `metrics`: an atomic field of the live table.
+    unsafe {
+        let table = (*zone).data as *const Table;
+        (!table.is_null()).then(|| &*addr_of!((*table).documents_at))
     }
 }

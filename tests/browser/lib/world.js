@@ -6,10 +6,11 @@
 // Env: NGX_OIDC_NGINX, NGX_OIDC_MODULE (default target/ngx-oidc/...), CHROMIUM (default
 // /usr/bin/chromium), NGX_OIDC_BROWSER_OUT (default target/browser: screenshots and logs).
 'use strict';
-const { spawn } = require('node:child_process');
+const { execFileSync, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
+const tls = require('node:tls');
 const path = require('node:path');
 const { test } = require('node:test');
 const { chromium } = require('playwright-core');
@@ -62,6 +63,50 @@ async function waitHttp(url, what, child, timeoutMs = 20000) {
   }
 }
 
+/** Waits until a TLS handshake with `port` succeeds, verifying the server against `ca` (PEM). */
+async function waitTls(port, ca, what, child, timeoutMs = 20000) {
+  const start = Date.now();
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) during startup`);
+    }
+    const ok = await new Promise((resolve) => {
+      const s = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost' }, () => {
+        s.end();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() - start > timeoutMs) throw new Error(`${what} did not answer TLS on ${port}`);
+    await sleep(100);
+  }
+}
+
+/**
+ * A throwaway CA and a server certificate for 127.0.0.1 and localhost in `dir` (the `openssl`
+ * command, as scripts/keycloak.sh does). `spki` is the base64 SHA-256 of the server's public
+ * key, for Chromium's `--ignore-certificate-errors-spki-list` (it trusts that key only).
+ */
+function makeTestTls(dir) {
+  const run = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  fs.writeFileSync(path.join(dir, 'san.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=ngx-oidc test CA',
+    '-keyout', 'ca.key', '-out', 'ca.pem');
+  run('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'server.key',
+    '-out', 'server.csr');
+  run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+    '-days', '2', '-extfile', 'san.cnf', '-out', 'server.pem');
+  const cert = new crypto.X509Certificate(fs.readFileSync(path.join(dir, 'server.pem')));
+  const der = cert.publicKey.export({ type: 'spki', format: 'der' });
+  return {
+    ca: fs.readFileSync(path.join(dir, 'ca.pem')),
+    cert: path.join(dir, 'server.pem'),
+    key: path.join(dir, 'server.key'),
+    spki: crypto.createHash('sha256').update(der).digest('base64'),
+  };
+}
+
 /** `KEY=value` lines of a scripts/keycloak.sh `keycloak.env` as an object. */
 function readEnvFile(file) {
   return Object.fromEntries(fs.readFileSync(file, 'utf8').split('\n')
@@ -99,8 +144,10 @@ async function startKeycloak() {
  *   cookieSecure  false (default): `cookie_secure off`; true: `cookie_secure on`
  *   keycloak      the `env` of startKeycloak(): a real Keycloak (realm test, client test) is the
  *                 provider instead of the stand-in tests/idp
+ *   tls           false (default): plain http; true: `listen ... ssl` with `http2 on` and a test
+ *                 CA's certificate (`world.spki` for launchBrowser), sites are https://
  */
-async function startWorld({ name = 'world', cookieSecure = false, keycloak = null } = {}) {
+async function startWorld({ name = 'world', cookieSecure = false, keycloak = null, tls: https = false } = {}) {
   for (const f of [NGINX, MODULE]) {
     if (!fs.existsSync(f)) throw new Error(`${f} not found: run scripts/build.sh first`);
   }
@@ -111,10 +158,13 @@ async function startWorld({ name = 'world', cookieSecure = false, keycloak = nul
   const idpPort = keycloak ? Number(keycloak.KC_HTTP_PORT) : await freePort();
   const upstreamPort = await freePort();
   const children = [];
+  const scheme = https ? 'https' : 'http';
+  const testTls = https ? makeTestTls(dir) : null;
   const world = {
     dir, port, idpPort, upstreamPort,
-    base: `http://127.0.0.1:${port}`,
-    localBase: `http://localhost:${port}`,
+    base: `${scheme}://127.0.0.1:${port}`,
+    localBase: `${scheme}://localhost:${port}`,
+    spki: testTls?.spki,
     issuer: `http://127.0.0.1:${idpPort}/realms/test`,
     logs: {
       idp: path.join(dir, 'idp.log'),
@@ -150,7 +200,7 @@ async function startWorld({ name = 'world', cookieSecure = false, keycloak = nul
     const keys = path.join(dir, 'cookie-keys');
     fs.writeFileSync(keys, crypto.randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
 
-    const sites = [`http://127.0.0.1:${port}`, `http://localhost:${port}`];
+    const sites = [world.base, world.localBase];
     const upstream = spawnLogged('node', [path.join(ROOT, 'scripts/demo-upstream.js'), String(upstreamPort)],
       {}, world.logs.upstream);
     const ready = [waitHttp(`http://127.0.0.1:${upstreamPort}/`, 'the demo upstream', upstream)];
@@ -176,12 +226,19 @@ async function startWorld({ name = 'world', cookieSecure = false, keycloak = nul
       .replaceAll('@UPSTREAM_PORT@', String(upstreamPort));
     conf = conf.replace(/cookie_secure\s+\w+;/, `cookie_secure ${cookieSecure ? 'on' : 'off'};`);
     if (keycloak) conf = conf.replace(/client_secret\s+\S+;/, 'client_secret test-client-secret;');
+    if (testTls) {
+      conf = conf.replace(`listen 127.0.0.1:${port};`, `listen 127.0.0.1:${port} ssl;
+        http2 on;
+        ssl_certificate ${testTls.cert};
+        ssl_certificate_key ${testTls.key};`);
+    }
     const confFile = path.join(dir, 'nginx.conf');
     fs.writeFileSync(confFile, conf);
     const nginx = spawnLogged(NGINX, ['-p', `${dir}/`, '-e', world.logs.nginx, '-c', confFile], {},
       path.join(dir, 'nginx.stderr'));
     world.nginxProc = nginx;
-    await waitHttp(`${world.base}/public/`, 'nginx', nginx);
+    if (testTls) await waitTls(port, testTls.ca, 'nginx', nginx);
+    else await waitHttp(`${world.base}/public/`, 'nginx', nginx);
   } catch (e) {
     const diag = world.diagnostics();
     await world.stop();
@@ -191,8 +248,11 @@ async function startWorld({ name = 'world', cookieSecure = false, keycloak = nul
   return world;
 }
 
-/** Headless Debian Chromium with a fresh profile (Playwright makes a temp user-data-dir). */
-async function launchBrowser() {
+/**
+ * Headless Debian Chromium with a fresh profile (Playwright makes a temp user-data-dir).
+ * `spki` (a world's `spki`): trust the test server's key, as a machine with the test CA would.
+ */
+async function launchBrowser({ spki = null } = {}) {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: apt-get install chromium`);
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -201,6 +261,7 @@ async function launchBrowser() {
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--disable-dev-shm-usage',
+      ...(spki ? [`--ignore-certificate-errors-spki-list=${spki}`] : []),
     ],
   });
 }
