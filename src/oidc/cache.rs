@@ -99,10 +99,15 @@ mod tests {
     #[test]
     fn discovery_expires_but_stays_available_as_stale() {
         let mut c = ProviderCache::default();
-        let d: Discovery = serde_json::from_str(
-            r#"{"issuer":"i","authorization_endpoint":"a","token_endpoint":"t","jwks_uri":"j"}"#,
-        )
-        .unwrap();
+        let d = Discovery {
+            issuer: "i".into(),
+            authorization_endpoint: "a".into(),
+            token_endpoint: "t".into(),
+            jwks_uri: "j".into(),
+            userinfo_endpoint: None,
+            end_session_endpoint: None,
+            authorization_response_iss_parameter_supported: false,
+        };
         c.set_discovery(d, 0);
         assert!(c.discovery(TTL - 1).is_some());
         assert!(c.discovery(TTL).is_none());
