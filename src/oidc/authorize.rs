@@ -1,9 +1,8 @@
 //! The authorization request: PKCE and the URL the browser is sent to.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use openidconnect::{PkceCodeChallenge, PkceCodeVerifier};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// RFC 3986 unreserved characters stay as they are; everything else is escaped.
@@ -17,9 +16,12 @@ pub fn encode(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
-/// PKCE S256 challenge of a verifier (RFC 7636).
+/// The PKCE `code_challenge` of a `code_verifier` with method `S256` (RFC 7636 §4.2:
+/// BASE64URL(SHA256(verifier)), 43 characters), computed by `openidconnect` (`oauth2`).
 pub fn pkce_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+    PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.to_string()))
+        .as_str()
+        .to_string()
 }
 
 pub struct AuthorizationRequest<'a> {
