@@ -12,6 +12,8 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// `value` percent-encoded for a query or form value: RFC 3986 unreserved characters as they
+/// are, every other byte of its UTF-8 as `%XX`.
 pub fn encode(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
 }

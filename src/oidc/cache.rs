@@ -10,6 +10,8 @@ pub const TTL: u64 = 3600;
 /// every request into a provider call).
 pub const JWKS_REFETCH_INTERVAL: u64 = 10;
 
+/// One provider's discovery document and JWKS as a worker last fetched them, with the Unix
+/// time (seconds) of each fetch.
 #[derive(Default)]
 pub struct ProviderCache {
     discovery: Option<(Discovery, u64)>,
@@ -18,7 +20,9 @@ pub struct ProviderCache {
 
 /// Whether the JWKS at hand can verify a token.
 pub enum Keys<'a> {
+    /// These keys are fresh enough (or were just fetched): verify with them.
     Ready(&'a JwkSet),
+    /// Fetch the JWKS (again) first.
     Fetch,
 }
 
@@ -36,6 +40,7 @@ impl ProviderCache {
         self.discovery.as_ref().map(|(d, _)| d)
     }
 
+    /// Keeps `d`, fetched at `now` (Unix seconds).
     pub fn set_discovery(&mut self, d: Discovery, now: u64) {
         self.discovery = Some((d, now));
     }
@@ -62,6 +67,7 @@ impl ProviderCache {
         self.jwks.as_ref().map(|(s, _)| s)
     }
 
+    /// Keeps the JWKS `set`, fetched at `now` (Unix seconds).
     pub fn set_keys(&mut self, set: JwkSet, now: u64) {
         self.jwks = Some((set, now));
     }

@@ -41,6 +41,7 @@ pub struct CookieName {
 }
 
 impl CookieName {
+    /// The cookie `name` (an RFC 6265 §4.1.1 token), with a searcher for it in `Cookie` headers.
     pub fn new(name: &str) -> CookieName {
         CookieName {
             name: name.to_string(),
@@ -234,6 +235,7 @@ pub fn split_chunks<'a>(name: &str, value: &'a str) -> Vec<&'a str> {
 /// Attributes shared by every cookie we write.
 #[derive(Clone, Copy)]
 pub struct CookieAttrs {
+    /// Whether cookies carry `Secure` (RFC 6265 §4.1.2.5): `oidc_cookie_secure`.
     pub secure: bool,
 }
 
