@@ -1,4 +1,5 @@
-//! The authorization request: PKCE and the URL the browser is sent to.
+//! The authorization request (PKCE and the URL the browser is sent to, through
+//! `openidconnect`), the token requests' form bodies and RP-initiated logout's URL.
 
 use base64::Engine;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
@@ -20,14 +21,6 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// are, every other byte of its UTF-8 as `%XX`.
 pub fn encode(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
-}
-
-/// The PKCE `code_challenge` of a `code_verifier` with method `S256` (RFC 7636 §4.2:
-/// BASE64URL(SHA256(verifier)), 43 characters), computed by `openidconnect` (`oauth2`).
-pub fn pkce_challenge(verifier: &str) -> String {
-    PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.to_string()))
-        .as_str()
-        .to_string()
 }
 
 /// The authorization request of the authorization code flow with PKCE (OpenID Connect Core
@@ -162,14 +155,6 @@ pub fn client_basic_auth(client_id: &str, secret: &str) -> Zeroizing<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_pkce_challenge_is_the_base64url_sha256_of_the_verifier() {
-        assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "ngF5GsXcbwljx6u133FFr3Xht9xooA_DuaX_3QwODtc"
-        );
-    }
-
     fn request(endpoint: &str) -> AuthorizationRequest<'_> {
         AuthorizationRequest {
             issuer: "http://idp/realms/test",
@@ -185,6 +170,7 @@ mod tests {
 
     #[test]
     fn the_authorization_url_carries_every_parameter_escaped() {
+        // The code_challenge is RFC 7636 Appendix B's for its verifier.
         assert_eq!(
             request("http://idp/auth").url().unwrap(),
             "http://idp/auth?response_type=code&client_id=test&state=st\
