@@ -34,7 +34,9 @@ impl fmt::Display for Role {
 /// The rules of one location. `None`: not configured here (inherits); `Some(empty)`: `off`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
+    /// `oidc_allow_groups`: the user must be in one of these groups (Keycloak's `groups` claim).
     pub groups: Option<Vec<String>>,
+    /// `oidc_allow_roles`: the user must hold one of these realm or client roles.
     pub roles: Option<Vec<Role>>,
     /// Each `(name, values)` must hold; `None` inherits.
     pub claims: Option<Vec<(String, Vec<String>)>>,

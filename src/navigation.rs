@@ -3,9 +3,13 @@
 /// The request headers that tell a navigation from an API call.
 #[derive(Default)]
 pub struct Signals<'a> {
+    /// The `Accept` request header (RFC 9110 §12.5.1), raw.
     pub accept: Option<&'a [u8]>,
+    /// `X-Requested-With` (sent by XMLHttpRequest libraries), raw.
     pub x_requested_with: Option<&'a [u8]>,
+    /// `Sec-Fetch-Mode` (Fetch Metadata: `navigate` for a top-level navigation), raw.
     pub sec_fetch_mode: Option<&'a [u8]>,
+    /// Whether the request carries an `Authorization` header (an API client).
     pub authorization: bool,
 }
 

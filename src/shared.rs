@@ -9,6 +9,7 @@ use core::sync::atomic::AtomicU64;
 
 use crate::metrics::Metrics;
 
+/// A slot key in the zone: the first 16 bytes of a SHA-256 (see [`key`]).
 pub type Key = [u8; 16];
 
 /// A short digest of a token or session id: the zone never holds the secret itself.
@@ -78,8 +79,11 @@ pub enum Begin<'a> {
     Ended,
 }
 
+/// How a refresh ended, for [`Table::finish_refresh`].
 pub enum Outcome<'a> {
+    /// Refreshed: the new sealed session (at most [`RESULT_MAX`] bytes).
     Done(&'a [u8]),
+    /// The provider said the session is over (`invalid_grant`, RFC 6749 §5.2).
     Ended,
     /// The provider could not be asked; let the next request try again.
     Failed,
@@ -147,6 +151,8 @@ impl Table {
         Begin::Go
     }
 
+    /// Records the `outcome` of the refresh [`Table::begin_refresh`] let this request do, at
+    /// `now` (Unix seconds): requests that still carry the old cookie take it.
     pub fn finish_refresh(&mut self, key: &Key, outcome: Outcome, now: u64) {
         let Some(i) = self.refresh_slot(key) else {
             return;
@@ -199,6 +205,8 @@ impl Table {
         self.revoked_count > 0
     }
 
+    /// Whether the provider session `key` was logged out and the record is still live at
+    /// `now` (Unix seconds).
     pub fn is_revoked(&self, key: &Key, now: u64) -> bool {
         let h = home(key, REVOKED_SLOTS);
         (0..PROBES)

@@ -500,3 +500,21 @@ fn a_return_url_too_big_for_the_state_cookie_is_logged_and_lands_on_its_path() {
     assert!(env.error_log().contains("goes to / instead"));
     env.assert_error_log_is_clean();
 }
+
+// ------------------------------------------------------------------- a Host that makes no URL
+
+#[test]
+fn a_host_that_makes_no_url_gets_a_bad_address_page_instead_of_a_login_redirect() {
+    let env = Env::start();
+    // nginx lets `<` through in Host; the redirect URI built from it would be no URL.
+    let head = format!(
+        "GET {PAGE} HTTP/1.1\r\nHost: app<x\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+    );
+    let (status, raw) = raw_request(env.port, head.as_bytes());
+    assert_eq!(status, 400, "{raw}");
+    assert!(raw.contains("Bad address"), "{raw}");
+    assert!(!raw.to_ascii_lowercase().contains("\r\nlocation:"), "{raw}");
+    // The usual address still starts a login.
+    let (status, raw) = raw_get(env.port, PAGE, "text/html", &[]);
+    assert_eq!(status, 302, "{raw}");
+}

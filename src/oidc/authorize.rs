@@ -1,9 +1,13 @@
-//! The authorization request: PKCE and the URL the browser is sent to.
+//! The authorization request (PKCE and the URL the browser is sent to, through
+//! `openidconnect`), the token requests' form bodies and RP-initiated logout's URL.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
+use openidconnect::{
+    AuthUrl, ClientId, CsrfToken, IssuerUrl, JsonWebKeySet, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope,
+};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// RFC 3986 unreserved characters stay as they are; everything else is escaped.
@@ -13,54 +17,97 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// `value` percent-encoded for a query or form value: RFC 3986 unreserved characters as they
+/// are, every other byte of its UTF-8 as `%XX`.
 pub fn encode(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
-/// PKCE S256 challenge of a verifier (RFC 7636).
-pub fn pkce_challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
+/// The authorization request of the authorization code flow with PKCE (OpenID Connect Core
+/// §3.1.2.1, RFC 7636 §4.3), built by `openidconnect`'s client.
 pub struct AuthorizationRequest<'a> {
+    /// The provider's issuer identifier (an absolute URL).
+    pub issuer: &'a str,
+    /// The provider's `authorization_endpoint` (an absolute URL; it may carry a query).
     pub endpoint: &'a str,
+    /// This relying party's client id.
     pub client_id: &'a str,
+    /// Where the provider sends the browser back (an absolute URL, registered at the provider).
     pub redirect_uri: &'a str,
+    /// The configured scopes, space-separated (`openid` among them), sent as they are.
     pub scope: &'a str,
+    /// The `state` (RFC 6749 §10.12) that names this login's state cookie.
     pub state: &'a str,
+    /// The `nonce` the ID token must carry (OpenID Connect Core §3.1.2.1).
     pub nonce: &'a str,
+    /// The PKCE `code_verifier`; only its S256 challenge is sent.
     pub verifier: &'a str,
     /// `extra_auth_args`: further parameters as (name, value), values not yet escaped.
     pub extra: &'a [(&'a str, String)],
 }
 
+/// Why no authorization request URL could be built: a URL that does not parse (RFC 3986).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the {what} \"{value}\" is not an absolute URL ({cause})")]
+pub struct AuthorizationUrlError {
+    /// Which input: `issuer`, `authorization_endpoint` or `redirect_uri`.
+    pub what: &'static str,
+    /// The input, for the log.
+    pub value: String,
+    /// What the URL parser said.
+    pub cause: String,
+}
+
 impl AuthorizationRequest<'_> {
-    /// The authorization endpoint with the request's parameters in its query (OIDC Core
-    /// §3.1.2.1, PKCE per RFC 7636 §4.3); `extra` parameters come last, each escaped.
-    pub fn url(&self) -> String {
-        let sep = if self.endpoint.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        let mut url = format!(
-            "{}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&nonce={}\
-             &code_challenge={}&code_challenge_method=S256",
-            self.endpoint,
-            encode(self.client_id),
-            encode(self.redirect_uri),
-            encode(self.scope),
-            encode(self.state),
-            encode(self.nonce),
-            pkce_challenge(self.verifier),
-        );
-        for (name, value) in self.extra {
-            url.push('&');
-            url.push_str(name);
-            url.push('=');
-            url.push_str(&encode(value));
+    /// The URL the browser is sent to: the authorization endpoint with `response_type=code`,
+    /// `client_id`, `state`, `code_challenge` (S256), `redirect_uri`, `scope`, the `extra`
+    /// parameters (`extra_auth_args`) and `nonce`, form-encoded (`application/x-www-form-urlencoded`: a space is `+`). Errors: an input
+    /// that is no absolute URL.
+    pub fn url(&self) -> Result<String, AuthorizationUrlError> {
+        fn parse<T>(
+            what: &'static str,
+            value: &str,
+            new: fn(String) -> Result<T, openidconnect::url::ParseError>,
+        ) -> Result<T, AuthorizationUrlError> {
+            new(value.to_string()).map_err(|e| AuthorizationUrlError {
+                what,
+                value: value.chars().take(200).collect(),
+                cause: e.to_string(),
+            })
         }
-        url
+        let client = CoreClient::new(
+            ClientId::new(self.client_id.to_string()),
+            parse("issuer", self.issuer, IssuerUrl::new)?,
+            JsonWebKeySet::default(),
+        )
+        .set_auth_uri(parse(
+            "authorization_endpoint",
+            self.endpoint,
+            AuthUrl::new,
+        )?)
+        .set_redirect_uri(parse("redirect_uri", self.redirect_uri, RedirectUrl::new)?)
+        // The configured scope is sent as configured, `openid` included.
+        .disable_openid_scope();
+        let (state, nonce) = (self.state.to_string(), self.nonce.to_string());
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .add_scopes(
+                self.scope
+                    .split_ascii_whitespace()
+                    .map(|s| Scope::new(s.to_string())),
+            )
+            .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(
+                &PkceCodeVerifier::new(self.verifier.to_string()),
+            ));
+        for (name, value) in self.extra {
+            request = request.add_extra_param(*name, value.clone());
+        }
+        let (url, _, _) = request.url();
+        Ok(url.into())
     }
 }
 
@@ -177,18 +224,10 @@ pub fn client_basic_auth(client_id: &str, secret: &str) -> Zeroizing<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_pkce_challenge_is_the_base64url_sha256_of_the_verifier() {
-        assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "ngF5GsXcbwljx6u133FFr3Xht9xooA_DuaX_3QwODtc"
-        );
-    }
-
-    #[test]
-    fn the_authorization_url_carries_every_parameter_escaped() {
-        let url = AuthorizationRequest {
-            endpoint: "http://idp/auth",
+    fn request(endpoint: &str) -> AuthorizationRequest<'_> {
+        AuthorizationRequest {
+            issuer: "http://idp/realms/test",
+            endpoint,
             client_id: "test",
             redirect_uri: "http://app/oauth2/callback",
             scope: "openid email",
@@ -197,35 +236,65 @@ mod tests {
             verifier: "dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk",
             extra: &[],
         }
-        .url();
+    }
+
+    #[test]
+    fn the_authorization_url_carries_every_parameter_escaped() {
+        // The code_challenge is RFC 7636 Appendix B's for its verifier.
         assert_eq!(
-            url,
-            "http://idp/auth?response_type=code&client_id=test\
-             &redirect_uri=http%3A%2F%2Fapp%2Foauth2%2Fcallback&scope=openid%20email&state=st\
-             &nonce=no&code_challenge=ngF5GsXcbwljx6u133FFr3Xht9xooA_DuaX_3QwODtc\
-             &code_challenge_method=S256"
+            request("http://idp/auth").url().unwrap(),
+            "http://idp/auth?response_type=code&client_id=test&state=st\
+             &code_challenge=ngF5GsXcbwljx6u133FFr3Xht9xooA_DuaX_3QwODtc\
+             &code_challenge_method=S256&redirect_uri=http%3A%2F%2Fapp%2Foauth2%2Fcallback\
+             &scope=openid+email&nonce=no"
+        );
+        // An endpoint with a query of its own keeps it.
+        let url = request("http://idp/auth?kc_idp_hint=corp").url().unwrap();
+        assert!(
+            url.starts_with("http://idp/auth?kc_idp_hint=corp&response_type=code&"),
+            "{url}"
         );
     }
 
     #[test]
-    fn extra_parameters_follow_the_standard_ones_escaped() {
+    fn an_input_that_is_no_url_is_named() {
+        let mut r = request("http://idp/auth");
+        r.redirect_uri = "/oauth2/callback";
+        let err = r.url().unwrap_err();
+        assert_eq!(err.what, "redirect_uri");
+        assert!(
+            err.to_string()
+                .contains("\"/oauth2/callback\" is not an absolute URL"),
+            "{err}"
+        );
+        assert_eq!(
+            request("auth").url().unwrap_err().what,
+            "authorization_endpoint"
+        );
+    }
+
+    #[test]
+    fn extra_parameters_are_added_to_the_standard_ones_escaped() {
         let extra = [
             ("kc_idp_hint", "github".to_string()),
             ("login_hint", "ann@example.test & co".to_string()),
         ];
         let url = AuthorizationRequest {
+            issuer: "http://idp",
             endpoint: "http://idp/auth",
             client_id: "test",
-            redirect_uri: "/cb",
+            redirect_uri: "http://app/cb",
             scope: "openid",
             state: "st",
             nonce: "no",
-            verifier: "v",
+            verifier: "dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk",
             extra: &extra,
         }
-        .url();
+        .url()
+        .unwrap();
         assert!(
-            url.ends_with("&kc_idp_hint=github&login_hint=ann%40example.test%20%26%20co"),
+            url.contains("&kc_idp_hint=github&login_hint=ann%40example.test+%26+co&")
+                && url.contains("&nonce=no"),
             "{url}"
         );
     }

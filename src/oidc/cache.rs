@@ -10,6 +10,8 @@ pub const TTL: u64 = 3600;
 /// every request into a provider call).
 pub const JWKS_REFETCH_INTERVAL: u64 = 10;
 
+/// One provider's discovery document and JWKS as a worker last fetched them, with the Unix
+/// time (seconds) of each fetch.
 #[derive(Default)]
 pub struct ProviderCache {
     discovery: Option<(Discovery, u64)>,
@@ -18,7 +20,9 @@ pub struct ProviderCache {
 
 /// Whether the JWKS at hand can verify a token.
 pub enum Keys<'a> {
+    /// These keys are fresh enough (or were just fetched): verify with them.
     Ready(&'a JwkSet),
+    /// Fetch the JWKS (again) first.
     Fetch,
 }
 
@@ -36,6 +40,7 @@ impl ProviderCache {
         self.discovery.as_ref().map(|(d, _)| d)
     }
 
+    /// Keeps `d`, fetched at `now` (Unix seconds).
     pub fn set_discovery(&mut self, d: Discovery, now: u64) {
         self.discovery = Some((d, now));
     }
@@ -62,6 +67,7 @@ impl ProviderCache {
         self.jwks.as_ref().map(|(s, _)| s)
     }
 
+    /// Keeps the JWKS `set`, fetched at `now` (Unix seconds).
     pub fn set_keys(&mut self, set: JwkSet, now: u64) {
         self.jwks = Some((set, now));
     }
@@ -99,10 +105,15 @@ mod tests {
     #[test]
     fn discovery_expires_but_stays_available_as_stale() {
         let mut c = ProviderCache::default();
-        let d: Discovery = serde_json::from_str(
-            r#"{"issuer":"i","authorization_endpoint":"a","token_endpoint":"t","jwks_uri":"j"}"#,
-        )
-        .unwrap();
+        let d = Discovery {
+            issuer: "i".into(),
+            authorization_endpoint: "a".into(),
+            token_endpoint: "t".into(),
+            jwks_uri: "j".into(),
+            userinfo_endpoint: None,
+            end_session_endpoint: None,
+            authorization_response_iss_parameter_supported: false,
+        };
         c.set_discovery(d, 0);
         assert!(c.discovery(TTL - 1).is_some());
         assert!(c.discovery(TTL).is_none());

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use super::jws::{self, JwkSet, JwsError};
 use super::numeric::{self, TimeError};
 
+/// Why a token was refused; `Display` is the log text, naming the claim or key at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
     #[error("the token is not a signed JWT")]
@@ -57,10 +58,15 @@ impl From<JwsError> for JwtError {
 /// "roles" client scope puts them in the access token only.
 pub const ROLE_CLAIMS: &[&str] = &["realm_access", "resource_access"];
 
+/// What an ID token must say for this login (OpenID Connect Core §3.1.3.7).
 pub struct Expectations<'a> {
+    /// The provider's issuer identifier: `iss` must equal it.
     pub issuer: &'a str,
+    /// This relying party's client id: `aud` must contain it, `azp` (when present) be it.
     pub client_id: &'a str,
+    /// The nonce sent in the authorization request (OpenID Connect Core §3.1.2.1).
     pub nonce: &'a str,
+    /// The current Unix time in seconds.
     pub now: u64,
     /// Allowed clock difference in seconds.
     pub leeway: u64,
@@ -336,7 +342,9 @@ const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchan
 /// What a verified back-channel logout token names (OpenID Connect Back-Channel Logout 1.0).
 #[derive(Debug, PartialEq, Eq)]
 pub struct LogoutToken {
+    /// The provider session that ended (`sid`, Back-Channel Logout 1.0 §2.4).
     pub sid: Option<String>,
+    /// The user whose sessions ended (`sub`).
     pub sub: Option<String>,
 }
 
@@ -374,6 +382,8 @@ pub fn verify_logout_token(
     Ok(LogoutToken { sid, sub })
 }
 
+/// Whether `a` and `b` are equal, in time that depends on their lengths only: for nonces,
+/// states and cookie values an attacker may probe.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))

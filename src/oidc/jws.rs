@@ -87,12 +87,14 @@ pub struct Jwk {
     /// RSA modulus and exponent, base64url (RFC 7518 §6.3.1).
     #[serde(default)]
     pub n: Option<String>,
+    /// RSA public exponent, base64url (RFC 7518 §6.3.1.2).
     #[serde(default)]
     pub e: Option<String>,
     /// The public point, base64url: `x` and `y` for `EC` (RFC 7518 §6.2.1), `x` alone for
     /// `OKP` (RFC 8037 §2).
     #[serde(default)]
     pub x: Option<String>,
+    /// The `EC` point's y coordinate, base64url (RFC 7518 §6.2.1.3).
     #[serde(default)]
     pub y: Option<String>,
 }
@@ -114,7 +116,9 @@ impl JwkSet {
 /// The JOSE header members this module reads.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Header {
+    /// The signature algorithm (RFC 7515 §4.1.1), checked against [`Alg`].
     pub alg: String,
+    /// The key id (RFC 7515 §4.1.4) that picks the JWKS key.
     #[serde(default)]
     pub kid: Option<String>,
     /// The media type of the whole token (RFC 7515 §4.1.9): `at+jwt` for an access token
@@ -125,6 +129,7 @@ pub struct Header {
 
 /// A compact JWS split into its parts; nothing in it is trusted before [`verify`].
 pub struct Jws<'a> {
+    /// The decoded JOSE header.
     pub header: Header,
     /// `BASE64URL(header) . BASE64URL(payload)`: what was signed.
     signing_input: &'a str,
@@ -134,6 +139,7 @@ pub struct Jws<'a> {
     pub payload: Vec<u8>,
 }
 
+/// Why a signature was refused (RFC 7515 §5.2); `Display` is the log text.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwsError {
     #[error("the token is not a signed JWT")]

@@ -7,6 +7,8 @@ pub mod discovery;
 pub mod id_token;
 pub mod jws;
 pub mod numeric;
+#[cfg(test)]
+mod openidconnect_fit;
 pub mod query;
 pub mod token;
 

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+/// Why a query parameter was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     #[error("parameter \"{0}\" appears more than once")]
@@ -39,17 +40,25 @@ fn decode(v: &str) -> Option<Cow<'_, str>> {
 /// What the provider sent back to the redirect URI.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Callback<'a> {
+    /// The authorization response (RFC 6749 §4.1.2).
     Code {
+        /// The authorization code, for the token request.
         code: Cow<'a, str>,
+        /// The `state` of the authorization request, naming the login state.
         state: Cow<'a, str>,
     },
+    /// The error response (RFC 6749 §4.1.2.1), e.g. `access_denied`.
     Error {
+        /// The error code.
         error: Cow<'a, str>,
+        /// `error_description`, for the user and the log.
         description: Option<Cow<'a, str>>,
+        /// The `state`, when the provider sent it back.
         state: Option<Cow<'a, str>>,
     },
 }
 
+/// Why a request to the redirect URI is no authorization response (RFC 6749 §4.1.2).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {
     #[error("{0}")]
@@ -60,6 +69,9 @@ pub enum CallbackError {
     MissingCode,
 }
 
+/// Reads the authorization response from the redirect URI's query (RFC 6749 §4.1.2, §4.1.2.1):
+/// `code` and `state`, or `error` with its description; `iss` (RFC 9207) is read by the caller.
+/// Errors: a repeated or non-UTF-8 parameter, no `state`, neither `code` nor `error`.
 pub fn parse_callback(query: &str) -> Result<Callback<'_>, CallbackError> {
     let state = param(query, "state")?;
     if let Some(error) = param(query, "error")? {

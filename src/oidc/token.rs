@@ -8,11 +8,16 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::numeric;
 
+/// The token endpoint's successful answer (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3), as
+/// [`parse`] returns it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenResponse {
+    /// The access token, checked to be RFC 6749 VSCHAR only (it may become a header).
     pub access_token: String,
+    /// The ID token, unverified (see [`crate::oidc::id_token::verify`]).
     #[serde(default)]
     pub id_token: Option<String>,
+    /// The refresh token (RFC 6749 §6), when the provider issued one.
     #[serde(default)]
     pub refresh_token: Option<String>,
     /// Seconds the access token lives (RFC 6749 §5.1), read by [`parse`] in any shape
@@ -76,6 +81,7 @@ struct ErrorBody {
     error_description: Option<String>,
 }
 
+/// Why the token endpoint's answer gives no tokens; `Display` is the log text.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     #[error("the provider refused the request: {error}{}{}", if .description.is_empty() { "" } else { ": " }, .description)]

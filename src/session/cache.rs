@@ -15,6 +15,7 @@ pub struct SessionCache<T> {
 }
 
 impl<T> SessionCache<T> {
+    /// An empty cache of `size` slots (at least one).
     pub fn new(size: usize) -> Self {
         SessionCache {
             slots: (0..size.max(1)).map(|_| None).collect(),
@@ -30,6 +31,7 @@ impl<T> SessionCache<T> {
         (h % self.slots.len() as u64) as usize
     }
 
+    /// The item kept for exactly this cookie `value` (compared in constant time), if any.
     pub fn get(&self, value: &[u8]) -> Option<Rc<T>> {
         match &self.slots[self.slot(value)] {
             Some((k, v)) if constant_time_eq(k, value) => Some(Rc::clone(v)),
@@ -37,6 +39,7 @@ impl<T> SessionCache<T> {
         }
     }
 
+    /// Keeps `item` for the cookie `value`, replacing what shared its slot.
     pub fn insert(&mut self, value: &[u8], item: Rc<T>) {
         let i = self.slot(value);
         self.slots[i] = Some((value.into(), item));

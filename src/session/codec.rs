@@ -13,6 +13,7 @@ const PREFIX: &str = "v1.";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
+/// Why an `oidc_cookie_key` file was refused; `Display` names the line and the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error("no key found: write one base64 32-byte key per line (make one with: openssl rand -base64 32)")]

@@ -41,6 +41,7 @@ pub struct CookieName {
 }
 
 impl CookieName {
+    /// The cookie `name` (an RFC 6265 §4.1.1 token), with a searcher for it in `Cookie` headers.
     pub fn new(name: &str) -> CookieName {
         CookieName {
             name: name.to_string(),
@@ -270,12 +271,14 @@ impl SameSite {
 /// deletes a cookie whose name, `Domain` and `Path` all match.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CookieScope {
+    /// Whether cookies carry `Secure` (RFC 6265 §4.1.2.5): `cookie_secure`.
     pub secure: bool,
     /// `Domain` attribute: the cookie goes to this domain and its subdomains (RFC 6265 §5.2.3);
     /// `None` keeps it to the host that set it.
     pub domain: Option<String>,
     /// `Path` attribute, `/` by default.
     pub path: String,
+    /// `SameSite` attribute: `cookie_samesite`.
     pub same_site: SameSite,
 }
 

@@ -29,8 +29,11 @@ const MAX_PAGES: usize = 8;
 /// A pending login state the browser sent: its cookie name, its size in the `Cookie` header
 /// (`name=value`) and when it expires.
 pub struct Pending {
+    /// The cookie's name.
     pub name: String,
+    /// Bytes of `name=value` in the `Cookie` header.
     pub bytes: usize,
+    /// When the login state expires (Unix seconds).
     pub exp: u64,
 }
 

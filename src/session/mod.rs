@@ -74,12 +74,16 @@ pub struct Session {
 
 /// What the token endpoint gave, reduced to what a session keeps.
 pub struct Tokens<'a> {
+    /// The refresh token (RFC 6749 §6), when there is one.
     pub refresh_token: Option<&'a str>,
+    /// The access token, when the session keeps it for the upstream.
     pub access_token: Option<&'a str>,
     /// Seconds the access token lives (`expires_in`, or the access token's own `exp`); `None`
     /// when the provider does not say.
     pub expires_in: Option<u64>,
+    /// Seconds the refresh token lives (Keycloak's `refresh_expires_in`); `None` when unknown.
     pub refresh_expires_in: Option<u64>,
+    /// The ID token, kept for `id_token_hint` when small enough.
     pub id_token: Option<&'a str>,
 }
 
@@ -211,6 +215,7 @@ impl Session {
         self.at_exp == 0 || now < self.at_exp
     }
 
+    /// Whether the session is still valid at `now` (Unix seconds) and names a user (`sub`).
     pub fn is_valid_at(&self, now: u64) -> bool {
         now < self.exp && self.claims.contains_key("sub")
     }
@@ -312,6 +317,7 @@ fn claim_text(v: &Value) -> Option<String> {
 /// A session whose cookie opened, with the upstream headers it implies rendered once: this is
 /// what the per-worker cache keeps.
 pub struct Verified {
+    /// The opened session.
     pub session: Session,
     /// `(name, lower-case name, value)` of each `X-Auth-Request-*` identity header.
     pub headers: Vec<(&'static str, &'static str, String)>,
@@ -357,8 +363,11 @@ impl Verified {
 /// What a login attempt must remember between the redirect to the provider and the callback.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LoginState {
+    /// The `state` sent in the authorization request (RFC 6749 §10.12), base64url.
     pub state: String,
+    /// The `nonce` sent in the authorization request (OpenID Connect Core §3.1.2.1).
     pub nonce: String,
+    /// The PKCE `code_verifier` (RFC 7636 §4.1), base64url.
     pub verifier: String,
     /// Where to send the browser after login (a checked relative path).
     pub rd: String,

@@ -2,8 +2,8 @@
 //! browser to the provider, with the loop guard and the budget of login-state cookies.
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_MOVED_TEMPORARILY, NGX_LOG_INFO,
-    NGX_LOG_WARN,
+    ngx_http_request_t, ngx_int_t, NGX_HTTP_BAD_REQUEST, NGX_HTTP_MOVED_TEMPORARILY, NGX_LOG_ERR,
+    NGX_LOG_INFO, NGX_LOG_WARN,
 };
 use ngx::ngx_log_error;
 
@@ -78,7 +78,8 @@ pub unsafe fn start(
         // SAFETY: per this function's contract.
         return unsafe { finish(r, internal_error()) };
     };
-    let url = authorize::AuthorizationRequest {
+    let request = authorize::AuthorizationRequest {
+        issuer: &p.conf.issuer,
         endpoint: &d.authorization_endpoint,
         client_id: &p.conf.client_id,
         redirect_uri: &redirect_uri,
@@ -87,8 +88,37 @@ pub unsafe fn start(
         nonce: &login.nonce,
         verifier: &login.verifier,
         extra: &extra,
-    }
-    .url();
+    };
+    let url = match request.url() {
+        Ok(url) => url,
+        // The redirect URI's host is the one the browser sent (a path-only `redirect_uri`).
+        Err(e) if e.what == "redirect_uri" => {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                log(r),
+                "oidc: provider \"{}\": no login for this request: {e}",
+                p.conf.name
+            );
+            let page = error_page(
+                NGX_HTTP_BAD_REQUEST,
+                "Bad address",
+                "This site was reached under a host name that is not a valid URL, so the login \
+                 cannot send you back to it. Use the site's usual address.",
+            );
+            // SAFETY: per this function's contract.
+            return unsafe { finish(r, page) };
+        }
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log(r),
+                "oidc: provider \"{}\": cannot send the browser to login: {e}",
+                p.conf.name
+            );
+            // SAFETY: per this function's contract.
+            return unsafe { finish(r, internal_error()) };
+        }
+    };
     // SAFETY: per this function's contract.
     let headers = unsafe { http::cookie_headers(r) };
     let rounds_cookie = guard_cookie(p);
