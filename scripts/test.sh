@@ -4,7 +4,8 @@
 #   (built once from the Go module proxy and cached, for tests/migration.rs and the benchmark),
 #   cargo fmt --check, cargo clippy -D warnings, scripts/build.sh, cargo test --release
 #   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider,
-#   and tests/keycloak.rs against a real Keycloak: scripts/keycloak.sh, fetched with Maven),
+#   tests/cluster.rs against a real redis-server from Debian, and tests/keycloak.rs against a
+#   real Keycloak: scripts/keycloak.sh, fetched with Maven),
 #   scripts/check-configs.sh (nginx -t of every nginx-conf/ config, realm.json and YAML parsed),
 #   the module built for Debian's nginx 1.22.1 with the login, lifecycle, fault and hostile
 #   tests against it,
@@ -34,6 +35,7 @@ step="install dependencies"
 ensure_build_deps
 ensure_idp_deps
 ensure_commands wrk # tests/hostile.rs loads nginx with it during reloads
+ensure_redis # tests/cluster.rs: two nginx nodes share revocations through a real Redis
 ensure_oauth2_proxy
 export NGX_OIDC_OAUTH2_PROXY
 
