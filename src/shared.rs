@@ -44,6 +44,10 @@ struct RefreshSlot {
 struct RevokedSlot {
     key: Key,
     until: u64,
+    /// Made on this node and not yet delivered to the cluster store (1), or not (0). Kept in
+    /// the zone rather than per worker: it survives a worker's crash and is bounded by the
+    /// table, and any worker of the node can deliver it.
+    pending: u64,
 }
 
 /// The zone's content. All-zero bytes are a valid empty table.
@@ -156,6 +160,36 @@ impl Table {
     /// Records a logged-out provider session until `until`. When the table is full around the
     /// key, the entry closest to expiry is replaced.
     pub fn revoke(&mut self, key: &Key, until: u64, now: u64) {
+        self.record(key, until, now, false);
+    }
+
+    /// Records a revocation made on this node that the cluster store must still hear of
+    /// (see [`Table::pending`]).
+    pub fn revoke_for_cluster(&mut self, key: &Key, until: u64, now: u64) {
+        self.record(key, until, now, true);
+    }
+
+    /// Revocations made here that the cluster store has not confirmed, with their end.
+    pub fn pending(&self, now: u64) -> Vec<(Key, u64)> {
+        self.revoked
+            .iter()
+            .filter(|s| s.pending != 0 && s.until > now)
+            .map(|s| (s.key, s.until))
+            .collect()
+    }
+
+    /// The cluster store has `key` (until at least `until`).
+    pub fn delivered(&mut self, key: &Key, until: u64) {
+        let h = home(key, REVOKED_SLOTS);
+        for i in (0..PROBES).map(|i| (h + i) % REVOKED_SLOTS) {
+            let s = &mut self.revoked[i];
+            if s.key == *key && s.until <= until {
+                s.pending = 0;
+            }
+        }
+    }
+
+    fn record(&mut self, key: &Key, until: u64, now: u64, pending: bool) {
         let h = home(key, REVOKED_SLOTS);
         let slots: Vec<usize> = (0..PROBES).map(|i| (h + i) % REVOKED_SLOTS).collect();
         let pick = slots
@@ -179,7 +213,13 @@ impl Table {
         if slot.until <= now {
             self.revoked_count += 1;
         }
+        if slot.key != *key || slot.until <= now {
+            slot.pending = 0;
+        }
         slot.key = *key;
+        if pending && until > now {
+            slot.pending = 1;
+        }
         slot.until = slot.until.max(until);
     }
 
@@ -285,6 +325,24 @@ mod tests {
             t.revoke(&key(&i.to_le_bytes()), 1000, 100);
         }
         assert!(t.is_revoked(&key(&9999u32.to_le_bytes()), 999));
+    }
+
+    #[test]
+    fn a_revocation_made_here_waits_for_the_cluster_store_and_a_mirrored_one_does_not() {
+        let mut t = table();
+        let here = key(b"sid-here");
+        let there = key(b"sid-there");
+        t.revoke_for_cluster(&here, 500, 100);
+        t.revoke(&there, 500, 100);
+        assert!(t.is_revoked(&here, 200) && t.is_revoked(&there, 200));
+        assert_eq!(t.pending(100), vec![(here, 500)]);
+        // Still owed after any number of failed attempts; gone once delivered...
+        assert_eq!(t.pending(300), vec![(here, 500)]);
+        t.delivered(&here, 500);
+        assert!(t.pending(300).is_empty());
+        // ...and never owed once over: Redis would forget it at once anyway.
+        t.revoke_for_cluster(&key(b"late"), 400, 100);
+        assert!(t.pending(400).is_empty());
     }
 
     #[test]

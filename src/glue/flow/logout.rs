@@ -17,7 +17,7 @@ use crate::glue::service::provider::{discovery, keys, Step};
 use crate::glue::service::session::carried_session;
 use crate::glue::service::set_cookie::{attrs, clear_session_cookies, own_login_states};
 use crate::glue::service::time::now;
-use crate::glue::service::zone;
+use crate::glue::service::cluster;
 use crate::glue::Provider;
 use crate::oidc::id_token::{self, LogoutToken};
 use crate::oidc::{authorize, query};
@@ -49,7 +49,7 @@ pub unsafe fn sign_out(
         if let Some(s) = session.map(|v| &v.session) {
             if let Some(sid) = &s.sid {
                 let key = shared::key(sid.as_bytes());
-                zone::with_table(p.zone, |t| t.revoke(&key, s.exp, now));
+                cluster::revoke(p, &key, s.exp, now);
             }
         }
         let attrs = attrs(p);
@@ -156,7 +156,7 @@ pub unsafe fn backchannel_logout(
             Ok(LogoutToken { sid: Some(sid), .. }) => {
                 let key = shared::key(sid.as_bytes());
                 let until = now + p.conf.session_lifetime;
-                zone::with_table(p.zone, |t| t.revoke(&key, until, now));
+                cluster::revoke(p, &key, until, now);
                 ngx_log_error!(
                     NGX_LOG_INFO,
                     log,

@@ -1,0 +1,120 @@
+//! How a revocation (a logged-out provider session) travels between nodes.
+//!
+//! Each is one Redis string `<prefix>rev:<hex of the zone key>` holding the Unix time until
+//! which it holds, set with an expiry (`EX`) of the time left, so Redis forgets it when no
+//! session could still carry it; and one message `<hex> <until>` on channel
+//! `<prefix>revoked`, so that nodes mirror it at once. The zone key is a digest of the `sid`
+//! ([`crate::shared::key`]): Redis never sees a session id.
+
+use crate::shared::Key;
+
+/// Key and channel names of one provider's cluster store.
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Names {
+        Names {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The Redis key of a revocation.
+    pub fn key(&self, key: &Key) -> Vec<u8> {
+        format!("{}rev:{}", self.prefix, hex(key)).into_bytes()
+    }
+
+    /// The `SCAN MATCH` pattern of every revocation of this provider.
+    pub fn pattern(&self) -> Vec<u8> {
+        format!("{}rev:*", self.prefix).into_bytes()
+    }
+
+    /// The zone key of a Redis key found by `SCAN`; `None` for a foreign key.
+    pub fn parse_key(&self, redis_key: &[u8]) -> Option<Key> {
+        let rest = redis_key.strip_prefix(self.prefix.as_bytes())?;
+        unhex(rest.strip_prefix(b"rev:")?)
+    }
+
+    /// The channel that announces revocations.
+    pub fn channel(&self) -> Vec<u8> {
+        format!("{}revoked", self.prefix).into_bytes()
+    }
+}
+
+/// The message announcing a revocation until `until` (Unix seconds).
+pub fn message(key: &Key, until: u64) -> Vec<u8> {
+    format!("{} {until}", hex(key)).into_bytes()
+}
+
+/// Reads a message of [`message`]'s shape; anything else is ignored by the caller.
+pub fn parse_message(m: &[u8]) -> Option<(Key, u64)> {
+    let s = core::str::from_utf8(m).ok()?;
+    let (k, until) = s.split_once(' ')?;
+    Some((unhex(k.as_bytes())?, until.parse().ok()?))
+}
+
+/// The value stored under a revocation's key.
+pub fn value(until: u64) -> Vec<u8> {
+    until.to_string().into_bytes()
+}
+
+pub fn parse_value(v: &[u8]) -> Option<u64> {
+    core::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Seconds Redis keeps a revocation that holds until `until`; `None` once it is over.
+pub fn expiry(until: u64, now: u64) -> Option<u64> {
+    (until > now).then(|| until - now)
+}
+
+fn hex(key: &Key) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &[u8]) -> Option<Key> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut k = [0u8; 16];
+    for (i, pair) in s.chunks(2).enumerate() {
+        let pair = core::str::from_utf8(pair).ok()?;
+        k[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::key;
+
+    #[test]
+    fn keys_and_messages_round_trip_and_carry_no_session_id() {
+        let n = Names::new("ngx-oidc:kc:");
+        let k = key(b"sid-42");
+        let rk = n.key(&k);
+        assert!(rk.starts_with(b"ngx-oidc:kc:rev:"));
+        assert!(!String::from_utf8_lossy(&rk).contains("sid-42"));
+        assert_eq!(n.parse_key(&rk), Some(k));
+        assert_eq!(parse_message(&message(&k, 1700)), Some((k, 1700)));
+        assert_eq!(parse_value(&value(1700)), Some(1700));
+    }
+
+    #[test]
+    fn another_prefix_or_garbage_is_not_ours() {
+        let n = Names::new("a:");
+        let k = key(b"s");
+        assert_eq!(Names::new("b:").parse_key(&n.key(&k)), None);
+        assert_eq!(n.parse_key(b"a:rev:zz"), None);
+        assert_eq!(parse_message(b"nothex 12"), None);
+        assert_eq!(parse_message(b""), None);
+    }
+
+    #[test]
+    fn redis_forgets_a_revocation_when_it_is_over() {
+        assert_eq!(expiry(110, 100), Some(10));
+        assert_eq!(expiry(100, 100), None);
+    }
+}
