@@ -1,0 +1,255 @@
+//! Several nginx nodes behave as one through Redis (`cluster_store`): two nginx masters with
+//! one cookie key file, each with its own shared zone, and a real `redis-server` on 127.0.0.1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{time_until, TwoNodes};
+use common::*;
+
+const PAGE: &str = "/app/page";
+
+fn json() -> (&'static str, &'static str) {
+    ("Accept", "application/json")
+}
+
+/// The status `cookie` (a whole `Cookie` header) gets for [`PAGE`] at `url`.
+fn status_with(url: &str, cookie: &str) -> u16 {
+    Browser::new()
+        .get(url, &[json(), ("Cookie", cookie)])
+        .status
+}
+
+fn session_cookie(b: &Browser) -> String {
+    format!("_oidc={}", b.jar.get("_oidc").expect("a session cookie"))
+}
+
+/// Two linked nodes and `demo` logged in on node A, the session working on both.
+fn logged_in_on_a(nodes: &TwoNodes) -> (Browser, String) {
+    nodes.wait_linked();
+    let b = logged_in(&nodes.env, PAGE, "demo");
+    let cookie = session_cookie(&b);
+    assert_eq!(status_with(&nodes.a(PAGE), &cookie), 200);
+    assert_eq!(
+        status_with(&nodes.b(PAGE), &cookie),
+        200,
+        "node B opens a session sealed by node A (one key file)"
+    );
+    (b, cookie)
+}
+
+#[test]
+fn a_sign_out_on_node_a_ends_a_copied_session_on_node_b_within_a_second() {
+    let nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (mut b, stolen) = logged_in_on_a(&nodes);
+
+    let out = b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    assert_eq!(out.status, 302, "{}", out.summary());
+    let signed_out = Instant::now();
+    assert_eq!(status_with(&nodes.a(PAGE), &stolen), 401);
+    let took = time_until(
+        "node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+    eprintln!(
+        "propagation: sign-out on A refused on B after {:?} (polled every 5 ms; {:?} since the \
+         sign-out answer)",
+        took,
+        signed_out.elapsed()
+    );
+    // The refusal is what a browser notices; the revocation itself is in Redis, digested.
+    let keys = nodes
+        .redis
+        .cli(&["--scan", "--pattern", "ngx-oidc:keycloak:rev:*"]);
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    let ttl: i64 = nodes
+        .redis
+        .cli(&["TTL", keys.trim()])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        ttl > 0,
+        "a revocation expires with the session it ends (TTL {ttl})"
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_back_channel_logout_delivered_to_node_a_ends_the_session_on_node_b() {
+    let mut opts = EnvOptions::default();
+    opts.provider.env.push((
+        "IDP_BACKCHANNEL_LOGOUT_URI".into(),
+        "http://127.0.0.1:@PORT@/oauth2/backchannel_logout".into(),
+    ));
+    let nodes = TwoNodes::start(&[], opts);
+    let (mut b, cookie) = logged_in_on_a(&nodes);
+
+    // The user logs out at the provider itself (not through nginx): the provider tells node A
+    // over the back channel, and only node A.
+    let issuer = nodes.env.provider.issuer.trim_end_matches('/').to_string();
+    let confirm = b.get(&format!("{issuer}/protocol/openid-connect/logout"), &[]);
+    let xsrf = confirm
+        .body
+        .split("name=\"xsrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no logout form: {}", confirm.summary()))
+        .to_string();
+    let done = b.post_form(
+        &format!("{issuer}/protocol/openid-connect/logout/confirm"),
+        &[("xsrf", &xsrf), ("logout", "yes")],
+        &[],
+    );
+    assert!(done.status < 400, "{}", done.summary());
+    let took = time_until(
+        "node B refuses the session the provider ended",
+        Duration::from_secs(2),
+        || status_with(&nodes.b(PAGE), &cookie) == 401,
+    );
+    eprintln!("propagation: back-channel logout on A refused on B after {took:?}");
+    assert!(
+        nodes
+            .env
+            .error_log()
+            .contains("back-channel logout: a session ended at the provider"),
+        "the logout token went to node A"
+    );
+    assert!(
+        !nodes.b.error_log().contains("back-channel logout"),
+        "node B never heard from the provider"
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_restarted_node_still_refuses_sessions_revoked_before() {
+    let mut nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (mut b, stolen) = logged_in_on_a(&nodes);
+    b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    time_until(
+        "node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+
+    nodes.restart_b();
+    let took = time_until(
+        "the restarted node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+    eprintln!("restart: node B refused the revoked cookie {took:?} after it listened");
+    assert!(
+        nodes
+            .b
+            .error_log()
+            .contains("[emerg]")
+            .then_some(())
+            .is_none(),
+        "{}",
+        nodes.b.error_log()
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_sign_out_during_a_redis_outage_reaches_the_other_node_once_redis_is_back() {
+    let mut nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (mut b, stolen) = logged_in_on_a(&nodes);
+
+    nodes.redis.stop();
+    // Logged-in users notice nothing; sign-out still works on the node that gets it.
+    assert_eq!(status_with(&nodes.b(PAGE), &stolen), 200);
+    let out = b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    assert_eq!(out.status, 302, "{}", out.summary());
+    assert_eq!(status_with(&nodes.a(PAGE), &stolen), 401);
+    for _ in 0..50 {
+        assert_eq!(status_with(&nodes.a("/public/x"), ""), 200);
+    }
+
+    nodes.redis.start_again();
+    let back = Instant::now();
+    time_until(
+        "node B refuses the cookie signed out during the outage",
+        Duration::from_secs(10),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+    eprintln!(
+        "outage: the queued sign-out reached node B {:?} after Redis was back",
+        back.elapsed()
+    );
+    for (node, log) in [("A", nodes.env.error_log()), ("B", nodes.b.error_log())] {
+        let warnings = log.matches("cluster store 127.0.0.1").count();
+        let lost = log.matches("unreachable").count();
+        assert!(
+            (1..=2).contains(&lost),
+            "node {node}: one warning per worker and outage, not one per attempt or request:\n{log}"
+        );
+        assert!(warnings >= lost, "{log}");
+    }
+    time_until(
+        "both nodes log that Redis is back",
+        Duration::from_secs(10),
+        || {
+            nodes.env.error_log().contains("reachable again")
+                && nodes.b.error_log().contains("reachable again")
+        },
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn logged_in_requests_send_no_command_to_redis() {
+    let nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (_b, cookie) = logged_in_on_a(&nodes);
+    nodes.redis.reset_stats();
+    let n = 400;
+    for i in 0..n {
+        let url = if i % 2 == 0 {
+            nodes.a(PAGE)
+        } else {
+            nodes.b(PAGE)
+        };
+        assert_eq!(status_with(&url, &cookie), 200);
+    }
+    let commands = nodes.redis.commands();
+    let on_requests: Vec<_> = commands.iter().filter(|(c, _)| *c != "ping").collect();
+    eprintln!("Redis commands during {n} logged-in requests over both nodes: {commands:?}");
+    assert!(
+        on_requests.is_empty(),
+        "only the links' background PINGs, no command per request: {commands:?}"
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_malformed_cluster_store_fails_nginx_t_naming_the_directive() {
+    let vars = offline_config_vars();
+    for (value, says) in [
+        ("127.0.0.1:6379", "redis://"),
+        ("redis://127.0.0.1", "host:port"),
+        ("redis://:hunter2@127.0.0.1:6379/x", "database"),
+    ] {
+        let body = format!(
+            "{}{PROTECTED_SERVER}",
+            provider_block_with(&[&format!("cluster_store {value};")])
+        );
+        let t = nginx_t(&body, &vars, &[("keys", &new_cookie_key())], true);
+        assert!(!t.ok, "nginx -t accepted cluster_store {value}");
+        assert!(
+            t.stderr.contains("cluster_store") && t.stderr.contains(says),
+            "{}",
+            t.stderr
+        );
+        assert!(!t.stderr.contains("hunter2"), "{}", t.stderr);
+    }
+    let body = format!(
+        "{}{PROTECTED_SERVER}",
+        provider_block_with(&["cluster_store redis://127.0.0.1:6379;"])
+    );
+    let t = nginx_t(&body, &vars, &[("keys", &new_cookie_key())], true);
+    assert!(t.ok, "{}", t.stderr);
+}
