@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::cluster::{time_until, TwoNodes};
@@ -221,6 +222,74 @@ fn logged_in_requests_send_no_command_to_redis() {
     assert!(
         on_requests.is_empty(),
         "only the links' background PINGs, no command per request: {commands:?}"
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+fn refresh_grants(nodes: &TwoNodes) -> u64 {
+    nodes.env.provider.stats()["token_requests"]["refresh_token"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn thirty_two_requests_split_over_two_nodes_after_expiry_make_one_refresh_grant() {
+    // Access tokens live 8 s (the refreshed one outlives the checks below), the provider
+    // rotates refresh tokens (a reused one revokes the grant, as Keycloak with "Revoke Refresh
+    // Token").
+    let opts = EnvOptions::default().token_ttls(8, 8, 600);
+    let nodes = TwoNodes::start(&["refresh_leeway 1s;"], opts);
+    nodes.wait_linked();
+    let mut b = logged_in(&nodes.env, PAGE, "demo");
+    let cookie = session_cookie(&b);
+    // Past the access token's end: every request below needs a refresh.
+    thread::sleep(Duration::from_millis(8500));
+    assert_eq!(refresh_grants(&nodes), 0);
+    nodes.redis.reset_stats();
+
+    let (a_url, b_url) = (nodes.a(PAGE), nodes.b(PAGE));
+    let on_a = {
+        let cookie = cookie.clone();
+        thread::spawn(move || concurrent_gets(&a_url, &cookie, 16))
+    };
+    let on_b = {
+        let cookie = cookie.clone();
+        thread::spawn(move || concurrent_gets(&b_url, &cookie, 16))
+    };
+    let mut results = on_a.join().unwrap();
+    results.extend(on_b.join().unwrap());
+    for (status, user) in &results {
+        assert_eq!(*status, 200, "results: {results:?}");
+        assert_eq!(user.as_deref(), Some("demo"));
+    }
+    let grants = refresh_grants(&nodes);
+    eprintln!(
+        "split race: 32 requests (16 per node) -> {grants} refresh grant(s) at the provider; \
+         Redis commands meanwhile: {:?}",
+        nodes.redis.commands()
+    );
+    assert_eq!(grants, 1, "one refresh for the whole cluster");
+
+    // The pre-refresh cookie still works on both nodes (it gets the refreshed session), and
+    // the refreshed session lives on both.
+    for url in [nodes.a(PAGE), nodes.b(PAGE)] {
+        let r = b.get(&url, &[json()]);
+        assert_eq!(r.status, 200, "{}", r.summary());
+    }
+    let refreshed = session_cookie(&b);
+    assert_ne!(refreshed, cookie, "the browser got the refreshed session");
+    assert_eq!(status_with(&nodes.a(PAGE), &refreshed), 200);
+    assert_eq!(status_with(&nodes.b(PAGE), &refreshed), 200);
+    assert_eq!(refresh_grants(&nodes), 1);
+    let log = nodes.env.error_log() + &nodes.b.error_log();
+    assert!(!log.contains("refresh refused"), "no failed grant:\n{log}");
+    let stored = nodes
+        .redis
+        .cli(&["--scan", "--pattern", "ngx-oidc:keycloak:refresh:*"]);
+    let value = nodes.redis.cli(&["GET", stored.trim()]);
+    assert!(
+        value.starts_with("v1.") && !value.contains("eyJ"),
+        "the refreshed session is in Redis sealed, no token in the clear: {value:.40}"
     );
     nodes.assert_error_logs_are_clean();
 }

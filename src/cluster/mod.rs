@@ -3,5 +3,7 @@
 //! No nginx types; the connections live in `glue::cluster`.
 
 pub mod link;
+pub mod names;
+pub mod refresh;
 pub mod revocation;
 pub mod wire;

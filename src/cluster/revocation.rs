@@ -6,42 +6,8 @@
 //! `<prefix>revoked`, so that nodes mirror it at once. The zone key is a digest of the `sid`
 //! ([`crate::shared::key`]): Redis never sees a session id.
 
+use super::names::{hex, unhex};
 use crate::shared::Key;
-
-/// Key and channel names of one provider's cluster store.
-#[derive(Debug, Clone)]
-pub struct Names {
-    prefix: String,
-}
-
-impl Names {
-    pub fn new(prefix: &str) -> Names {
-        Names {
-            prefix: prefix.to_string(),
-        }
-    }
-
-    /// The Redis key of a revocation.
-    pub fn key(&self, key: &Key) -> Vec<u8> {
-        format!("{}rev:{}", self.prefix, hex(key)).into_bytes()
-    }
-
-    /// The `SCAN MATCH` pattern of every revocation of this provider.
-    pub fn pattern(&self) -> Vec<u8> {
-        format!("{}rev:*", self.prefix).into_bytes()
-    }
-
-    /// The zone key of a Redis key found by `SCAN`; `None` for a foreign key.
-    pub fn parse_key(&self, redis_key: &[u8]) -> Option<Key> {
-        let rest = redis_key.strip_prefix(self.prefix.as_bytes())?;
-        unhex(rest.strip_prefix(b"rev:")?)
-    }
-
-    /// The channel that announces revocations.
-    pub fn channel(&self) -> Vec<u8> {
-        format!("{}revoked", self.prefix).into_bytes()
-    }
-}
 
 /// The message announcing a revocation until `until` (Unix seconds).
 pub fn message(key: &Key, until: u64) -> Vec<u8> {
@@ -69,25 +35,10 @@ pub fn expiry(until: u64, now: u64) -> Option<u64> {
     (until > now).then(|| until - now)
 }
 
-fn hex(key: &Key) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &[u8]) -> Option<Key> {
-    if s.len() != 32 {
-        return None;
-    }
-    let mut k = [0u8; 16];
-    for (i, pair) in s.chunks(2).enumerate() {
-        let pair = core::str::from_utf8(pair).ok()?;
-        k[i] = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(k)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::names::Names;
     use crate::shared::key;
 
     #[test]

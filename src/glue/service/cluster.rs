@@ -32,7 +32,9 @@ use super::time::now;
 use super::zone;
 use crate::glue::{Module, Provider};
 use crate::cluster::link::{Backoff, Event, Outage};
-use crate::cluster::revocation::{self, Names};
+use crate::cluster::names::Names;
+use crate::cluster::refresh::{self as cluster_refresh, Claim, Report, RESULT_TTL_SECS};
+use crate::cluster::revocation;
 use crate::cluster::wire::{self, Reply};
 use crate::conf::cluster::ClusterStore;
 use crate::shared::Key;
@@ -54,6 +56,87 @@ thread_local! {
     /// revoked a session wakes them without touching Redis itself.
     static POKES: Cell<u64> = const { Cell::new(0) };
     static WAITING: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+    /// Requests' questions to Redis about refreshes, and the answers they have not picked up.
+    static ASKS: RefCell<Vec<Ask>> = const { RefCell::new(Vec::new()) };
+    /// What requests that refreshed tell Redis, waiting for the link.
+    static REPORTS: RefCell<Vec<(usize, Key, Report)>> = const { RefCell::new(Vec::new()) };
+    /// Refresh locks this worker holds in Redis: provider, session key, the lock's value.
+    static HELD: RefCell<Vec<(usize, Key, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    /// Providers whose link is up (connected and loaded) in this worker.
+    static UP: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A request's question whether this node may refresh a session.
+struct Ask {
+    provider: usize,
+    key: Key,
+    asked: u64,
+    state: AskState,
+}
+
+enum AskState {
+    Queued,
+    Sent,
+    Answered(Claim),
+}
+
+/// Identifies a provider in the per-worker tables (its address is fixed for the cycle).
+fn id(p: &Provider) -> usize {
+    p as *const Provider as usize
+}
+
+fn poke() {
+    POKES.with(|n| n.set(n.get().wrapping_add(1)));
+    for w in WAITING.with(|w| mem::take(&mut *w.borrow_mut())) {
+        w.wake();
+    }
+}
+
+/// Whether this node may refresh the session whose refresh token digests to `key`, as far as
+/// the other nodes are concerned; `None` until Redis answered (ask again after a pause). A
+/// provider without a cluster store, or whose link is down, gets `Unavailable` at once:
+/// node-local coordination only.
+pub fn claim_refresh(p: &Provider, key: &Key, now: u64) -> Option<Claim> {
+    let pid = id(p);
+    if p.conf.cluster.is_none() || !UP.with(|u| u.borrow().contains(&pid)) {
+        return Some(Claim::Unavailable);
+    }
+    let (answer, queued) = ASKS.with(|asks| {
+        let mut asks = asks.borrow_mut();
+        // Answers nobody came back for (the client went away) are dropped after a while.
+        asks.retain(|a| a.asked + RESULT_TTL_SECS > now);
+        match asks.iter().position(|a| a.provider == pid && a.key == *key) {
+            Some(i) if matches!(asks[i].state, AskState::Answered(_)) => {
+                match asks.remove(i).state {
+                    AskState::Answered(claim) => (Some(claim), false),
+                    _ => (None, false),
+                }
+            }
+            Some(_) => (None, false),
+            None => {
+                asks.push(Ask {
+                    provider: pid,
+                    key: *key,
+                    asked: now,
+                    state: AskState::Queued,
+                });
+                (None, true)
+            }
+        }
+    });
+    if queued {
+        poke();
+    }
+    answer
+}
+
+/// Tells the other nodes how this node's refresh of `key` ended (see [`Report`]).
+pub fn report_refresh(p: &Provider, key: &Key, report: Report) {
+    if p.conf.cluster.is_none() {
+        return;
+    }
+    REPORTS.with(|r| r.borrow_mut().push((id(p), *key, report)));
+    poke();
 }
 
 /// Records a revocation in this node's zone and, with a cluster store, hands it to this
@@ -74,10 +157,7 @@ pub unsafe fn revoke(p: &Provider, key: &Key, until: u64, now: u64) {
         })
     };
     if cluster {
-        POKES.with(|n| n.set(n.get().wrapping_add(1)));
-        for w in WAITING.with(|w| mem::take(&mut *w.borrow_mut())) {
-            w.wake();
-        }
+        poke();
     }
 }
 
@@ -138,7 +218,9 @@ async fn run(p: &'static Provider, store: &'static ClusterStore) {
     let mut next_addr = 0;
     loop {
         let addr = store.addrs[next_addr % store.addrs.len()];
-        let e = match link(p, store, &names, addr, &mut outage, &mut backoff).await {
+        let result = link(p, store, &names, addr, &mut outage, &mut backoff).await;
+        link_down(p);
+        let e = match result {
             Err(LinkError::Exiting) | Ok(()) => return,
             Err(e) => e,
         };
@@ -183,6 +265,7 @@ async fn link(
     let mut cmd_conn = Conn::connect(addr).await?;
     hello(&mut cmd_conn, store).await?;
     let loaded = load(p, names, &mut cmd_conn).await?;
+    UP.with(|u| u.borrow_mut().push(id(p)));
     backoff.reset();
     if outage.working() == Some(Event::Back) {
         ngx_log_error!(
@@ -197,6 +280,7 @@ async fn link(
     let mut seen = POKES.with(Cell::get);
     loop {
         deliver(p, names, &mut cmd_conn).await?;
+        coordinate(p, names, &mut cmd_conn).await?;
         let mut tick = pin!(ngx::async_::sleep(PING_INTERVAL));
         let woke = poll_fn(|cx| {
             if exiting() || sub.closing() || cmd_conn.closing() {
@@ -368,6 +452,135 @@ async fn deliver(p: &Provider, names: &Names, c: &mut Conn) -> Result<(), LinkEr
             unsafe { zone::with_table(p.zone, |t| t.delivered(key, *until)) };
         }
     }
+}
+
+/// The link of `p` is down: requests waiting for Redis coordinate in this node, and reports
+/// are dropped (the locks expire by themselves).
+fn link_down(p: &Provider) {
+    let pid = id(p);
+    UP.with(|u| u.borrow_mut().retain(|x| *x != pid));
+    ASKS.with(|asks| {
+        for a in asks.borrow_mut().iter_mut().filter(|a| a.provider == pid) {
+            a.state = AskState::Answered(Claim::Unavailable);
+        }
+    });
+    REPORTS.with(|r| r.borrow_mut().retain(|(x, _, _)| *x != pid));
+    HELD.with(|h| h.borrow_mut().retain(|(x, _, _)| *x != pid));
+}
+
+/// Releases a lock only if it is still ours (it may have expired and been taken by another
+/// node): the usual compare-and-delete of a Redis lock.
+const RELEASE: &[u8] =
+    b"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+/// Answers the requests' refresh questions and sends their reports, pipelined.
+async fn coordinate(p: &Provider, names: &Names, c: &mut Conn) -> Result<(), LinkError> {
+    let pid = id(p);
+    let lock_ms = cluster_refresh::LOCK_TTL_MS.to_string();
+    let result_secs = RESULT_TTL_SECS.to_string();
+    loop {
+        let mut out = Vec::new();
+        let asked: Vec<(Key, Vec<u8>)> = ASKS.with(|asks| {
+            asks.borrow_mut()
+                .iter_mut()
+                .filter(|a| a.provider == pid && matches!(a.state, AskState::Queued))
+                .map(|a| {
+                    a.state = AskState::Sent;
+                    (a.key, lock_value())
+                })
+                .collect()
+        });
+        for (key, value) in &asked {
+            wire::command(&mut out, &[b"GET", &names.refresh_result(key)]);
+            wire::command(
+                &mut out,
+                &[
+                    b"SET",
+                    &names.refresh_lock(key),
+                    value,
+                    b"NX",
+                    b"PX",
+                    lock_ms.as_bytes(),
+                ],
+            );
+        }
+        let reports: Vec<(Key, Report)> = REPORTS.with(|r| {
+            let mut r = r.borrow_mut();
+            let (mine, others) = mem::take(&mut *r)
+                .into_iter()
+                .partition(|(x, _, _)| *x == pid);
+            *r = others;
+            mine.into_iter().map(|(_, k, rep)| (k, rep)).collect()
+        });
+        let mut replies = 0;
+        for (key, report) in &reports {
+            let stored: Option<&[u8]> = match report {
+                Report::Done(sealed) => Some(sealed),
+                Report::Ended => Some(cluster_refresh::ENDED),
+                Report::Failed => None,
+            };
+            if let Some(v) = stored {
+                wire::command(
+                    &mut out,
+                    &[
+                        b"SET",
+                        &names.refresh_result(key),
+                        v,
+                        b"EX",
+                        result_secs.as_bytes(),
+                    ],
+                );
+                replies += 1;
+            }
+            let held = HELD.with(|h| {
+                let mut h = h.borrow_mut();
+                let i = h.iter().position(|(x, k, _)| *x == pid && k == key)?;
+                Some(h.remove(i).2)
+            });
+            if let Some(value) = held {
+                wire::command(
+                    &mut out,
+                    &[b"EVAL", RELEASE, b"1", &names.refresh_lock(key), &value],
+                );
+                replies += 1;
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        c.send(&out).await?;
+        for (key, value) in asked {
+            let result = c.reply().await?;
+            let lock = c.reply().await?;
+            let claim = cluster_refresh::claim(&result, &lock);
+            if claim == Claim::Won {
+                HELD.with(|h| h.borrow_mut().push((pid, key, value)));
+            }
+            ASKS.with(|asks| {
+                if let Some(a) = asks
+                    .borrow_mut()
+                    .iter_mut()
+                    .find(|a| a.provider == pid && a.key == key)
+                {
+                    a.state = AskState::Answered(claim);
+                }
+            });
+        }
+        for _ in 0..replies {
+            c.reply().await?;
+        }
+    }
+}
+
+/// A random value for a lock, so that only its holder releases it.
+fn lock_value() -> Vec<u8> {
+    let mut v = [0u8; 16];
+    // Without randomness the lock still works; only its release could hit a successor's.
+    let _ = getrandom::getrandom(&mut v);
+    v.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 /// A message from the subscription: another node's (or this node's own) revocation.
