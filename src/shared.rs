@@ -48,6 +48,18 @@ struct RevokedSlot {
     /// the zone rather than per worker: it survives a worker's crash and is bounded by the
     /// table, and any worker of the node can deliver it.
     pending: u64,
+    /// Sessions whose login (`iat`) is at or before this Unix time are over; [`ALL_LOGINS`]
+    /// for a provider session id, where every session carrying it is.
+    since: u64,
+}
+
+/// `since` of a revocation that ends every session carrying its key (a `sid`).
+pub const ALL_LOGINS: u64 = u64::MAX;
+
+/// The zone key of a user (`sub`) whose every login up to some time was ended by a
+/// back-channel logout without `sid`; apart from session-id keys.
+pub fn subject_key(sub: &str) -> Key {
+    key(format!("sub\0{sub}").as_bytes())
 }
 
 /// The zone's content. All-zero bytes are a valid empty table.
@@ -160,21 +172,27 @@ impl Table {
     /// Records a logged-out provider session until `until`. When the table is full around the
     /// key, the entry closest to expiry is replaced.
     pub fn revoke(&mut self, key: &Key, until: u64, now: u64) {
-        self.record(key, until, now, false);
+        self.record(key, until, ALL_LOGINS, now, false);
+    }
+
+    /// Records that sessions under `key` logged in at or before `since` are over (until
+    /// `until`), as learnt from the cluster store.
+    pub fn revoke_logins(&mut self, key: &Key, until: u64, since: u64, now: u64) {
+        self.record(key, until, since, now, false);
     }
 
     /// Records a revocation made on this node that the cluster store must still hear of
     /// (see [`Table::pending`]).
-    pub fn revoke_for_cluster(&mut self, key: &Key, until: u64, now: u64) {
-        self.record(key, until, now, true);
+    pub fn revoke_for_cluster(&mut self, key: &Key, until: u64, since: u64, now: u64) {
+        self.record(key, until, since, now, true);
     }
 
-    /// Revocations made here that the cluster store has not confirmed, with their end.
-    pub fn pending(&self, now: u64) -> Vec<(Key, u64)> {
+    /// Revocations made here that the cluster store has not confirmed: key, until, since.
+    pub fn pending(&self, now: u64) -> Vec<(Key, u64, u64)> {
         self.revoked
             .iter()
             .filter(|s| s.pending != 0 && s.until > now)
-            .map(|s| (s.key, s.until))
+            .map(|s| (s.key, s.until, s.since))
             .collect()
     }
 
@@ -189,7 +207,7 @@ impl Table {
         }
     }
 
-    fn record(&mut self, key: &Key, until: u64, now: u64, pending: bool) {
+    fn record(&mut self, key: &Key, until: u64, since: u64, now: u64, pending: bool) {
         let h = home(key, REVOKED_SLOTS);
         let slots: Vec<usize> = (0..PROBES).map(|i| (h + i) % REVOKED_SLOTS).collect();
         let pick = slots
@@ -215,7 +233,9 @@ impl Table {
         }
         if slot.key != *key || slot.until <= now {
             slot.pending = 0;
+            slot.since = 0;
         }
+        slot.since = slot.since.max(since);
         slot.key = *key;
         if pending && until > now {
             slot.pending = 1;
@@ -226,6 +246,15 @@ impl Table {
     /// Whether anything was ever revoked: lets the per-request check skip hashing.
     pub fn any_revoked(&self) -> bool {
         self.revoked_count > 0
+    }
+
+    /// Up to when logins under `key` are over (see [`ALL_LOGINS`]); `None` when nothing is.
+    pub fn revoked_since(&self, key: &Key, now: u64) -> Option<u64> {
+        let h = home(key, REVOKED_SLOTS);
+        (0..PROBES)
+            .map(|i| &self.revoked[(h + i) % REVOKED_SLOTS])
+            .find(|s| s.key == *key && s.until > now)
+            .map(|s| s.since)
     }
 
     pub fn is_revoked(&self, key: &Key, now: u64) -> bool {
@@ -332,17 +361,32 @@ mod tests {
         let mut t = table();
         let here = key(b"sid-here");
         let there = key(b"sid-there");
-        t.revoke_for_cluster(&here, 500, 100);
+        t.revoke_for_cluster(&here, 500, ALL_LOGINS, 100);
         t.revoke(&there, 500, 100);
         assert!(t.is_revoked(&here, 200) && t.is_revoked(&there, 200));
-        assert_eq!(t.pending(100), vec![(here, 500)]);
+        assert_eq!(t.pending(100), vec![(here, 500, ALL_LOGINS)]);
         // Still owed after any number of failed attempts; gone once delivered...
-        assert_eq!(t.pending(300), vec![(here, 500)]);
+        assert_eq!(t.pending(300), vec![(here, 500, ALL_LOGINS)]);
         t.delivered(&here, 500);
         assert!(t.pending(300).is_empty());
         // ...and never owed once over: Redis would forget it at once anyway.
-        t.revoke_for_cluster(&key(b"late"), 400, 100);
+        t.revoke_for_cluster(&key(b"late"), 400, ALL_LOGINS, 100);
         assert!(t.pending(400).is_empty());
+    }
+
+    #[test]
+    fn a_logout_by_subject_ends_the_logins_before_it_and_not_the_next_one() {
+        let mut t = table();
+        let demo = subject_key("demo");
+        assert_ne!(demo, key(b"demo"), "apart from session ids");
+        t.revoke_logins(&demo, 1000, 200, 200);
+        assert_eq!(t.revoked_since(&demo, 300), Some(200));
+        assert_eq!(t.revoked_since(&subject_key("alice"), 300), None);
+        // A later logout of the same user covers more logins; an earlier one changes nothing.
+        t.revoke_logins(&demo, 1000, 250, 250);
+        t.revoke_logins(&demo, 1000, 100, 250);
+        assert_eq!(t.revoked_since(&demo, 300), Some(250));
+        assert_eq!(t.revoked_since(&demo, 1000), None);
     }
 
     #[test]

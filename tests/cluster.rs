@@ -126,6 +126,42 @@ fn a_back_channel_logout_delivered_to_node_a_ends_the_session_on_node_b() {
 }
 
 #[test]
+fn a_back_channel_logout_by_sub_alone_ends_the_users_sessions_on_both_nodes_not_the_next_login() {
+    let nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (_b, cookie) = logged_in_on_a(&nodes);
+
+    // A client without "Backchannel logout session required": the logout token names the user
+    // (`sub`), not the session.
+    let mint = nodes
+        .env
+        .provider
+        .url("/_test/mint?kind=logout&user=demo&sid=none");
+    let token = ureq::post(&mint).call().unwrap().into_string().unwrap();
+    assert!(!jwt_claims(&token).as_object().unwrap().contains_key("sid"));
+    let r = Browser::new().post_form(
+        &nodes.a("/oauth2/backchannel_logout"),
+        &[("logout_token", &token)],
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}: {}", r.summary(), r.body);
+    let took = time_until(
+        "node B refuses the session of the logged-out user",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &cookie) == 401,
+    );
+    eprintln!("propagation: back-channel logout by sub on A refused on B after {took:?}");
+    assert_eq!(status_with(&nodes.a(PAGE), &cookie), 401);
+
+    // The logout covers logins up to its second; the user's next login is a new session.
+    thread::sleep(Duration::from_millis(1100));
+    let again = logged_in(&nodes.env, PAGE, "demo");
+    let fresh = session_cookie(&again);
+    assert_eq!(status_with(&nodes.a(PAGE), &fresh), 200);
+    assert_eq!(status_with(&nodes.b(PAGE), &fresh), 200);
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
 fn a_restarted_node_still_refuses_sessions_revoked_before() {
     let mut nodes = TwoNodes::start(&[], EnvOptions::default());
     let (mut b, stolen) = logged_in_on_a(&nodes);

@@ -49,7 +49,7 @@ pub unsafe fn sign_out(
         if let Some(s) = session.map(|v| &v.session) {
             if let Some(sid) = &s.sid {
                 let key = shared::key(sid.as_bytes());
-                cluster::revoke(p, &key, s.exp, now);
+                cluster::revoke(p, &key, s.exp, shared::ALL_LOGINS, now);
             }
         }
         let attrs = attrs(p);
@@ -156,7 +156,7 @@ pub unsafe fn backchannel_logout(
             Ok(LogoutToken { sid: Some(sid), .. }) => {
                 let key = shared::key(sid.as_bytes());
                 let until = now + p.conf.session_lifetime;
-                cluster::revoke(p, &key, until, now);
+                cluster::revoke(p, &key, until, shared::ALL_LOGINS, now);
                 ngx_log_error!(
                     NGX_LOG_INFO,
                     log,
@@ -165,13 +165,23 @@ pub unsafe fn backchannel_logout(
                 );
                 finish(r, Response::new(NGX_HTTP_OK as usize))
             }
-            Ok(LogoutToken { sid: None, .. }) => {
-                ngx_log_error!(NGX_LOG_WARN, log, "oidc: provider \"{}\": back-channel logout token without sid: turn on \"Backchannel logout session required\" for the client", p.conf.name);
-                finish(
-                    r,
-                    bad("the logout token has no sid; logout by sub alone is not supported"),
-                )
+            Ok(LogoutToken {
+                sid: None,
+                sub: Some(sub),
+            }) => {
+                // Back-Channel Logout 1.0 §2.4: without `sid`, every session of the user at
+                // the provider ended; those that logged in since are new ones.
+                let until = now + p.conf.session_lifetime;
+                cluster::revoke(p, &shared::subject_key(&sub), until, now, now);
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    log,
+                    "oidc: provider \"{}\": back-channel logout: every session of a user ended at the provider",
+                    p.conf.name
+                );
+                finish(r, Response::new(NGX_HTTP_OK as usize))
             }
+            Ok(LogoutToken { sid: None, .. }) => finish(r, bad("the logout token has no sid and no sub")),
             Err(e) => {
                 ngx_log_error!(
                     NGX_LOG_WARN,

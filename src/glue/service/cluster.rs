@@ -140,19 +140,20 @@ pub fn report_refresh(p: &Provider, key: &Key, report: Report) {
 }
 
 /// Records a revocation in this node's zone and, with a cluster store, hands it to this
-/// worker's link for delivery to every other node. `until` is Unix seconds.
+/// worker's link for delivery to every other node. `until` and `since` are Unix seconds (see
+/// [`crate::shared::ALL_LOGINS`]).
 ///
 /// # Safety
 /// Must run in a worker (the zone exists).
-pub unsafe fn revoke(p: &Provider, key: &Key, until: u64, now: u64) {
+pub unsafe fn revoke(p: &Provider, key: &Key, until: u64, since: u64, now: u64) {
     let cluster = p.conf.cluster.is_some();
     // SAFETY: per this function's contract.
     unsafe {
         zone::with_table(p.zone, |t| {
             if cluster {
-                t.revoke_for_cluster(key, until, now)
+                t.revoke_for_cluster(key, until, since, now)
             } else {
-                t.revoke(key, until, now)
+                t.revoke_logins(key, until, since, now)
             }
         })
     };
@@ -400,10 +401,12 @@ async fn load(p: &Provider, names: &Names, c: &mut Conn) -> Result<usize, LinkEr
             let now = now();
             for (k, v) in keys.iter().zip(values) {
                 let key = names.parse_key(k);
-                let until = v.bytes().and_then(revocation::parse_value);
-                if let (Some(key), Some(until)) = (key, until) {
+                let times = v.bytes().and_then(revocation::parse_value);
+                if let (Some(key), Some((until, since))) = (key, times) {
                     // SAFETY: the task runs in a worker, where the zone exists.
-                    unsafe { zone::with_table(p.zone, |t| t.revoke(&key, until, now)) };
+                    unsafe {
+                        zone::with_table(p.zone, |t| t.revoke_logins(&key, until, since, now))
+                    };
                     total += 1;
                 }
             }
@@ -427,25 +430,29 @@ async fn deliver(p: &Provider, names: &Names, c: &mut Conn) -> Result<(), LinkEr
         let batch = &owed[..owed.len().min(BATCH)];
         let mut out = Vec::new();
         let channel = names.channel();
-        for (key, until) in batch {
+        for (key, until, since) in batch {
             let ttl = revocation::expiry(*until, now).unwrap_or(1).to_string();
             wire::command(
                 &mut out,
                 &[
                     b"SET",
                     &names.key(key),
-                    &revocation::value(*until),
+                    &revocation::value(*until, *since),
                     b"EX",
                     ttl.as_bytes(),
                 ],
             );
             wire::command(
                 &mut out,
-                &[b"PUBLISH", &channel, &revocation::message(key, *until)],
+                &[
+                    b"PUBLISH",
+                    &channel,
+                    &revocation::message(key, *until, *since),
+                ],
             );
         }
         c.send(&out).await?;
-        for (key, until) in batch {
+        for (key, until, _) in batch {
             expect_status(c.reply().await?)?;
             expect_status(c.reply().await?)?;
             // SAFETY: as above.
@@ -591,7 +598,7 @@ fn mirror(p: &Provider, reply: &Reply) {
     if parts.first().and_then(Reply::bytes) != Some(b"message") {
         return;
     }
-    let Some((key, until)) = parts
+    let Some((key, until, since)) = parts
         .get(2)
         .and_then(Reply::bytes)
         .and_then(revocation::parse_message)
@@ -600,7 +607,7 @@ fn mirror(p: &Provider, reply: &Reply) {
     };
     let now = now();
     // SAFETY: the task runs in a worker, where the zone exists.
-    unsafe { zone::with_table(p.zone, |t| t.revoke(&key, until, now)) };
+    unsafe { zone::with_table(p.zone, |t| t.revoke_logins(&key, until, since, now)) };
 }
 
 /// One connection to Redis: an nginx peer connection whose events wake the task.
