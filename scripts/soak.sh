@@ -2,7 +2,8 @@
 # Soak (issue 6, "Load"): SOAK_SECONDS of load on nginx (2 workers) with the module, against
 # two test OpenID Providers:
 #   short  access/ID tokens live IDP_TTL s (20), `refresh_leeway` LEEWAY s (5): sessions refresh
-#          every TTL-LEEWAY s. One python client per user (demo, alice, bob) loops GETs and
+#          every TTL-1-LEEWAY s (the module counts a token's life as expires_in minus one second
+#          of margin). One python client per user (demo, alice, bob) loops GETs and
 #          follows Set-Cookie like a browser (a refreshed cookie replaces the old one).
 #   long   tokens live a day: wrk at full speed with one valid session (raw throughput), and a
 #          second wrk with garbage session cookies (expects 401 on every request).
@@ -10,7 +11,7 @@
 #   zero non-2xx and zero socket errors for valid sessions; every invalid-cookie request a 401;
 #   RSS growth < 1 MiB per worker after warm-up (first sample); idle fd count the same before
 #   and after;
-#   refresh_token calls at the short provider within ±(1 per user) of users*elapsed/(TTL-LEEWAY);
+#   refresh_token calls at the short provider within ±(1 per user) of users*elapsed/(TTL-1-LEEWAY);
 #   no [alert] / crashed worker in error.log.
 # SOAK_NODES=2 (issue 14): two nginx masters (nodes A and B, one key file) sharing a real
 #   redis-server through `cluster_store`. The refreshing clients alternate their requests
@@ -328,8 +329,8 @@ for f in sorted(glob.glob(f"{out}/raw/client-*.json")):
 check("refreshing sessions: zero non-2xx, zero errors", tot_bad == 0, f"{tot_bad} bad")
 st = json.load(open(f"{out}/raw/idp-short-stats.json"))
 refresh = st["token_requests"]["refresh_token"]
-expected = nusers * elapsed / (ttl - leeway)
-rows.append(("refresh_token calls", f"{refresh} (expected ≈ {expected:.1f} = {nusers} users × {elapsed}s / ({ttl}-{leeway})s)"))
+expected = nusers * elapsed / (ttl - 1 - leeway)
+rows.append(("refresh_token calls", f"{refresh} (expected ≈ {expected:.1f} = {nusers} users × {elapsed}s / ({ttl}-1-{leeway})s)"))
 check("refresh calls ≈ expected (± 1 per user)", abs(refresh - expected) <= nusers + 0.01, f"{refresh} vs {expected:.1f}")
 samples = [l.split("\t") for l in open(f"{out}/samples.tsv").read().splitlines()[1:]]
 for w in wpids:
