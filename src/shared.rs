@@ -66,6 +66,9 @@ pub fn subject_key(sub: &str) -> Key {
 #[repr(C)]
 pub struct Table {
     revoked_count: u64,
+    /// How many revocations by user (`since` other than [`ALL_LOGINS`]) were ever recorded:
+    /// until one is, requests need not hash their `sub`.
+    subjects_revoked: u64,
     refresh: [RefreshSlot; REFRESH_SLOTS],
     revoked: [RevokedSlot; REVOKED_SLOTS],
 }
@@ -235,6 +238,9 @@ impl Table {
             slot.pending = 0;
             slot.since = 0;
         }
+        if since != ALL_LOGINS && slot.since != since {
+            self.subjects_revoked += 1;
+        }
         slot.since = slot.since.max(since);
         slot.key = *key;
         if pending && until > now {
@@ -246,6 +252,11 @@ impl Table {
     /// Whether anything was ever revoked: lets the per-request check skip hashing.
     pub fn any_revoked(&self) -> bool {
         self.revoked_count > 0
+    }
+
+    /// Whether a user (`sub`) was ever logged out as a whole.
+    pub fn any_subject_revoked(&self) -> bool {
+        self.subjects_revoked > 0
     }
 
     /// Up to when logins under `key` are over (see [`ALL_LOGINS`]); `None` when nothing is.
@@ -379,7 +390,11 @@ mod tests {
         let mut t = table();
         let demo = subject_key("demo");
         assert_ne!(demo, key(b"demo"), "apart from session ids");
+        assert!(!t.any_subject_revoked());
+        t.revoke(&key(b"sid"), 1000, 200);
+        assert!(!t.any_subject_revoked(), "a session id is no user");
         t.revoke_logins(&demo, 1000, 200, 200);
+        assert!(t.any_subject_revoked());
         assert_eq!(t.revoked_since(&demo, 300), Some(200));
         assert_eq!(t.revoked_since(&subject_key("alice"), 300), None);
         // A later logout of the same user covers more logins; an earlier one changes nothing.

@@ -10,6 +10,7 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
+use crate::glue::service::cluster;
 use crate::glue::service::ctx::RequestCtx;
 use crate::glue::service::http::{self, Response};
 use crate::glue::service::outcome::finish;
@@ -17,7 +18,6 @@ use crate::glue::service::provider::{discovery, keys, Step};
 use crate::glue::service::session::carried_session;
 use crate::glue::service::set_cookie::{attrs, clear_session_cookies, own_login_states};
 use crate::glue::service::time::now;
-use crate::glue::service::cluster;
 use crate::glue::Provider;
 use crate::oidc::id_token::{self, LogoutToken};
 use crate::oidc::{authorize, query};
@@ -181,7 +181,9 @@ pub unsafe fn backchannel_logout(
                 );
                 finish(r, Response::new(NGX_HTTP_OK as usize))
             }
-            Ok(LogoutToken { sid: None, .. }) => finish(r, bad("the logout token has no sid and no sub")),
+            Ok(LogoutToken { sid: None, .. }) => {
+                finish(r, bad("the logout token has no sid and no sub"))
+            }
             Err(e) => {
                 ngx_log_error!(
                     NGX_LOG_WARN,

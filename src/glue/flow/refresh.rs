@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use std::rc::Rc;
 use zeroize::Zeroizing;
 
+use crate::cluster::refresh::{Claim, Report, ANSWER_WAIT};
 use crate::glue::service::ctx::{RefreshState, RequestCtx};
 use crate::glue::service::fetch::{self, FetchRequest};
 use crate::glue::service::http::log;
@@ -15,7 +16,6 @@ use crate::glue::service::provider::{discovery, keys, token_failure, Step};
 use crate::glue::service::set_cookie::queue_session;
 use crate::glue::service::{cluster, pause, zone};
 use crate::glue::Provider;
-use crate::cluster::refresh::{Claim, Report, ANSWER_WAIT};
 use crate::oidc::id_token::{self, Expectations};
 use crate::oidc::jws;
 use crate::oidc::{authorize, token};

@@ -6,7 +6,10 @@
 //! Requests never talk to Redis: a sign-out or back-channel logout records the revocation in
 //! the zone, marked as owed to the store, and pokes the task, which delivers it (SET with an
 //! expiry + PUBLISH). What other nodes publish is mirrored into the zone. After every
-//! (re)connection the task first loads every revocation in the store (SCAN + MGET).
+//! (re)connection the task first loads every revocation in the store (SCAN + MGET). A request
+//! whose session needs a refresh leaves its question (may this node refresh?) in a per-worker
+//! table and looks for the answer on a timer; the task asks Redis and writes the answer there
+//! (see `crate::cluster::refresh`).
 
 use core::ffi::c_void;
 use core::future::{poll_fn, Future};
@@ -30,13 +33,13 @@ use ngx::ngx_log_error;
 
 use super::time::now;
 use super::zone;
-use crate::glue::{Module, Provider};
 use crate::cluster::link::{Backoff, Event, Outage};
 use crate::cluster::names::Names;
 use crate::cluster::refresh::{self as cluster_refresh, Claim, Report, RESULT_TTL_SECS};
 use crate::cluster::revocation;
 use crate::cluster::wire::{self, Reply};
 use crate::conf::cluster::ClusterStore;
+use crate::glue::{Module, Provider};
 use crate::shared::Key;
 
 /// Longest wait for a TCP connection to Redis.
@@ -60,10 +63,20 @@ thread_local! {
     static ASKS: RefCell<Vec<Ask>> = const { RefCell::new(Vec::new()) };
     /// What requests that refreshed tell Redis, waiting for the link.
     static REPORTS: RefCell<Vec<(usize, Key, Report)>> = const { RefCell::new(Vec::new()) };
-    /// Refresh locks this worker holds in Redis: provider, session key, the lock's value.
-    static HELD: RefCell<Vec<(usize, Key, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    /// Refresh locks this worker holds in Redis.
+    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
     /// Providers whose link is up (connected and loaded) in this worker.
     static UP: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A refresh lock this worker holds in Redis.
+struct Held {
+    provider: usize,
+    key: Key,
+    /// The lock's value: only its holder releases it.
+    value: Vec<u8>,
+    /// When it was taken (Unix seconds).
+    at: u64,
 }
 
 /// A request's question whether this node may refresh a session.
@@ -103,8 +116,10 @@ pub fn claim_refresh(p: &Provider, key: &Key, now: u64) -> Option<Claim> {
     }
     let (answer, queued) = ASKS.with(|asks| {
         let mut asks = asks.borrow_mut();
-        // Answers nobody came back for (the client went away) are dropped after a while.
+        // Answers nobody came back for (the client went away) are dropped after a while, and
+        // so are locks whose refresh never reported (Redis lets them expire).
         asks.retain(|a| a.asked + RESULT_TTL_SECS > now);
+        HELD.with(|h| h.borrow_mut().retain(|l| l.at + RESULT_TTL_SECS > now));
         match asks.iter().position(|a| a.provider == pid && a.key == *key) {
             Some(i) if matches!(asks[i].state, AskState::Answered(_)) => {
                 match asks.remove(i).state {
@@ -132,7 +147,8 @@ pub fn claim_refresh(p: &Provider, key: &Key, now: u64) -> Option<Claim> {
 
 /// Tells the other nodes how this node's refresh of `key` ended (see [`Report`]).
 pub fn report_refresh(p: &Provider, key: &Key, report: Report) {
-    if p.conf.cluster.is_none() {
+    // With the link down nothing is owed: the lock, if any, expires in Redis.
+    if p.conf.cluster.is_none() || !UP.with(|u| u.borrow().contains(&id(p))) {
         return;
     }
     REPORTS.with(|r| r.borrow_mut().push((id(p), *key, report)));
@@ -472,7 +488,7 @@ fn link_down(p: &Provider) {
         }
     });
     REPORTS.with(|r| r.borrow_mut().retain(|(x, _, _)| *x != pid));
-    HELD.with(|h| h.borrow_mut().retain(|(x, _, _)| *x != pid));
+    HELD.with(|h| h.borrow_mut().retain(|l| l.provider != pid));
 }
 
 /// Releases a lock only if it is still ours (it may have expired and been taken by another
@@ -541,8 +557,8 @@ async fn coordinate(p: &Provider, names: &Names, c: &mut Conn) -> Result<(), Lin
             }
             let held = HELD.with(|h| {
                 let mut h = h.borrow_mut();
-                let i = h.iter().position(|(x, k, _)| *x == pid && k == key)?;
-                Some(h.remove(i).2)
+                let i = h.iter().position(|l| l.provider == pid && l.key == *key)?;
+                Some(h.remove(i).value)
             });
             if let Some(value) = held {
                 wire::command(
@@ -561,7 +577,14 @@ async fn coordinate(p: &Provider, names: &Names, c: &mut Conn) -> Result<(), Lin
             let lock = c.reply().await?;
             let claim = cluster_refresh::claim(&result, &lock);
             if claim == Claim::Won {
-                HELD.with(|h| h.borrow_mut().push((pid, key, value)));
+                HELD.with(|h| {
+                    h.borrow_mut().push(Held {
+                        provider: pid,
+                        key,
+                        value,
+                        at: now(),
+                    })
+                });
             }
             ASKS.with(|asks| {
                 if let Some(a) = asks

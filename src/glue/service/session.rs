@@ -69,10 +69,11 @@ pub unsafe fn is_revoked(p: &Provider, s: &Session, now: u64) -> bool {
                 .as_ref()
                 .is_some_and(|sid| t.is_revoked(&shared::key(sid.as_bytes()), now));
             by_sid
-                || s.claim_str("sub").is_some_and(|sub| {
-                    t.revoked_since(&shared::subject_key(sub), now)
-                        .is_some_and(|since| s.iat <= since)
-                })
+                || t.any_subject_revoked()
+                    && s.claim_str("sub").is_some_and(|sub| {
+                        t.revoked_since(&shared::subject_key(sub), now)
+                            .is_some_and(|since| s.iat <= since)
+                    })
         })
     }
     .unwrap_or(false)
