@@ -9,6 +9,8 @@
 #       upstream (another server block of the same nginx) answering 202: the cheapest possible
 #       oauth2-proxy
 #   D   `oidc_auth` with a garbage session cookie → 401 (what an attacker sends)
+#   R   B with `cluster_store` set (a real redis-server on 127.0.0.1): a logged-in request must
+#       cost the same with the store as without (no Redis on the request path), R/B ≈ 1
 #   O   the setup the module replaces, for real: the seed article's nginx.conf
 #       (tests/migration/oauth2-proxy.conf: auth_request /oauth2/auth, error_page 401 =
 #       /oauth2/sign_in, auth_request_set X-User/X-Email) in front of the real oauth2-proxy
@@ -61,9 +63,9 @@ if [ "$quick" = 1 ]; then
     rounds=1 duration=2s leak_requests=20000 keycloak=0
 fi
 keycloak="${BENCH_KEYCLOAK:-$keycloak}"
-cases=(A B B2 C D O)
+cases=(A B B2 C D O R)
 # Under callgrind only nginx's own instructions count; oauth2-proxy's would be missing from O.
-cg_cases=(A B B2 C D)
+cg_cases=(A B B2 C D R)
 
 out="$NGX_OIDC_TARGET/bench"
 run="$out/run"
@@ -74,6 +76,7 @@ build_unless_skipped
 ensure_idp_deps
 ensure_oauth2_proxy
 ensure_commands wrk curl python3
+ensure_redis
 if [ "$cg_part" = 1 ]; then
     ensure_commands valgrind
 fi
@@ -93,13 +96,14 @@ file_bytes="$(stat -c %s "$run/html/index.html")"
 path=/index.html # not "/": the index module's internal redirect would run the access phase twice
 (umask 077 && head -c 32 /dev/urandom | base64 >"$run/cookie-keys")
 
-read -r P_A P_B P_C P_D P_U P_IDP P_O P_O2P < <(free_ports 8)
-declare -A port=([A]=$P_A [B]=$P_B [B2]=$P_B [C]=$P_C [D]=$P_D [O]=$P_O)
+read -r P_A P_B P_C P_D P_U P_IDP P_O P_O2P P_R P_REDIS < <(free_ports 10)
+declare -A port=([A]=$P_A [B]=$P_B [B2]=$P_B [C]=$P_C [D]=$P_D [O]=$P_O [R]=$P_R)
 
 # ------------------------------------------------------------------------------ processes
-idp_pid="" nginx_pid="" o2p_pid="" kc_dir=""
+idp_pid="" nginx_pid="" o2p_pid="" kc_dir="" redis_pid=""
 cleanup() {
     trap - INT TERM EXIT
+    if [ -n "$redis_pid" ]; then kill -TERM "$redis_pid" 2>/dev/null || true; fi
     if [ -n "$nginx_pid" ]; then kill -QUIT "$nginx_pid" 2>/dev/null || true; fi
     if [ -n "$o2p_pid" ]; then kill -TERM "$o2p_pid" 2>/dev/null || true; fi
     if [ -n "$idp_pid" ]; then kill -TERM "$idp_pid" 2>/dev/null || true; fi
@@ -126,6 +130,22 @@ write_conf() {
         client_secret      $client_secret;
         cookie_secret_file $run/cookie-keys;
         cookie_secure      off;
+    }
+
+    # R: B with the cluster store (its own provider name: cookies are bound to it).
+    oidc_provider keycloak_r {
+        issuer             $issuer;
+        client_id          test;
+        client_secret      $client_secret;
+        cookie_secret_file $run/cookie-keys;
+        cookie_secure      off;
+        cluster_store      redis://127.0.0.1:$P_REDIS;
+    }
+    server {
+        listen 127.0.0.1:$P_R;
+        location /_oidc { internal; proxy_pass \$oidc_fetch_url; }
+        location /oauth2/ { oidc_endpoints keycloak_r; }
+        location / { oidc_auth keycloak_r; }
     }
 
     # A: plain nginx.
@@ -214,7 +234,7 @@ PY
     provider_name="Keycloak $kc_version"
 else
     say "starting the test OpenID Provider on 127.0.0.1:$P_IDP (log: $run/idp.log)"
-    start_test_idp "$P_IDP" "$P_B $P_O" 86400 "$run/idp.log"
+    start_test_idp "$P_IDP" "$P_B $P_O $P_R" 86400 "$run/idp.log"
     idp_pid=$!
     wait_port "$P_IDP" 30
     issuer="http://127.0.0.1:$P_IDP/realms/test"
@@ -241,6 +261,13 @@ OAUTH2_PROXY_CLIENT_ID=test OAUTH2_PROXY_CLIENT_SECRET="$client_secret" \
 o2p_pid=$!
 wait_port "$P_O2P" 30
 
+say "starting redis-server on 127.0.0.1:$P_REDIS for case R (dir: $run/redis)"
+mkdir -p "$run/redis"
+redis-server --bind 127.0.0.1 --port "$P_REDIS" --dir "$run/redis" --save "" --appendonly no \
+    --logfile "$run/redis/redis.log" --daemonize no &
+redis_pid=$!
+wait_port "$P_REDIS" 30
+
 write_conf "$run" on
 say "starting nginx (config: $run/nginx.conf, ports A=$P_A B=$P_B C=$P_C D=$P_D upstream=$P_U)"
 "$nginx_bin" -p "$run/" -e "$run/error.log" -c "$run/nginx.conf" &
@@ -257,9 +284,10 @@ cookie_demo="$(python3 "$helpers/login.py" "$login_url" demo demo)" || die "logi
 cookie_big="$(python3 "$helpers/login.py" "$login_url" biggroups biggroups)" || die "login as biggroups failed"
 cookie_o2p="$(python3 "$helpers/login.py" "http://127.0.0.1:$P_O$path" demo demo _oauth2_proxy)" \
     || die "login as demo through oauth2-proxy failed (see $run/oauth2-proxy.log, $run/error.log)"
+cookie_r="$(python3 "$helpers/login.py" "http://127.0.0.1:$P_R$path" demo demo)" || die "login as demo on case R failed"
 cookie_garbage="$(garbage_cookie "$cookie_demo")"
-declare -A cookie=([A]=$cookie_demo [B]=$cookie_demo [B2]=$cookie_big [C]=$cookie_demo [D]=$cookie_garbage [O]=$cookie_o2p)
-declare -A want_status=([A]=200 [B]=200 [B2]=200 [C]=200 [D]=401 [O]=200)
+declare -A cookie=([A]=$cookie_demo [B]=$cookie_demo [B2]=$cookie_big [C]=$cookie_demo [D]=$cookie_garbage [O]=$cookie_o2p [R]=$cookie_r)
+declare -A want_status=([A]=200 [B]=200 [B2]=200 [C]=200 [D]=401 [O]=200 [R]=200)
 
 # ------------------------------------------------------------------------------ checks
 checks_json="[]"
@@ -391,7 +419,7 @@ if [ "$cg_part" = 1 ]; then
             >"$out/callgrind-$c-inclusive.txt" 2>/dev/null || true
     done
     python3 - "$out/callgrind.json" "$base_ir" "$cg_requests" "$out" \
-        "A=${cg_ir[A]}" "B=${cg_ir[B]}" "B2=${cg_ir[B2]}" "C=${cg_ir[C]}" "D=${cg_ir[D]}" <<'EOF'
+        "A=${cg_ir[A]}" "B=${cg_ir[B]}" "B2=${cg_ir[B2]}" "C=${cg_ir[C]}" "D=${cg_ir[D]}" "R=${cg_ir[R]}" <<'EOF'
 import json, re, sys
 path, base, n, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 cases = {}

@@ -71,6 +71,7 @@ rewrite() {
         -e "s|^([[:space:]]*ssl_certificate)[[:space:]]+[^;]+;|\1 $tmp/test.crt;|" \
         -e "s|^([[:space:]]*ssl_certificate_key)[[:space:]]+[^;]+;|\1 $tmp/test.key;|" \
         -e "s#^([[:space:]]*(server[[:space:]]+|proxy_pass[[:space:]]+https?://))[a-z][a-z0-9.-]*\.[a-z0-9.-]+:([0-9]+)#\1127.0.0.1:\3#" \
+        -e "s#(cluster_store[[:space:]]+redis://)[a-z][a-z0-9.-]*:([0-9]+)#\1127.0.0.1:\2#" \
         -e "s|/var/log/nginx/|$prefix/logs/|g" \
         -e "s|/run/nginx\.pid|$prefix/nginx.pid|g" \
         "$src" >"$dst"
@@ -212,6 +213,12 @@ if path.endswith("docker-compose.yml"):
 else:
     for d in docs:
         assert d.get("apiVersion") and d.get("kind") and d["metadata"]["name"], d
+    if path.endswith("k8s/deployment.yaml"):
+        assert docs[0]["spec"]["replicas"] >= 2, "several replicas (they share revocations through redis.yaml)"
+    if path.endswith("k8s/redis.yaml"):
+        assert {"Deployment", "Service"} <= {d["kind"] for d in docs}, "a Redis Deployment and its Service"
+    if path.endswith("k8s/configmap.yaml"):
+        assert "cluster_store redis://ngx-oidc-redis:6379;" in " ".join(docs[0]["data"]["nginx.conf"].split())
 EOF
         say "ok   python3 yaml $y"
     else

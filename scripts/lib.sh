@@ -97,6 +97,13 @@ ensure_commands() {
     fi
 }
 
+# Debian's redis-server (and redis-cli) for tests/cluster.rs and the two-node soak; the tests
+# start their own servers on free ports, never the packaged service.
+ensure_redis() {
+    command -v dpkg-query >/dev/null 2>&1 && ! _dpkg_installed redis-server && _apt_install redis-server
+    command -v redis-server >/dev/null 2>&1 || die "redis-server is missing (apt-get install redis-server)"
+}
+
 # npm ci for tests/browser (playwright-core); never downloads a browser.
 ensure_browser_deps() { PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 _ensure_npm_deps tests/browser; }
 

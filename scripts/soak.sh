@@ -2,7 +2,8 @@
 # Soak (issue 6, "Load"): SOAK_SECONDS of load on nginx (2 workers) with the module, against
 # two test OpenID Providers:
 #   short  access/ID tokens live IDP_TTL s (20), `refresh_leeway` LEEWAY s (5): sessions refresh
-#          every TTL-LEEWAY s. One python client per user (demo, alice, bob) loops GETs and
+#          every TTL-1-LEEWAY s (the module counts a token's life as expires_in minus one second
+#          of margin). One python client per user (demo, alice, bob) loops GETs and
 #          follows Set-Cookie like a browser (a refreshed cookie replaces the old one).
 #   long   tokens live a day: wrk at full speed with one valid session (raw throughput), and a
 #          second wrk with garbage session cookies (expects 401 on every request).
@@ -10,12 +11,19 @@
 #   zero non-2xx and zero socket errors for valid sessions; every invalid-cookie request a 401;
 #   RSS growth < 1 MiB per worker after warm-up (first sample); idle fd count the same before
 #   and after;
-#   refresh_token calls at the short provider within ±(1 per user) of users*elapsed/(TTL-LEEWAY);
+#   refresh_token calls at the short provider within ±(1 per user) of users*elapsed/(TTL-1-LEEWAY);
 #   no [alert] / crashed worker in error.log.
+# SOAK_NODES=2 (issue 14): two nginx masters (nodes A and B, one key file) sharing a real
+#   redis-server through `cluster_store`. The refreshing clients alternate their requests
+#   between the nodes (the cluster must still refresh once per due token), the garbage-cookie
+#   wrk loads node B, and a sign-out client loops: log in on A, the cookie works on B, sign out
+#   on A, B refuses the cookie within a second. Extra checks: every sign-out reached B within
+#   a second, the workers of both nodes stay flat (RSS, fds), Redis' used_memory grows < 1 MiB.
 # Results: target/soak/summary.txt (+ samples.tsv, raw wrk output, logs in target/soak/run/).
 #
 # Environment: SOAK_SECONDS (600), SOAK_CONNECTIONS (16, per wrk), SOAK_TTL (20),
-#   SOAK_LEEWAY (5), SOAK_SAMPLE (30 s), NGX_OIDC_SKIP_BUILD=1 uses the last build as is.
+#   SOAK_LEEWAY (5), SOAK_SAMPLE (30 s), SOAK_NODES (1 or 2), NGX_OIDC_SKIP_BUILD=1 uses the
+#   last build as is.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -26,6 +34,8 @@ conns="${SOAK_CONNECTIONS:-16}"
 ttl="${SOAK_TTL:-20}"
 leeway="${SOAK_LEEWAY:-5}"
 sample_every="${SOAK_SAMPLE:-30}"
+nodes="${SOAK_NODES:-1}"
+[ "$nodes" = 1 ] || [ "$nodes" = 2 ] || die "SOAK_NODES must be 1 or 2"
 users=(demo alice bob)
 [ "$ttl" -gt "$leeway" ] || die "SOAK_TTL must be larger than SOAK_LEEWAY"
 
@@ -36,6 +46,7 @@ helpers="$NGX_OIDC_ROOT/scripts/bench"
 build_unless_skipped
 ensure_idp_deps
 ensure_commands wrk python3
+if [ "$nodes" = 2 ]; then ensure_redis; fi
 
 rm -rf "$run" "$out/raw"
 mkdir -p "$run/tmp" "$run/html" "$out/raw"
@@ -44,14 +55,16 @@ printf '%s\n' '<!doctype html><title>ngx-oidc soak</title><p>soak' >"$run/html/i
 path=/index.html
 (umask 077 && head -c 32 /dev/urandom | base64 >"$run/cookie-keys")
 
-read -r P_S P_L P_IDS P_IDL < <(free_ports 4)
+read -r P_S P_L P_IDS P_IDL P_S2 P_L2 P_REDIS < <(free_ports 7)
 
-idp_s="" idp_l="" nginx_pid="" bg_pids=()
+idp_s="" idp_l="" nginx_pid="" nginx_b_pid="" redis_pid="" bg_pids=()
 cleanup() {
     trap - INT TERM EXIT
     local p
     for p in "${bg_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     if [ -n "$nginx_pid" ]; then kill -QUIT "$nginx_pid" 2>/dev/null || true; fi
+    if [ -n "$nginx_b_pid" ]; then kill -QUIT "$nginx_b_pid" 2>/dev/null || true; fi
+    if [ -n "$redis_pid" ]; then kill -TERM "$redis_pid" 2>/dev/null || true; fi
     if [ -n "$idp_s" ]; then kill -TERM "$idp_s" 2>/dev/null || true; fi
     if [ -n "$idp_l" ]; then kill -TERM "$idp_l" 2>/dev/null || true; fi
     wait 2>/dev/null || true
@@ -66,37 +79,69 @@ idp_l=$!
 wait_port "$P_IDS" 30
 wait_port "$P_IDL" 30
 
-{
-    nginx_conf_prelude "$run" "$run/ngx_http_oidc_module.so" on 2
-    cat <<EOF
+store=""
+if [ "$nodes" = 2 ]; then
+    say "starting redis-server on 127.0.0.1:$P_REDIS (dir: $run/redis)"
+    mkdir -p "$run/redis"
+    redis-server --bind 127.0.0.1 --port "$P_REDIS" --dir "$run/redis" --save "" \
+        --appendonly no --logfile "$run/redis/redis.log" --daemonize no &
+    redis_pid=$!
+    wait_port "$P_REDIS" 30
+    store="cluster_store redis://127.0.0.1:$P_REDIS;"
+fi
+redis_memory() { # used_memory in bytes (0 without Redis)
+    if [ "$nodes" = 2 ]; then
+        redis-cli -p "$P_REDIS" INFO memory | tr -d '\r' | awk -F: '$1 == "used_memory" { print $2 + 0 }'
+    else
+        echo 0
+    fi
+}
+
+write_conf() { # $1 = prefix dir, $2 = short site port, $3 = long site port
+    mkdir -p "$1/tmp"
+    {
+        nginx_conf_prelude "$1" "$run/ngx_http_oidc_module.so" on 2
+        cat <<EOF
     root $run/html;
 
-$(oidc_provider_block short "$P_IDS" "$run/cookie-keys" "refresh_leeway     ${leeway}s;")
-$(oidc_provider_block long "$P_IDL" "$run/cookie-keys")
+$(oidc_provider_block short "$P_IDS" "$run/cookie-keys" "refresh_leeway     ${leeway}s; $store")
+$(oidc_provider_block long "$P_IDL" "$run/cookie-keys" "$store")
     server {
-        listen 127.0.0.1:$P_S;
+        listen 127.0.0.1:$2;
         location /_oidc { internal; proxy_pass \$oidc_fetch_url; }
         location /oauth2/ { oidc_endpoints short; }
         location / { oidc_auth short; }
     }
     server {
-        listen 127.0.0.1:$P_L;
+        listen 127.0.0.1:$3;
         location /_oidc { internal; proxy_pass \$oidc_fetch_url; }
         location /oauth2/ { oidc_endpoints long; }
         location / { oidc_auth long; }
     }
 }
 EOF
-} >"$run/nginx.conf"
-"$run/nginx" -p "$run/" -e "$run/error.log" -c "$run/nginx.conf" -t -q || die "nginx -t failed"
+    } >"$1/nginx.conf"
+    "$run/nginx" -p "$1/" -e "$1/error.log" -c "$1/nginx.conf" -t -q || die "nginx -t failed ($1)"
+}
+write_conf "$run" "$P_S" "$P_L"
 say "starting nginx (2 workers; short site $P_S, long site $P_L)"
 "$run/nginx" -p "$run/" -e "$run/error.log" -c "$run/nginx.conf" &
 nginx_pid=$!
 wait_port "$P_S" 30
+if [ "$nodes" = 2 ]; then
+    write_conf "$run/b" "$P_S2" "$P_L2"
+    say "starting node B (2 workers; short site $P_S2, long site $P_L2)"
+    "$run/nginx" -p "$run/b/" -e "$run/b/error.log" -c "$run/b/nginx.conf" &
+    nginx_b_pid=$!
+    wait_port "$P_S2" 30
+fi
 sleep 0.5
-workers() { tr ' ' '\n' <"/proc/$nginx_pid/task/$nginx_pid/children" | grep -v '^$' | sort -n; }
+workers() { # of every node's master
+    local m
+    for m in $nginx_pid $nginx_b_pid; do tr ' ' '\n' <"/proc/$m/task/$m/children"; done | grep -v '^$' | sort -n
+}
 mapfile -t wpids < <(workers)
-[ "${#wpids[@]}" = 2 ] || die "expected 2 nginx workers, found: ${wpids[*]:-none}"
+[ "${#wpids[@]}" = $((2 * nodes)) ] || die "expected $((2 * nodes)) nginx workers, found: ${wpids[*]:-none}"
 
 say "logging in: ${users[*]} (short), demo (long)"
 declare -A ucookie
@@ -110,18 +155,21 @@ cookie_garbage="$(garbage_cookie "$cookie_long")"
 python3 -c 'import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="POST")).read()' \
     "http://127.0.0.1:$P_IDS/_test/reset"
 
-# A browser-like client: GETs in a loop for SECS, the session cookie replaced by every Set-Cookie.
+# A browser-like client: GETs in a loop for SECS, the session cookie replaced by every Set-Cookie;
+# with several ports (comma-separated) the requests go to each in turn.
 cat >"$run/session_client.py" <<'PY'
 import http.client, json, sys, time
-port, path, secs, cookie, outfile = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+ports, path, secs, cookie, outfile = [int(p) for p in sys.argv[1].split(",")], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
 jar = dict(p.strip().split("=", 1) for p in cookie.split(";") if "=" in p)
 stats = {"requests": 0, "status": {}, "errors": 0, "cookie_updates": 0, "first_bad": None}
 end = time.time() + secs
-conn = None
+conns = {}
 while time.time() < end:
+    port = ports[stats["requests"] % len(ports)]
+    conn = conns.get(port)
     try:
         if conn is None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn = conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         hdr = {"Accept": "text/html", "Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
         conn.request("GET", path, headers=hdr)
         r = conn.getresponse()
@@ -143,8 +191,50 @@ while time.time() < end:
         stats["errors"] += 1
         if stats["first_bad"] is None:
             stats["first_bad"] = f"{time.strftime('%H:%M:%S')} {e!r}"
-        conn = None
+        conns.pop(port, None)
     time.sleep(0.02)
+json.dump(stats, open(outfile, "w"))
+PY
+
+# Two nodes: log in on A, the cookie works on B, sign out on A, B refuses it within a second.
+cat >"$run/signout_client.py" <<'PY'
+import json, subprocess, sys, time, urllib.error, urllib.request
+login, a, b, path, secs, outfile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), sys.argv[6]
+stats = {"rounds": 0, "failures": 0, "max_propagation_ms": 0.0, "first_bad": None}
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None
+opener = urllib.request.build_opener(NoRedirect)
+def status(port, p, cookie):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{p}", headers={"Cookie": cookie, "Accept": "application/json"})
+    try:
+        return opener.open(req, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+def bad(why):
+    stats["failures"] += 1
+    if stats["first_bad"] is None:
+        stats["first_bad"] = f"{time.strftime('%H:%M:%S')} {why}"
+end = time.time() + secs
+while time.time() < end:
+    stats["rounds"] += 1
+    try:
+        cookie = subprocess.run([sys.executable, login, f"http://127.0.0.1:{a}{path}", "alice", "alice"],
+                                check=True, capture_output=True, text=True).stdout.strip()
+        if status(b, path, cookie) != 200:
+            bad("the session did not open on node B")
+            continue
+        status(a, "/oauth2/sign_out", cookie)
+        t0 = time.time()
+        while status(b, path, cookie) != 401:
+            if time.time() - t0 > 1:
+                bad("node B still accepts the cookie 1 s after the sign-out on node A")
+                break
+            time.sleep(0.005)
+        stats["max_propagation_ms"] = max(stats["max_propagation_ms"], (time.time() - t0) * 1000)
+    except Exception as e:  # noqa: BLE001
+        bad(repr(e))
+    time.sleep(1)
 json.dump(stats, open(outfile, "w"))
 PY
 
@@ -155,21 +245,29 @@ sample() { # elapsed -> one line per worker in samples.tsv
         fds="$(find "/proc/$w/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
         printf '%s\t%s\t%s\t%s\n' "$1" "$w" "${rss:-0}" "$fds" >>"$out/samples.tsv"
     done
+    printf '%s\t%s\n' "$1" "$(redis_memory)" >>"$out/redis.tsv"
 }
+printf 'elapsed_s\tused_memory\n' >"$out/redis.tsv"
 printf 'elapsed_s\tworker\trss_kib\tfds\n' >"$out/samples.tsv"
 
 say "soak: ${secs}s — ${#users[@]} refreshing sessions (TTL ${ttl}s, leeway ${leeway}s), wrk -c$conns valid (long TTL), wrk -c$conns garbage cookies"
 sample 0
 started=$(date +%s)
+short_ports="$P_S" garbage_port="$P_L"
+if [ "$nodes" = 2 ]; then
+    short_ports="$P_S,$P_S2" garbage_port="$P_L2"
+    python3 "$run/signout_client.py" "$helpers/login.py" "$P_S" "$P_S2" "$path" "$secs" "$out/raw/signout.json" &
+    bg_pids+=($!)
+fi
 for u in "${users[@]}"; do
-    python3 "$run/session_client.py" "$P_S" "$path" "$secs" "${ucookie[$u]}" "$out/raw/client-$u.json" &
+    python3 "$run/session_client.py" "$short_ports" "$path" "$secs" "${ucookie[$u]}" "$out/raw/client-$u.json" &
     bg_pids+=($!)
 done
 wrk -t1 -c"$conns" -d"${secs}s" -s "$helpers/wrk-json.lua" -H "Cookie: $cookie_long" \
     "http://127.0.0.1:$P_L$path" >"$out/raw/wrk-valid.txt" 2>&1 &
 bg_pids+=($!)
 wrk -t1 -c"$conns" -d"${secs}s" -s "$helpers/wrk-json.lua" -H "Cookie: $cookie_garbage" \
-    "http://127.0.0.1:$P_L$path" >"$out/raw/wrk-invalid.txt" 2>&1 &
+    "http://127.0.0.1:$garbage_port$path" >"$out/raw/wrk-invalid.txt" 2>&1 &
 bg_pids+=($!)
 next=$sample_every
 while :; do
@@ -193,6 +291,7 @@ python3 -c 'import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1])
     "http://127.0.0.1:$P_IDS/_test/stats" >"$out/raw/idp-short-stats.json"
 mapfile -t now_workers < <(workers)
 cp "$run/error.log" "$out/raw/error.log"
+if [ "$nodes" = 2 ]; then cat "$run/b/error.log" >>"$out/raw/error.log"; fi
 
 python3 - "$out" "$elapsed" "$ttl" "$leeway" "${#users[@]}" "${wpids[*]}" "${now_workers[*]}" <<'PY'
 import glob, json, os, re, sys
@@ -230,8 +329,8 @@ for f in sorted(glob.glob(f"{out}/raw/client-*.json")):
 check("refreshing sessions: zero non-2xx, zero errors", tot_bad == 0, f"{tot_bad} bad")
 st = json.load(open(f"{out}/raw/idp-short-stats.json"))
 refresh = st["token_requests"]["refresh_token"]
-expected = nusers * elapsed / (ttl - leeway)
-rows.append(("refresh_token calls", f"{refresh} (expected ≈ {expected:.1f} = {nusers} users × {elapsed}s / ({ttl}-{leeway})s)"))
+expected = nusers * elapsed / (ttl - 1 - leeway)
+rows.append(("refresh_token calls", f"{refresh} (expected ≈ {expected:.1f} = {nusers} users × {elapsed}s / ({ttl}-1-{leeway})s)"))
 check("refresh calls ≈ expected (± 1 per user)", abs(refresh - expected) <= nusers + 0.01, f"{refresh} vs {expected:.1f}")
 samples = [l.split("\t") for l in open(f"{out}/samples.tsv").read().splitlines()[1:]]
 for w in wpids:
@@ -244,6 +343,13 @@ for w in wpids:
     rows.append((f"worker {w} fds", " ".join(str(f) for _, _, f in s)))
     check(f"worker {w}: RSS growth after warm-up ({base[0]}s) < 1 MiB", last[1] - base[1] < 1024, f"{last[1] - base[1]:+d} KiB")
     check(f"worker {w}: fd count flat (idle before vs idle after)", last[2] <= s[0][2], f"{s[0][2]} -> {last[2]} (under load {min(x[2] for x in warm[:-1] or s)}..{max(x[2] for x in warm[:-1] or s)})")
+if os.path.exists(f"{out}/raw/signout.json"):
+    so = json.load(open(f"{out}/raw/signout.json"))
+    rows.append(("sign-outs on A checked on B", f'{so["rounds"]} rounds, {so["failures"]} failures, slowest propagation {so["max_propagation_ms"]:.1f} ms' + (f', first bad: {so["first_bad"]}' if so["first_bad"] else "")))
+    check("every sign-out on node A reached node B within a second", so["failures"] == 0 and so["rounds"] > 0, f'{so["failures"]} of {so["rounds"]}')
+    mem = [int(m) for _, m in (l.split("\t") for l in open(f"{out}/redis.tsv").read().splitlines()[1:])]
+    rows.append(("Redis used_memory KiB", " ".join(str(m // 1024) for m in mem)))
+    check("Redis memory bounded (growth < 1 MiB)", mem[-1] - mem[0] < 1024 * 1024, f"{(mem[-1] - mem[0]) // 1024:+d} KiB")
 check("same workers at the end (none crashed)", sorted(wpids) == sorted(now_workers), f"{wpids} -> {now_workers}")
 log = open(f"{out}/raw/error.log").read()
 bad_lines = [l for l in log.splitlines() if "[alert]" in l or "[emerg]" in l or "exited on signal" in l]

@@ -4,10 +4,11 @@
 #   (built once from the Go module proxy and cached, for tests/migration.rs and the benchmark),
 #   cargo fmt --check, cargo clippy -D warnings, scripts/build.sh, cargo test --release
 #   (unit tests of the lib + end-to-end tests in tests/ against a real nginx and test provider,
-#   and tests/keycloak.rs against a real Keycloak: scripts/keycloak.sh, fetched with Maven),
+#   tests/cluster.rs against a real redis-server from Debian, and tests/keycloak.rs against a
+#   real Keycloak: scripts/keycloak.sh, fetched with Maven),
 #   scripts/check-configs.sh (nginx -t of every nginx-conf/ config, realm.json and YAML parsed),
-#   the module built for Debian's nginx 1.22.1 with the login, lifecycle, fault and hostile
-#   tests against it,
+#   the module built for Debian's nginx 1.22.1 with the login, lifecycle, fault, hostile and
+#   cluster tests against it,
 #   a one-second smoke run of scripts/bench.sh, every fuzz target for 10 s
 #   (NGX_OIDC_FUZZ_SECONDS; installs cargo-fuzz), then the headless Chromium tests in
 #   tests/browser (apt chromium + npm ci when needed).
@@ -35,6 +36,7 @@ ensure_build_deps
 ensure_idp_deps
 ensure_python_deps # tests/operations.rs parses oidc_metrics with prometheus_client
 ensure_commands wrk curl openssl # wrk: tests/hostile.rs loads nginx during reloads; curl --http2 and a test CA: tests/protocols.rs
+ensure_redis # tests/cluster.rs: two nginx nodes share revocations through a real Redis
 ensure_oauth2_proxy
 export NGX_OIDC_OAUTH2_PROXY
 
@@ -68,7 +70,7 @@ run scripts/check-configs.sh
 run scripts/build-module.sh --debian
 debian_module="$(ls -t "$NGX_OIDC_TARGET"/ngx-oidc/debian-*/modules/ngx_http_oidc_module.so | head -n1)"
 run env NGX_OIDC_NGINX=/usr/sbin/nginx NGX_OIDC_MODULE="$debian_module" \
-    cargo test --release --test login --test lifecycle --test faults --test hostile
+    cargo test --release --test login --test lifecycle --test faults --test hostile --test cluster
 # The benchmark is not a test (too noisy for CI), but one tiny run keeps it from rotting: it
 # checks every case's answers, a short leak check and that no worker crashed.
 run env NGX_OIDC_SKIP_BUILD=1 scripts/bench.sh --quick

@@ -5,6 +5,7 @@
 //! does not link (cargo-fuzz sets `--cfg fuzzing`).
 
 pub mod authz;
+pub mod cluster;
 pub mod conf;
 pub mod forwarded;
 pub mod header_value;

@@ -50,12 +50,31 @@ struct RefreshSlot {
 struct RevokedSlot {
     key: Key,
     until: u64,
+    /// Made on this node and not yet delivered to the cluster store (1), or not (0). Kept in
+    /// the zone rather than per worker: it survives a worker's crash and is bounded by the
+    /// table, and any worker of the node can deliver it.
+    pending: u64,
+    /// Sessions whose login (`iat`) is at or before this Unix time are over; [`ALL_LOGINS`]
+    /// for a provider session id, where every session carrying it is.
+    since: u64,
+}
+
+/// `since` of a revocation that ends every session carrying its key (a `sid`).
+pub const ALL_LOGINS: u64 = u64::MAX;
+
+/// The zone key of a user (`sub`) whose every login up to some time was ended by a
+/// back-channel logout without `sid`; apart from session-id keys.
+pub fn subject_key(sub: &str) -> Key {
+    key(format!("sub\0{sub}").as_bytes())
 }
 
 /// The zone's content. All-zero bytes are a valid empty table.
 #[repr(C)]
 pub struct Table {
     revoked_count: u64,
+    /// How many revocations by user (`since` other than [`ALL_LOGINS`]) were ever recorded:
+    /// until one is, requests need not hash their `sub`.
+    subjects_revoked: u64,
     refresh: [RefreshSlot; REFRESH_SLOTS],
     revoked: [RevokedSlot; REVOKED_SLOTS],
     /// The provider's counters for `oidc_metrics`: atomics, read and added to without the
@@ -173,6 +192,42 @@ impl Table {
     /// Records a logged-out provider session until `until`. When the table is full around the
     /// key, the entry closest to expiry is replaced.
     pub fn revoke(&mut self, key: &Key, until: u64, now: u64) {
+        self.record(key, until, ALL_LOGINS, now, false);
+    }
+
+    /// Records that sessions under `key` logged in at or before `since` are over (until
+    /// `until`), as learnt from the cluster store.
+    pub fn revoke_logins(&mut self, key: &Key, until: u64, since: u64, now: u64) {
+        self.record(key, until, since, now, false);
+    }
+
+    /// Records a revocation made on this node that the cluster store must still hear of
+    /// (see [`Table::pending`]).
+    pub fn revoke_for_cluster(&mut self, key: &Key, until: u64, since: u64, now: u64) {
+        self.record(key, until, since, now, true);
+    }
+
+    /// Revocations made here that the cluster store has not confirmed: key, until, since.
+    pub fn pending(&self, now: u64) -> Vec<(Key, u64, u64)> {
+        self.revoked
+            .iter()
+            .filter(|s| s.pending != 0 && s.until > now)
+            .map(|s| (s.key, s.until, s.since))
+            .collect()
+    }
+
+    /// The cluster store has `key` (until at least `until`).
+    pub fn delivered(&mut self, key: &Key, until: u64) {
+        let h = home(key, REVOKED_SLOTS);
+        for i in (0..PROBES).map(|i| (h + i) % REVOKED_SLOTS) {
+            let s = &mut self.revoked[i];
+            if s.key == *key && s.until <= until {
+                s.pending = 0;
+            }
+        }
+    }
+
+    fn record(&mut self, key: &Key, until: u64, since: u64, now: u64, pending: bool) {
         let h = home(key, REVOKED_SLOTS);
         let slots: Vec<usize> = (0..PROBES).map(|i| (h + i) % REVOKED_SLOTS).collect();
         let pick = slots
@@ -196,13 +251,38 @@ impl Table {
         if slot.until <= now {
             self.revoked_count += 1;
         }
+        if slot.key != *key || slot.until <= now {
+            slot.pending = 0;
+            slot.since = 0;
+        }
+        if since != ALL_LOGINS && slot.since != since {
+            self.subjects_revoked += 1;
+        }
+        slot.since = slot.since.max(since);
         slot.key = *key;
+        if pending && until > now {
+            slot.pending = 1;
+        }
         slot.until = slot.until.max(until);
     }
 
     /// Whether anything was ever revoked: lets the per-request check skip hashing.
     pub fn any_revoked(&self) -> bool {
         self.revoked_count > 0
+    }
+
+    /// Whether a user (`sub`) was ever logged out as a whole.
+    pub fn any_subject_revoked(&self) -> bool {
+        self.subjects_revoked > 0
+    }
+
+    /// Up to when logins under `key` are over (see [`ALL_LOGINS`]); `None` when nothing is.
+    pub fn revoked_since(&self, key: &Key, now: u64) -> Option<u64> {
+        let h = home(key, REVOKED_SLOTS);
+        (0..PROBES)
+            .map(|i| &self.revoked[(h + i) % REVOKED_SLOTS])
+            .find(|s| s.key == *key && s.until > now)
+            .map(|s| s.since)
     }
 
     /// Whether the provider session `key` was logged out and the record is still live at
@@ -304,6 +384,43 @@ mod tests {
             t.revoke(&key(&i.to_le_bytes()), 1000, 100);
         }
         assert!(t.is_revoked(&key(&9999u32.to_le_bytes()), 999));
+    }
+
+    #[test]
+    fn a_revocation_made_here_waits_for_the_cluster_store_and_a_mirrored_one_does_not() {
+        let mut t = table();
+        let here = key(b"sid-here");
+        let there = key(b"sid-there");
+        t.revoke_for_cluster(&here, 500, ALL_LOGINS, 100);
+        t.revoke(&there, 500, 100);
+        assert!(t.is_revoked(&here, 200) && t.is_revoked(&there, 200));
+        assert_eq!(t.pending(100), vec![(here, 500, ALL_LOGINS)]);
+        // Still owed after any number of failed attempts; gone once delivered...
+        assert_eq!(t.pending(300), vec![(here, 500, ALL_LOGINS)]);
+        t.delivered(&here, 500);
+        assert!(t.pending(300).is_empty());
+        // ...and never owed once over: Redis would forget it at once anyway.
+        t.revoke_for_cluster(&key(b"late"), 400, ALL_LOGINS, 100);
+        assert!(t.pending(400).is_empty());
+    }
+
+    #[test]
+    fn a_logout_by_subject_ends_the_logins_before_it_and_not_the_next_one() {
+        let mut t = table();
+        let demo = subject_key("demo");
+        assert_ne!(demo, key(b"demo"), "apart from session ids");
+        assert!(!t.any_subject_revoked());
+        t.revoke(&key(b"sid"), 1000, 200);
+        assert!(!t.any_subject_revoked(), "a session id is no user");
+        t.revoke_logins(&demo, 1000, 200, 200);
+        assert!(t.any_subject_revoked());
+        assert_eq!(t.revoked_since(&demo, 300), Some(200));
+        assert_eq!(t.revoked_since(&subject_key("alice"), 300), None);
+        // A later logout of the same user covers more logins; an earlier one changes nothing.
+        t.revoke_logins(&demo, 1000, 250, 250);
+        t.revoke_logins(&demo, 1000, 100, 250);
+        assert_eq!(t.revoked_since(&demo, 300), Some(250));
+        assert_eq!(t.revoked_since(&demo, 1000), None);
     }
 
     #[test]

@@ -18,10 +18,11 @@ CASES = [
     ("C", "auth_request → keepalive upstream 202"),
     ("D", "module, invalid cookie → 401"),
     ("O", "seed setup: auth_request → real oauth2-proxy"),
+    ("R", "module, valid session, cluster_store set (Redis)"),
 ]
 # (numerator, denominator, minimum). B/O is the module against the setup it replaces.
 RATIOS = [("B", "A", 0.97), ("B2", "A", 0.97), ("B", "O", 5.0), ("B", "C", 2.0), ("B2", "C", 2.0),
-          ("D", "A", 0.90)]
+          ("D", "A", 0.90), ("R", "B", 0.97)]
 RSS_TARGET_KIB = 1024
 
 
@@ -200,7 +201,7 @@ def svg(stats, meta, verdicts):
             step *= m
             break
     colors = {"A": "#7f8c8d", "B": "#2e86de", "B2": "#54a0ff", "C": "#e67e22", "D": "#10ac84",
-              "O": "#c0392b"}
+              "O": "#c0392b", "R": "#8e44ad"}
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
          f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">',
          f'<rect width="{W}" height="{H}" fill="white"/>',

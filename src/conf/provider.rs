@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use zeroize::Zeroizing;
 
+use crate::conf::cluster::{self, ClusterStore, StoreUrl};
 use crate::forwarded;
 use crate::oidc::authorize::{self, ExtraArg};
 use crate::session::codec::{KeyError, KeyRing};
@@ -49,6 +50,9 @@ pub struct ProviderConf {
     pub session_aad: Vec<u8>,
     /// Associated data of login-state cookies.
     pub state_aad: Vec<u8>,
+    /// `cluster_store`: the Redis that the nodes of a cluster share; `None` keeps every
+    /// decision in this node.
+    pub cluster: Option<ClusterStore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +94,8 @@ const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cooki
                      scope, redirect_uri, cookie_name, cookie_secure, cookie_domain, \
                      cookie_path, cookie_samesite, extra_auth_args, trusted_proxies, \
                      fetch_location, session_lifetime, refresh_leeway, post_logout_redirect_uri, \
-                     bearer_audience, clock_skew, allow_unverified_email, user_claim";
+                     bearer_audience, clock_skew, allow_unverified_email, user_claim, \
+                     cluster_store, cluster_store_password_file, cluster_store_prefix";
 
 /// Collects the directives of one provider block.
 #[derive(Default)]
@@ -117,6 +122,9 @@ pub struct ProviderBuilder {
     clock_skew: Option<u64>,
     allow_unverified_email: Option<bool>,
     user_claim: Option<String>,
+    cluster_store: Option<StoreUrl>,
+    cluster_store_password: Option<Zeroizing<String>>,
+    cluster_store_prefix: Option<String>,
 }
 
 fn once<T>(slot: &mut Option<T>, directive: &str, value: T) -> Result<(), ConfError> {
@@ -410,6 +418,31 @@ impl ProviderBuilder {
                 }
                 once(&mut self.user_claim, directive, value.to_string())
             }
+            "cluster_store" => {
+                let url = cluster::parse_url(value).map_err(|why| ConfError::Invalid {
+                    directive: "cluster_store",
+                    why,
+                })?;
+                once(&mut self.cluster_store, directive, url)
+            }
+            "cluster_store_password_file" => {
+                let text = read_file("cluster_store_password_file", &resolve(value))?;
+                let password = Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_string());
+                if password.is_empty() {
+                    return Err(ConfError::Invalid {
+                        directive: "cluster_store_password_file",
+                        why: format!("\"{value}\" is empty"),
+                    });
+                }
+                once(&mut self.cluster_store_password, directive, password)
+            }
+            "cluster_store_prefix" => {
+                cluster::check_prefix(value).map_err(|why| ConfError::Invalid {
+                    directive: "cluster_store_prefix",
+                    why,
+                })?;
+                once(&mut self.cluster_store_prefix, directive, value.to_string())
+            }
             other => Err(ConfError::Unknown(other.to_string())),
         }
     }
@@ -465,7 +498,51 @@ impl ProviderBuilder {
         Ok(scope)
     }
 
-    pub fn build(self) -> Result<ProviderConf, ConfError> {
+    /// The cluster store, when `cluster_store` is given; its companions alone are an error.
+    fn cluster(&mut self) -> Result<Option<ClusterStore>, ConfError> {
+        let invalid = |why: String| ConfError::Invalid {
+            directive: "cluster_store",
+            why,
+        };
+        let Some(mut url) = self.cluster_store.take() else {
+            return match (&self.cluster_store_password, &self.cluster_store_prefix) {
+                (None, None) => Ok(None),
+                _ => Err(invalid(
+                    "cluster_store_password_file and cluster_store_prefix need \
+                     `cluster_store redis://host:port;` in the same oidc_provider block"
+                        .into(),
+                )),
+            };
+        };
+        if url.tls {
+            return Err(invalid(
+                "rediss:// (TLS to Redis) is not supported by this build yet (issue #14); \
+                 use redis:// to a Redis on a private network, or a local TLS tunnel \
+                 (stunnel, spiped) in front of it"
+                    .into(),
+            ));
+        }
+        if let Some(pw) = self.cluster_store_password.take() {
+            if url.password.is_some() {
+                return Err(invalid(
+                    "the password is given twice: in the URL and in \
+                     cluster_store_password_file; keep one (the file keeps it out of \
+                     nginx.conf)"
+                        .into(),
+                ));
+            }
+            url.password = Some(pw);
+        }
+        let addrs = cluster::resolve(&url).map_err(invalid)?;
+        let prefix = self
+            .cluster_store_prefix
+            .take()
+            .unwrap_or_else(|| cluster::default_prefix(&self.name));
+        Ok(Some(ClusterStore { url, prefix, addrs }))
+    }
+
+    pub fn build(mut self) -> Result<ProviderConf, ConfError> {
+        let cluster = self.cluster()?;
         let missing = |directive, fix| ConfError::Missing {
             provider: self.name.clone(),
             directive,
@@ -528,6 +605,7 @@ impl ProviderBuilder {
             user_claim: self
                 .user_claim
                 .unwrap_or_else(|| "preferred_username".into()),
+            cluster,
         })
     }
 }
@@ -867,5 +945,72 @@ mod tests {
         assert_eq!(parse_duration("0"), None);
         assert_eq!(parse_duration("h"), None);
         assert_eq!(parse_duration("5x"), None);
+    }
+
+    #[test]
+    fn without_cluster_store_the_provider_stays_node_local() {
+        let p = builder_with_keyfile(&tmp("nocluster")).build().unwrap();
+        assert!(p.cluster.is_none());
+    }
+
+    #[test]
+    fn cluster_store_takes_a_password_file_and_a_prefix_defaulting_to_the_provider() {
+        let d = tmp("cluster");
+        let r = |p: &str| d.join(p);
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["redis://127.0.0.1:6379/2"], &r)
+            .unwrap();
+        let p = b.build().unwrap();
+        let c = p.cluster.unwrap();
+        assert_eq!(c.prefix, "ngx-oidc:kc:");
+        assert_eq!(c.addrs, vec!["127.0.0.1:6379".parse().unwrap()]);
+        assert_eq!(c.url.db, 2);
+
+        std::fs::write(d.join("redis-pw"), "hunter2\n").unwrap();
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["redis://127.0.0.1:6379"], &r)
+            .unwrap();
+        b.set("cluster_store_password_file", &["redis-pw"], &r)
+            .unwrap();
+        b.set("cluster_store_prefix", &["prod:"], &r).unwrap();
+        let c = b.build().unwrap().cluster.unwrap();
+        assert_eq!(
+            c.url.password.as_deref().map(String::as_str),
+            Some("hunter2")
+        );
+        assert_eq!(c.prefix, "prod:");
+    }
+
+    #[test]
+    fn cluster_store_mistakes_name_the_directive_and_the_fix() {
+        let d = tmp("cluster-bad");
+        let r = |p: &str| d.join(p);
+        let err = ProviderBuilder::new("x")
+            .set("cluster_store", &["127.0.0.1:6379"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cluster_store") && err.contains("redis://"),
+            "{err}"
+        );
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store_prefix", &["p:"], &r).unwrap();
+        let err = b.build().err().unwrap().to_string();
+        assert!(err.contains("cluster_store redis://"), "{err}");
+        std::fs::write(d.join("pw"), "x\n").unwrap();
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["redis://:y@127.0.0.1:6379"], &r)
+            .unwrap();
+        b.set("cluster_store_password_file", &["pw"], &r).unwrap();
+        let err = b.build().err().unwrap().to_string();
+        assert!(err.contains("twice") && !err.contains("\"y\""), "{err}");
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["redis://no-such-host.invalid:6379"], &r)
+            .unwrap();
+        let err = b.build().err().unwrap().to_string();
+        assert!(
+            err.contains("cluster_store") && err.contains("resolve"),
+            "{err}"
+        );
     }
 }

@@ -280,6 +280,7 @@ pub static mut ngx_http_oidc_module: ngx_module_t = ngx_module_t {
     // SAFETY: a pointer to the first element of a static table that nginx only reads.
     commands: unsafe { addr_of_mut!(directives::NGX_HTTP_OIDC_COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
+    init_process: Some(service::cluster::init_process),
     ..ngx_module_t::default()
 };
 

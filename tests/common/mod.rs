@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use url::Url;
 
+pub mod cluster;
 pub mod keycloak;
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");

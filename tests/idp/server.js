@@ -755,7 +755,7 @@ const server = http.createServer(async (req, res) => {
       faults.set(what, { kind, left: Number.isFinite(n) && n > 0 ? n : null });
       return sendJson(res, 200, { faults: Object.fromEntries(faults) });
     }
-    // POST /_test/mint?kind=id|logout|refresh&user=NAME: a token of this client for NAME, signed
+    // POST /_test/mint?kind=id|logout|refresh&user=NAME[&sid=none]: a token of this client for NAME, signed
     // with the realm key and valid (iss, aud = client, exp), shaped like the provider's other
     // tokens: an ID token as oidc-provider makes it (nonce, at_hash, no typ), a Keycloak 24+
     // logout token (header typ logout+jwt, typ Logout, events) and a Keycloak refresh token
@@ -779,6 +779,9 @@ const server = http.createServer(async (req, res) => {
           events: { 'http://schemas.openid.net/event/backchannel-logout': {} } },
         refresh: { ...base, typ: 'Refresh', scope: 'openid profile email' },
       }[kind];
+      // &sid=none: a logout token with only `sub`, as from a client without "Backchannel
+      // logout session required".
+      if (q.get('sid') === 'none') delete claims.sid;
       const typ = kind === 'logout' ? 'logout+jwt' : 'JWT';
       const key = await importJWK(SIGNING_JWK, SIGNING.alg);
       const token = await new SignJWT(claims)

@@ -10,15 +10,16 @@ use ngx::ffi::{
 };
 use ngx::ngx_log_error;
 
+use crate::glue::service::cluster;
 use crate::glue::service::ctx::RequestCtx;
 use crate::glue::service::http::{self, Response};
+use crate::glue::service::metrics;
 use crate::glue::service::outcome::finish;
 use crate::glue::service::provider::{discovery, keys, Step};
 use crate::glue::service::session::carried_session;
 use crate::glue::service::set_cookie::{attrs, clear_session_cookies, own_login_states};
 use crate::glue::service::time::now;
 use crate::glue::service::values::site_url;
-use crate::glue::service::{metrics, zone};
 use crate::glue::Provider;
 use crate::metrics::Counter;
 use crate::oidc::id_token::{self, LogoutToken};
@@ -51,7 +52,7 @@ pub unsafe fn sign_out(
         if let Some(s) = session.map(|v| &v.session) {
             if let Some(sid) = &s.sid {
                 let key = shared::key(sid.as_bytes());
-                zone::with_table(p.zone, |t| t.revoke(&key, s.exp, now));
+                cluster::revoke(p, &key, s.exp, shared::ALL_LOGINS, now);
                 metrics::count(p, Counter::RevokedBySignOut);
             }
         }
@@ -166,7 +167,7 @@ pub unsafe fn backchannel_logout(
             Ok(LogoutToken { sid: Some(sid), .. }) => {
                 let key = shared::key(sid.as_bytes());
                 let until = now + p.conf.session_lifetime;
-                zone::with_table(p.zone, |t| t.revoke(&key, until, now));
+                cluster::revoke(p, &key, until, shared::ALL_LOGINS, now);
                 metrics::count(p, Counter::RevokedByBackChannel);
                 ngx_log_error!(
                     NGX_LOG_INFO,
@@ -176,12 +177,25 @@ pub unsafe fn backchannel_logout(
                 );
                 finish(r, Response::new(NGX_HTTP_OK as usize))
             }
+            Ok(LogoutToken {
+                sid: None,
+                sub: Some(sub),
+            }) => {
+                // Back-Channel Logout 1.0 §2.4: without `sid`, every session of the user at
+                // the provider ended; those that logged in since are new ones.
+                let until = now + p.conf.session_lifetime;
+                cluster::revoke(p, &shared::subject_key(&sub), until, now, now);
+                metrics::count(p, Counter::RevokedByBackChannel);
+                ngx_log_error!(
+                    NGX_LOG_INFO,
+                    log,
+                    "oidc: provider \"{}\": back-channel logout: every session of a user ended at the provider",
+                    p.conf.name
+                );
+                finish(r, Response::new(NGX_HTTP_OK as usize))
+            }
             Ok(LogoutToken { sid: None, .. }) => {
-                ngx_log_error!(NGX_LOG_WARN, log, "oidc: provider \"{}\": back-channel logout token without sid: turn on \"Backchannel logout session required\" for the client", p.conf.name);
-                finish(
-                    r,
-                    bad("the logout token has no sid; logout by sub alone is not supported"),
-                )
+                finish(r, bad("the logout token has no sid and no sub"))
             }
             Err(e) => {
                 ngx_log_error!(

@@ -8,12 +8,13 @@ use serde_json::{Map, Value};
 use std::rc::Rc;
 use zeroize::Zeroizing;
 
+use crate::cluster::refresh::{Claim, Report, ANSWER_WAIT};
 use crate::glue::service::ctx::{RefreshState, RequestCtx};
 use crate::glue::service::fetch::{self, FetchRequest};
 use crate::glue::service::http::log;
 use crate::glue::service::provider::{discovery, keys, token_failure, Step};
 use crate::glue::service::set_cookie::queue_session;
-use crate::glue::service::{metrics, pause, zone};
+use crate::glue::service::{cluster, metrics, pause, zone};
 use crate::glue::Provider;
 use crate::metrics::{Counter, Endpoint};
 use crate::oidc::id_token::{self, Expectations};
@@ -26,6 +27,8 @@ use crate::shared::{self, Begin, Outcome};
 const WAIT_STEP_MS: usize = 50;
 /// Longest wait for another request's refresh (200 × 50 ms = 10 s).
 const MAX_WAITS: u32 = 200;
+/// How often a request looks for the cluster store's answer to its refresh question.
+const CLAIM_STEP_MS: usize = 5;
 
 /// Where a session's refresh stands for this request.
 pub enum Refreshed {
@@ -107,17 +110,25 @@ pub unsafe fn refresh(
             .filter(|new| *new != session && new.access_token_valid(now));
         opened.is_some()
     };
-    // SAFETY: the zone belongs to this provider and the worker is running.
-    let decision = unsafe {
-        zone::with_table(p.zone, |t| match t.begin_refresh(&key, now, usable) {
-            Begin::Go => Decision::Go,
-            Begin::Running => Decision::Running,
-            Begin::Done(sealed) => Decision::Done(String::from_utf8_lossy(sealed).into_owned()),
-            Begin::Ended => Decision::Ended,
-        })
+    let decision = match rctx.refresh {
+        // This request holds the node's refresh and waits for the cluster store.
+        RefreshState::Claiming { .. } => Some(Decision::Go),
+        // SAFETY: the zone belongs to this provider and the worker is running.
+        _ => unsafe {
+            zone::with_table(p.zone, |t| match t.begin_refresh(&key, now, usable) {
+                Begin::Go => Decision::Go,
+                Begin::Running => Decision::Running,
+                Begin::Done(sealed) => Decision::Done(String::from_utf8_lossy(sealed).into_owned()),
+                Begin::Ended => Decision::Ended,
+            })
+        },
     };
     match decision.unwrap_or(Decision::Go) {
         Decision::Go => {
+            // SAFETY: per this function's contract.
+            if let Some(answer) = unsafe { claim_in_cluster(r, rctx, p, &session, &key, now) } {
+                return answer;
+            }
             let req = FetchRequest {
                 endpoint: Endpoint::Refresh,
                 zone: p.zone,
@@ -135,6 +146,7 @@ pub unsafe fn refresh(
             }
             // SAFETY: as above.
             unsafe { zone::with_table(p.zone, |t| t.finish_refresh(&key, Outcome::Failed, now)) };
+            cluster::report_refresh(p, &key, Report::Failed);
             metrics::count(p, Counter::RefreshFailed);
             Refreshed::Unavailable
         }
@@ -165,6 +177,84 @@ pub unsafe fn refresh(
             None => Refreshed::Unavailable,
         },
         Decision::Ended => Refreshed::Ended,
+    }
+}
+
+/// The node's refresh winner asks the other nodes (through the cluster store) before it calls
+/// the provider: `None` means refresh now (this node won, or there is no store or no answer
+/// in time: node-local coordination as without one); otherwise the request's answer.
+///
+/// # Safety
+/// `r` must be a live main request in its access phase, owning `rctx`; this request holds
+/// the zone's refresh slot of `key`.
+unsafe fn claim_in_cluster(
+    r: *mut ngx_http_request_t,
+    rctx: &mut RequestCtx,
+    p: &Provider,
+    session: &Session,
+    key: &shared::Key,
+    now: u64,
+) -> Option<Refreshed> {
+    p.conf.cluster.as_ref()?;
+    let (waits, unanswered) = match rctx.refresh {
+        RefreshState::Claiming { waits, unanswered } => (waits, unanswered),
+        _ => (0, 0),
+    };
+    let wait = |rctx: &mut RequestCtx, ms: usize, unanswered: u32| {
+        rctx.refresh = RefreshState::Claiming {
+            waits: waits + 1,
+            unanswered,
+        };
+        // SAFETY: per this function's contract; the caller returns NGX_AGAIN.
+        unsafe { pause::pause(r, ms) };
+        Some(Refreshed::Pending)
+    };
+    let claim = match cluster::claim_refresh(p, key, now) {
+        Some(claim) => claim,
+        None if (unanswered as u128) * (CLAIM_STEP_MS as u128) < ANSWER_WAIT.as_millis() => {
+            return wait(rctx, CLAIM_STEP_MS, unanswered + 1);
+        }
+        None => Claim::Unavailable,
+    };
+    let release = |outcome| {
+        // SAFETY: the zone belongs to this provider and the worker is running.
+        unsafe { zone::with_table(p.zone, |t| t.finish_refresh(key, outcome, now)) };
+    };
+    match claim {
+        Claim::Won | Claim::Unavailable => {
+            rctx.refresh = RefreshState::Idle;
+            None
+        }
+        Claim::Taken(sealed) => {
+            rctx.refresh = RefreshState::Idle;
+            let sealed = String::from_utf8(sealed).ok()?;
+            let new = Session::open(&p.conf.keys, &p.conf.session_aad, sealed.as_bytes())
+                .filter(|new| new != session && new.access_token_valid(now))?;
+            // The other workers of this node take it from the zone.
+            release(Outcome::Done(sealed.as_bytes()));
+            queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
+            Some(Refreshed::Ready(remember(p, &sealed, new)))
+        }
+        Claim::Ended => {
+            rctx.refresh = RefreshState::Idle;
+            release(Outcome::Ended);
+            Some(Refreshed::Ended)
+        }
+        Claim::Busy if session.access_token_valid(now) => {
+            rctx.refresh = RefreshState::Idle;
+            // The next request of this node asks again, and finds the result by then.
+            release(Outcome::Failed);
+            Some(Refreshed::Ready(Rc::new(Verified::new(
+                session.clone(),
+                &p.conf.user_claim,
+            ))))
+        }
+        Claim::Busy if waits >= MAX_WAITS => {
+            rctx.refresh = RefreshState::Idle;
+            release(Outcome::Failed);
+            Some(Refreshed::Unavailable)
+        }
+        Claim::Busy => wait(rctx, WAIT_STEP_MS, 0),
     }
 }
 
@@ -279,6 +369,7 @@ unsafe fn finish(
             );
             // SAFETY: the zone belongs to this provider.
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Ended, now)) };
+            cluster::report_refresh(p, key, Report::Ended);
             metrics::count(p, Counter::RefreshEnded);
             return Refreshed::Ended;
         }
@@ -292,6 +383,7 @@ unsafe fn finish(
             );
             // SAFETY: the zone belongs to this provider.
             unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };
+            cluster::report_refresh(p, key, Report::Failed);
             metrics::count(p, Counter::RefreshFailed);
             return Refreshed::Unavailable;
         }
@@ -319,6 +411,7 @@ unsafe fn finish(
     let Ok(sealed) = new.seal(&p.conf.keys, &p.conf.session_aad) else {
         // SAFETY: the zone belongs to this provider.
         unsafe { zone::with_table(p.zone, |tb| tb.finish_refresh(key, Outcome::Failed, now)) };
+        cluster::report_refresh(p, key, Report::Failed);
         metrics::count(p, Counter::RefreshFailed);
         return Refreshed::Unavailable;
     };
@@ -327,6 +420,7 @@ unsafe fn finish(
         zone::with_table(p.zone, |tb| {
             tb.finish_refresh(key, Outcome::Done(sealed.as_bytes()), now)
         });
+        cluster::report_refresh(p, key, Report::Done(sealed.as_bytes().to_vec()));
         queue_session(rctx, p, &sealed, new.exp.saturating_sub(now));
     }
     metrics::count(p, Counter::RefreshDone);

@@ -18,7 +18,7 @@ use crate::glue::service::http::{self, Response};
 use crate::glue::service::outcome::{authorize, finish, unauthorized};
 use crate::glue::service::session::carried_session;
 use crate::glue::service::time::now;
-use crate::glue::service::{metrics, provider};
+use crate::glue::service::{cluster, metrics, provider};
 use crate::glue::{Module, Provider};
 use crate::oidc::query;
 
@@ -102,9 +102,15 @@ unsafe fn probe_answer(r: *mut ngx_http_request_t, status: u32, text: &str) -> R
 /// `r` must be a live main request in its access phase, owning `rctx`.
 unsafe fn ready(r: *mut ngx_http_request_t, rctx: &mut ctx::RequestCtx, p: &Provider) -> ngx_int_t {
     let now = now();
-    // Issue #14: with a cluster store, Redis must also be reachable for 200.
     // SAFETY: per this function's contract.
     unsafe {
+        // A node whose revocations may be stale must not take traffic (issue #14).
+        if !cluster::link_up(p) {
+            return finish(
+                r,
+                probe_answer(r, NGX_HTTP_SERVICE_UNAVAILABLE, "cluster store unreachable"),
+            );
+        }
         if metrics::documents_known(p, now) {
             return finish(r, probe_answer(r, NGX_HTTP_OK, "ready"));
         }

@@ -30,6 +30,12 @@ pub enum RefreshState {
     Verifying,
     /// Another request is refreshing; this one has waited this many times.
     Waiting(u32),
+    /// This request holds its node's refresh and asks the cluster store whether another node
+    /// refreshes: paused `waits` times in all, `unanswered` of them for Redis' answer.
+    Claiming {
+        waits: u32,
+        unanswered: u32,
+    },
 }
 
 pub struct RequestCtx {

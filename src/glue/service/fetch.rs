@@ -161,6 +161,10 @@ pub unsafe fn start(
             (*sr).headers_in.content_length_n = body.len as _;
             (*sr).method = NGX_HTTP_POST as ngx_uint_t;
             (*sr).method_name = pool_str(r, b"POST").ok_or(())?;
+        } else {
+            // A GET must not carry the parent's body: proxy_pass would send a back-channel
+            // logout's form along with the discovery or JWKS GET, and providers answer 400.
+            (*sr).request_body = ptr::null_mut();
         }
 
         let url = pool_str(r, req.url.as_bytes()).ok_or(())?;

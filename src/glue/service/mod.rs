@@ -1,8 +1,9 @@
 //! What the flows and handlers share, standing only on each other and the pure layers: the
-//! provider's documents, the outcome of a decided request, the session a request carries, the
-//! cookies we set, the fetch subrequest, the shared zone, the request context, the pause, the
-//! clock, directive values with variables and nginx helpers.
+//! cluster store (Redis), the provider's documents, the outcome of a decided request, the
+//! session a request carries, the cookies we set, the fetch subrequest, the shared zone, the
+//! request context, the pause, the clock, directive values with variables and nginx helpers.
 
+pub mod cluster;
 pub mod ctx;
 pub mod fetch;
 pub mod http;

@@ -52,18 +52,28 @@ pub unsafe fn carried_session(r: *mut ngx_http_request_t, p: &Provider, now: u64
     }
 }
 
-/// Whether the provider logged this session out (back-channel logout or sign-out).
+/// Whether the provider logged this session out (back-channel logout or sign-out): by its
+/// `sid`, or every login of its `sub` up to a time (a logout token without `sid`).
 ///
 /// # Safety
 /// Must run in a worker (the zone exists).
 pub unsafe fn is_revoked(p: &Provider, s: &Session, now: u64) -> bool {
-    let Some(sid) = &s.sid else {
-        return false;
-    };
     // SAFETY: per this function's contract.
     unsafe {
         zone::with_table(p.zone, |t| {
-            t.any_revoked() && t.is_revoked(&shared::key(sid.as_bytes()), now)
+            if !t.any_revoked() {
+                return false;
+            }
+            let by_sid = s
+                .sid
+                .as_ref()
+                .is_some_and(|sid| t.is_revoked(&shared::key(sid.as_bytes()), now));
+            by_sid
+                || t.any_subject_revoked()
+                    && s.claim_str("sub").is_some_and(|sub| {
+                        t.revoked_since(&shared::subject_key(sub), now)
+                            .is_some_and(|since| s.iat <= since)
+                    })
         })
     }
     .unwrap_or(false)

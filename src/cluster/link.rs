@@ -1,0 +1,80 @@
+//! The state of a node's link to its cluster store: when to try again, and what to log.
+
+use std::time::Duration;
+
+/// Delays between reconnection attempts: doubling from 100 ms to 5 s, so that a Redis back
+/// from a restart is found within seconds without hammering one that is gone.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+const FIRST: Duration = Duration::from_millis(100);
+const MAX: Duration = Duration::from_secs(5);
+
+impl Backoff {
+    /// The wait before the next attempt after a failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = FIRST.saturating_mul(1 << self.failures.min(6)).min(MAX);
+        self.failures = self.failures.saturating_add(1);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// What the error log gets about the link: one warning when an outage starts, one notice
+/// when it ends, nothing for every failed attempt in between.
+#[derive(Debug, Default)]
+pub struct Outage {
+    down: bool,
+}
+
+/// A line to log about the link.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The store became unreachable.
+    Lost,
+    /// The store is reachable again after an outage.
+    Back,
+}
+
+impl Outage {
+    /// A connection or command failed; `Some` the first time of an outage.
+    pub fn failed(&mut self) -> Option<Event> {
+        (!std::mem::replace(&mut self.down, true)).then_some(Event::Lost)
+    }
+
+    /// The link works (connected, loaded); `Some` when it ends an outage.
+    pub fn working(&mut self) -> Option<Event> {
+        std::mem::replace(&mut self.down, false).then_some(Event::Back)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_up_to_five_seconds_and_start_over_once_connected() {
+        let mut b = Backoff::default();
+        let delays: Vec<u128> = (0..9).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next_delay(), FIRST);
+    }
+
+    #[test]
+    fn an_outage_is_logged_once_and_its_end_once() {
+        let mut o = Outage::default();
+        assert_eq!(o.working(), None, "a first connection is no recovery");
+        assert_eq!(o.failed(), Some(Event::Lost));
+        for _ in 0..100 {
+            assert_eq!(o.failed(), None);
+        }
+        assert_eq!(o.working(), Some(Event::Back));
+        assert_eq!(o.working(), None);
+    }
+}

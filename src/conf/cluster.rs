@@ -1,0 +1,239 @@
+//! `cluster_store`, `cluster_store_password_file` and `cluster_store_prefix` of an
+//! `oidc_provider` block: where the nodes of a cluster share revocations and refresh results.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use zeroize::Zeroizing;
+
+/// A parsed `redis://[:password@]host:port[/db]` (or `rediss://`) value.
+///
+/// The URL scheme follows the IANA registration of `redis` / `rediss` (the one redis-cli and
+/// every Redis client take). The password never shows up in `Debug` or error text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    /// `rediss://`: TLS to Redis.
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Logical database (`SELECT`), 0 when the URL has no path.
+    pub db: u32,
+    /// Password for `AUTH`, when the URL has one.
+    pub password: Option<Zeroizing<String>>,
+    /// User name for `AUTH user password` (Redis 6 ACLs), when the URL has one.
+    pub username: Option<String>,
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreUrl")
+            .field("tls", &self.tls)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("username", &self.username)
+            .finish()
+    }
+}
+
+/// The cluster store of one provider, complete and checked.
+#[derive(Clone, Debug)]
+pub struct ClusterStore {
+    pub url: StoreUrl,
+    /// Every key and channel of this provider starts with it, so that several providers or
+    /// clusters share one Redis without seeing each other's entries.
+    pub prefix: String,
+    /// Where to connect: resolved once at configuration time, like `proxy_pass` host names.
+    pub addrs: Vec<SocketAddr>,
+}
+
+const EXAMPLE: &str = "write e.g. `cluster_store redis://127.0.0.1:6379;` or \
+                       `cluster_store redis://:password@redis.example.com:6379/0;`";
+
+/// Parses the value of `cluster_store`. The error text never repeats the password.
+pub fn parse_url(value: &str) -> Result<StoreUrl, String> {
+    let (tls, rest) = if let Some(r) = value.strip_prefix("redis://") {
+        (false, r)
+    } else if let Some(r) = value.strip_prefix("rediss://") {
+        (true, r)
+    } else {
+        return Err(format!(
+            "\"{}\" is not a redis:// or rediss:// URL; {EXAMPLE}",
+            redact(value)
+        ));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let (userinfo, hostport) = match authority.rfind('@') {
+        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+        None => (None, authority),
+    };
+    let (username, password) = match userinfo {
+        None => (None, None),
+        Some(u) => {
+            let (user, pass) = u.split_once(':').ok_or_else(|| {
+                "the part before '@' must be \":password\" or \"user:password\"".to_string()
+            })?;
+            let pass = percent_encoding::percent_decode_str(pass)
+                .decode_utf8()
+                .map_err(|_| "the password is not UTF-8 once %-decoded".to_string())?;
+            if pass.is_empty() {
+                return Err("the password after ':' is empty; drop the \"@\" part for none".into());
+            }
+            let user = (!user.is_empty()).then(|| user.to_string());
+            (user, Some(Zeroizing::new(pass.into_owned())))
+        }
+    };
+    let (host, port) = split_host_port(hostport)
+        .ok_or_else(|| format!("\"{}\" needs host:port; {EXAMPLE}", redact(value)))?;
+    let db = if path.is_empty() {
+        0
+    } else {
+        path.parse::<u32>()
+            .map_err(|_| format!("the database \"/{path}\" must be a number like /0; {EXAMPLE}"))?
+    };
+    Ok(StoreUrl {
+        tls,
+        host,
+        port,
+        db,
+        password,
+        username,
+    })
+}
+
+/// `host:port` or `[v6]:port`; the port is required (an explicit port beats a silent default
+/// in a cluster's only shared component).
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:")?;
+        (h, p)
+    } else {
+        s.rsplit_once(':')?
+    };
+    let valid_host = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    valid_host.then(|| (host.to_string(), port))
+}
+
+/// The value with any password replaced, for error messages.
+fn redact(value: &str) -> String {
+    match (value.find("://"), value.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://<hidden>@{}", &value[..s], &value[at + 1..]),
+        _ => value.to_string(),
+    }
+}
+
+/// A key prefix: printable, no spaces (keys go into `SCAN MATCH` patterns, so no glob
+/// characters either).
+pub fn check_prefix(value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"*?[]\\".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{value}\" must be 1 to 64 printable characters without spaces or *?[]\\, \
+             e.g. `cluster_store_prefix oidc:prod:;`"
+        ))
+    }
+}
+
+/// The prefix when `cluster_store_prefix` is not given: one per provider name.
+pub fn default_prefix(provider: &str) -> String {
+    format!("ngx-oidc:{provider}:")
+}
+
+/// Resolves the store's host once (configuration time, as nginx does for `proxy_pass` host
+/// names); IP addresses need no lookup.
+pub fn resolve(url: &StoreUrl) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = (url.host.trim_matches(['[', ']']), url.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve \"{}\": {e}", url.host))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("\"{}\" has no address", url.host));
+    }
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_url_gets_database_zero_and_no_password() {
+        let u = parse_url("redis://127.0.0.1:6379").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.db),
+            (false, "127.0.0.1", 6379, 0)
+        );
+        assert!(u.password.is_none() && u.username.is_none());
+    }
+
+    #[test]
+    fn password_user_database_and_tls_are_read() {
+        let u = parse_url("rediss://app:s%40cret@redis.example.com:6380/3").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.host, "redis.example.com");
+        assert_eq!((u.port, u.db), (6380, 3));
+        assert_eq!(u.username.as_deref(), Some("app"));
+        assert_eq!(u.password.as_deref().map(String::as_str), Some("s@cret"));
+        let u = parse_url("redis://:pw@[::1]:6379/").unwrap();
+        assert_eq!((u.host.as_str(), u.username.as_deref()), ("::1", None));
+    }
+
+    #[test]
+    fn malformed_values_say_what_to_write_and_never_echo_the_password() {
+        for bad in [
+            "127.0.0.1:6379",
+            "http://127.0.0.1:6379",
+            "redis://127.0.0.1",
+            "redis://127.0.0.1:0",
+            "redis://127.0.0.1:99999",
+            "redis://:@127.0.0.1:6379",
+            "redis://hunter2@127.0.0.1:6379",
+            "redis://:hunter2@127.0.0.1/x",
+            "redis://:hunter2@127.0.0.1:6379/x",
+            "redis://:hunter2@bad host:6379",
+        ] {
+            let e = parse_url(bad).expect_err(bad);
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
+        let e = parse_url("127.0.0.1:6379").unwrap_err();
+        assert!(e.contains("redis://127.0.0.1:6379"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let u = parse_url("redis://:hunter2@127.0.0.1:6379").unwrap();
+        assert!(!format!("{u:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn prefixes_are_checked_and_default_to_the_provider_name() {
+        assert_eq!(default_prefix("kc"), "ngx-oidc:kc:");
+        assert!(check_prefix("oidc:prod:").is_ok());
+        for bad in ["", "a b", "a*", "x".repeat(65).as_str()] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ip_addresses_resolve_without_a_lookup() {
+        let u = parse_url("redis://127.0.0.1:6379").unwrap();
+        assert_eq!(
+            resolve(&u).unwrap(),
+            vec!["127.0.0.1:6379".parse().unwrap()]
+        );
+    }
+}

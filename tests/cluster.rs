@@ -1,0 +1,372 @@
+//! Several nginx nodes behave as one through Redis (`cluster_store`): two nginx masters with
+//! one cookie key file, each with its own shared zone, and a real `redis-server` on 127.0.0.1.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::cluster::{time_until, TwoNodes};
+use common::*;
+
+const PAGE: &str = "/app/page";
+
+fn json() -> (&'static str, &'static str) {
+    ("Accept", "application/json")
+}
+
+/// The status `cookie` (a whole `Cookie` header) gets for [`PAGE`] at `url`.
+fn status_with(url: &str, cookie: &str) -> u16 {
+    Browser::new()
+        .get(url, &[json(), ("Cookie", cookie)])
+        .status
+}
+
+fn session_cookie(b: &Browser) -> String {
+    format!("_oidc={}", b.jar.get("_oidc").expect("a session cookie"))
+}
+
+/// Two linked nodes and `demo` logged in on node A, the session working on both.
+fn logged_in_on_a(nodes: &TwoNodes) -> (Browser, String) {
+    nodes.wait_linked();
+    let b = logged_in(&nodes.env, PAGE, "demo");
+    let cookie = session_cookie(&b);
+    assert_eq!(status_with(&nodes.a(PAGE), &cookie), 200);
+    assert_eq!(
+        status_with(&nodes.b(PAGE), &cookie),
+        200,
+        "node B opens a session sealed by node A (one key file)"
+    );
+    (b, cookie)
+}
+
+#[test]
+fn a_sign_out_on_node_a_ends_a_copied_session_on_node_b_within_a_second() {
+    let nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (mut b, stolen) = logged_in_on_a(&nodes);
+
+    let out = b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    assert_eq!(out.status, 302, "{}", out.summary());
+    let signed_out = Instant::now();
+    assert_eq!(status_with(&nodes.a(PAGE), &stolen), 401);
+    let took = time_until(
+        "node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+    eprintln!(
+        "propagation: sign-out on A refused on B after {:?} (polled every 5 ms; {:?} since the \
+         sign-out answer)",
+        took,
+        signed_out.elapsed()
+    );
+    // The refusal is what a browser notices; the revocation itself is in Redis, digested.
+    let keys = nodes
+        .redis
+        .cli(&["--scan", "--pattern", "ngx-oidc:keycloak:rev:*"]);
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    let ttl: i64 = nodes
+        .redis
+        .cli(&["TTL", keys.trim()])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        ttl > 0,
+        "a revocation expires with the session it ends (TTL {ttl})"
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_back_channel_logout_delivered_to_node_a_ends_the_session_on_node_b() {
+    let mut opts = EnvOptions::default();
+    opts.provider.env.push((
+        "IDP_BACKCHANNEL_LOGOUT_URI".into(),
+        "http://127.0.0.1:@PORT@/oauth2/backchannel_logout".into(),
+    ));
+    let nodes = TwoNodes::start(&[], opts);
+    let (mut b, cookie) = logged_in_on_a(&nodes);
+
+    // The user logs out at the provider itself (not through nginx): the provider tells node A
+    // over the back channel, and only node A.
+    let issuer = nodes.env.provider.issuer.trim_end_matches('/').to_string();
+    let confirm = b.get(&format!("{issuer}/protocol/openid-connect/logout"), &[]);
+    let xsrf = confirm
+        .body
+        .split("name=\"xsrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no logout form: {}", confirm.summary()))
+        .to_string();
+    let done = b.post_form(
+        &format!("{issuer}/protocol/openid-connect/logout/confirm"),
+        &[("xsrf", &xsrf), ("logout", "yes")],
+        &[],
+    );
+    assert!(done.status < 400, "{}", done.summary());
+    let took = time_until(
+        "node B refuses the session the provider ended",
+        Duration::from_secs(2),
+        || status_with(&nodes.b(PAGE), &cookie) == 401,
+    );
+    eprintln!("propagation: back-channel logout on A refused on B after {took:?}");
+    assert!(
+        nodes
+            .env
+            .error_log()
+            .contains("back-channel logout: a session ended at the provider"),
+        "the logout token went to node A"
+    );
+    assert!(
+        !nodes.b.error_log().contains("back-channel logout"),
+        "node B never heard from the provider"
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_back_channel_logout_by_sub_alone_ends_the_users_sessions_on_both_nodes_not_the_next_login() {
+    let nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (_b, cookie) = logged_in_on_a(&nodes);
+
+    // A client without "Backchannel logout session required": the logout token names the user
+    // (`sub`), not the session.
+    let mint = nodes
+        .env
+        .provider
+        .url("/_test/mint?kind=logout&user=demo&sid=none");
+    let token = ureq::post(&mint).call().unwrap().into_string().unwrap();
+    assert!(!jwt_claims(&token).as_object().unwrap().contains_key("sid"));
+    let r = Browser::new().post_form(
+        &nodes.a("/oauth2/backchannel_logout"),
+        &[("logout_token", &token)],
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}: {}", r.summary(), r.body);
+    let took = time_until(
+        "node B refuses the session of the logged-out user",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &cookie) == 401,
+    );
+    eprintln!("propagation: back-channel logout by sub on A refused on B after {took:?}");
+    assert_eq!(status_with(&nodes.a(PAGE), &cookie), 401);
+
+    // The logout covers logins up to its second; the user's next login is a new session.
+    thread::sleep(Duration::from_millis(1100));
+    let again = logged_in(&nodes.env, PAGE, "demo");
+    let fresh = session_cookie(&again);
+    assert_eq!(status_with(&nodes.a(PAGE), &fresh), 200);
+    assert_eq!(status_with(&nodes.b(PAGE), &fresh), 200);
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_restarted_node_still_refuses_sessions_revoked_before() {
+    let mut nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (mut b, stolen) = logged_in_on_a(&nodes);
+    b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    time_until(
+        "node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+
+    nodes.restart_b();
+    let took = time_until(
+        "the restarted node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+    eprintln!("restart: node B refused the revoked cookie {took:?} after it listened");
+    assert!(
+        nodes
+            .b
+            .error_log()
+            .contains("[emerg]")
+            .then_some(())
+            .is_none(),
+        "{}",
+        nodes.b.error_log()
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_sign_out_during_a_redis_outage_reaches_the_other_node_once_redis_is_back() {
+    let mut nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (mut b, stolen) = logged_in_on_a(&nodes);
+
+    nodes.redis.stop();
+    // Logged-in users notice nothing; sign-out still works on the node that gets it.
+    assert_eq!(status_with(&nodes.b(PAGE), &stolen), 200);
+    let out = b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    assert_eq!(out.status, 302, "{}", out.summary());
+    assert_eq!(status_with(&nodes.a(PAGE), &stolen), 401);
+    for _ in 0..50 {
+        assert_eq!(status_with(&nodes.a("/public/x"), ""), 200);
+    }
+    // Kubernetes takes a node out of service while its revocations may be stale.
+    time_until(
+        "node A's readiness probe answers 503 while Redis is down",
+        Duration::from_secs(10),
+        || status_with(&nodes.a("/oauth2/ready"), "") == 503,
+    );
+    assert_eq!(status_with(&nodes.a("/oauth2/ping"), ""), 200);
+
+    nodes.redis.start_again();
+    let back = Instant::now();
+    time_until(
+        "node B refuses the cookie signed out during the outage",
+        Duration::from_secs(10),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+    eprintln!(
+        "outage: the queued sign-out reached node B {:?} after Redis was back",
+        back.elapsed()
+    );
+    for (node, log) in [("A", nodes.env.error_log()), ("B", nodes.b.error_log())] {
+        let warnings = log.matches("cluster store 127.0.0.1").count();
+        let lost = log.matches("unreachable").count();
+        assert!(
+            (1..=2).contains(&lost),
+            "node {node}: one warning per worker and outage, not one per attempt or request:\n{log}"
+        );
+        assert!(warnings >= lost, "{log}");
+    }
+    time_until(
+        "node A's readiness probe answers 200 once Redis is back",
+        Duration::from_secs(10),
+        || status_with(&nodes.a("/oauth2/ready"), "") == 200,
+    );
+    time_until(
+        "both nodes log that Redis is back",
+        Duration::from_secs(10),
+        || {
+            nodes.env.error_log().contains("reachable again")
+                && nodes.b.error_log().contains("reachable again")
+        },
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn logged_in_requests_send_no_command_to_redis() {
+    let nodes = TwoNodes::start(&[], EnvOptions::default());
+    let (_b, cookie) = logged_in_on_a(&nodes);
+    nodes.redis.reset_stats();
+    let n = 400;
+    for i in 0..n {
+        let url = if i % 2 == 0 {
+            nodes.a(PAGE)
+        } else {
+            nodes.b(PAGE)
+        };
+        assert_eq!(status_with(&url, &cookie), 200);
+    }
+    let commands = nodes.redis.commands();
+    let on_requests: Vec<_> = commands.iter().filter(|(c, _)| *c != "ping").collect();
+    eprintln!("Redis commands during {n} logged-in requests over both nodes: {commands:?}");
+    assert!(
+        on_requests.is_empty(),
+        "only the links' background PINGs, no command per request: {commands:?}"
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+fn refresh_grants(nodes: &TwoNodes) -> u64 {
+    nodes.env.provider.stats()["token_requests"]["refresh_token"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn thirty_two_requests_split_over_two_nodes_after_expiry_make_one_refresh_grant() {
+    // Access tokens live 8 s (the refreshed one outlives the checks below), the provider
+    // rotates refresh tokens (a reused one revokes the grant, as Keycloak with "Revoke Refresh
+    // Token").
+    let opts = EnvOptions::default().token_ttls(8, 8, 600);
+    let nodes = TwoNodes::start(&["refresh_leeway 1s;"], opts);
+    nodes.wait_linked();
+    let mut b = logged_in(&nodes.env, PAGE, "demo");
+    let cookie = session_cookie(&b);
+    // Past the access token's end: every request below needs a refresh.
+    thread::sleep(Duration::from_millis(8500));
+    assert_eq!(refresh_grants(&nodes), 0);
+    nodes.redis.reset_stats();
+
+    let (a_url, b_url) = (nodes.a(PAGE), nodes.b(PAGE));
+    let on_a = {
+        let cookie = cookie.clone();
+        thread::spawn(move || concurrent_gets(&a_url, &cookie, 16))
+    };
+    let on_b = {
+        let cookie = cookie.clone();
+        thread::spawn(move || concurrent_gets(&b_url, &cookie, 16))
+    };
+    let mut results = on_a.join().unwrap();
+    results.extend(on_b.join().unwrap());
+    for (status, user) in &results {
+        assert_eq!(*status, 200, "results: {results:?}");
+        assert_eq!(user.as_deref(), Some("demo"));
+    }
+    let grants = refresh_grants(&nodes);
+    eprintln!(
+        "split race: 32 requests (16 per node) -> {grants} refresh grant(s) at the provider; \
+         Redis commands meanwhile: {:?}",
+        nodes.redis.commands()
+    );
+    assert_eq!(grants, 1, "one refresh for the whole cluster");
+
+    // The pre-refresh cookie still works on both nodes (it gets the refreshed session), and
+    // the refreshed session lives on both.
+    for url in [nodes.a(PAGE), nodes.b(PAGE)] {
+        let r = b.get(&url, &[json()]);
+        assert_eq!(r.status, 200, "{}", r.summary());
+    }
+    let refreshed = session_cookie(&b);
+    assert_ne!(refreshed, cookie, "the browser got the refreshed session");
+    assert_eq!(status_with(&nodes.a(PAGE), &refreshed), 200);
+    assert_eq!(status_with(&nodes.b(PAGE), &refreshed), 200);
+    assert_eq!(refresh_grants(&nodes), 1);
+    let log = nodes.env.error_log() + &nodes.b.error_log();
+    assert!(!log.contains("refresh refused"), "no failed grant:\n{log}");
+    let stored = nodes
+        .redis
+        .cli(&["--scan", "--pattern", "ngx-oidc:keycloak:refresh:*"]);
+    let value = nodes.redis.cli(&["GET", stored.trim()]);
+    assert!(
+        value.starts_with("v1.") && !value.contains("eyJ"),
+        "the refreshed session is in Redis sealed, no token in the clear: {value:.40}"
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_malformed_cluster_store_fails_nginx_t_naming_the_directive() {
+    let vars = offline_config_vars();
+    for (value, says) in [
+        ("127.0.0.1:6379", "redis://"),
+        ("redis://127.0.0.1", "host:port"),
+        ("redis://:hunter2@127.0.0.1:6379/x", "database"),
+    ] {
+        let body = format!(
+            "{}{PROTECTED_SERVER}",
+            provider_block_with(&[&format!("cluster_store {value};")])
+        );
+        let t = nginx_t(&body, &vars, &[("keys", &new_cookie_key())], true);
+        assert!(!t.ok, "nginx -t accepted cluster_store {value}");
+        assert!(
+            t.stderr.contains("cluster_store") && t.stderr.contains(says),
+            "{}",
+            t.stderr
+        );
+        assert!(!t.stderr.contains("hunter2"), "{}", t.stderr);
+    }
+    let body = format!(
+        "{}{PROTECTED_SERVER}",
+        provider_block_with(&["cluster_store redis://127.0.0.1:6379;"])
+    );
+    let t = nginx_t(&body, &vars, &[("keys", &new_cookie_key())], true);
+    assert!(t.ok, "{}", t.stderr);
+}

@@ -1,0 +1,249 @@
+//! A cluster on one machine: a real `redis-server` (Debian's, installed by scripts/lib.sh) on a
+//! free 127.0.0.1 port with its own directory, and two nginx masters ("nodes") that share one
+//! cookie key file and that Redis, each with its own shared zone.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A `redis-server` of this test, stopped when dropped.
+pub struct Redis {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn redis_binary(name: &str) -> PathBuf {
+    let p = PathBuf::from(format!("/usr/bin/{name}"));
+    assert!(
+        p.is_file(),
+        "{} is missing: scripts/test.sh installs Debian's redis-server (apt-get install redis-server)",
+        p.display()
+    );
+    p
+}
+
+impl Redis {
+    /// Starts Redis on a free port with its data (append-only file) under `dir`; waits until
+    /// it answers PING.
+    pub fn start(dir: &Path) -> Redis {
+        let dir = dir.join("redis");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        r.start_again();
+        r
+    }
+
+    /// Starts the server again after [`Redis::stop`], on the same port and data.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "Redis is running");
+        let port = self.port;
+        wait_for("Redis's port to be free", Duration::from_secs(5), || {
+            TcpListener::bind(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        let log = std::fs::File::create(self.dir.join("redis.stdout")).unwrap();
+        let child = Command::new(redis_binary("redis-server"))
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", "", "--appendonly", "yes", "--daemonize", "no"])
+            .args(["--logfile", "redis.log"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        wait_for("Redis to answer", Duration::from_secs(10), || {
+            (self.cli(&["PING"]).trim() == "PONG").then_some(())
+        });
+    }
+
+    /// Stops the server (SIGTERM: it writes its data and exits).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill(child.id(), "TERM");
+            if !wait_exit(&mut child, Duration::from_secs(5)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// `redis-cli -p <port> args...`, its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        Command::new(redis_binary("redis-cli"))
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Commands Redis has run since its start or the last `CONFIG RESETSTAT`, by name
+    /// (`INFO commandstats`), the stats commands themselves left out.
+    pub fn commands(&self) -> HashMap<String, u64> {
+        let mut out = HashMap::new();
+        for line in self.cli(&["INFO", "commandstats"]).lines() {
+            let Some(rest) = line.strip_prefix("cmdstat_") else {
+                continue;
+            };
+            let Some((name, stats)) = rest.split_once(':') else {
+                continue;
+            };
+            let calls = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            if !matches!(name, "info" | "config|resetstat" | "config") {
+                out.insert(name.to_string(), calls);
+            }
+        }
+        out
+    }
+
+    /// Forgets the command counts.
+    pub fn reset_stats(&self) {
+        self.cli(&["CONFIG", "RESETSTAT"]);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "---- redis.log, last lines:\n{}",
+                tail(&self.dir.join("redis.log"), 20)
+            );
+        }
+        self.stop();
+    }
+}
+
+/// Two nodes (A is the [`Env`]'s nginx, B a second master on its own port and directory)
+/// with the same configuration: one key file, one provider, one Redis.
+pub struct TwoNodes {
+    pub b: Nginx,
+    pub b_port: u16,
+    pub b_dir: PathBuf,
+    pub env: Env,
+    pub redis: Redis,
+}
+
+/// The provider block with `cluster_store` set to `redis`, and `extra` directives.
+pub fn cluster_provider_block(redis_port: u16, extra: &[&str]) -> String {
+    let store = format!("cluster_store redis://127.0.0.1:{redis_port};");
+    let mut directives = vec![store.as_str()];
+    directives.extend_from_slice(extra);
+    provider_block_with(&directives)
+}
+
+impl TwoNodes {
+    /// Redis, then node A (with the test provider and upstream), then node B.
+    pub fn start(provider_extra: &[&str], mut opts: EnvOptions) -> TwoNodes {
+        let redis_dir = TempDir::new("redis");
+        let redis = Redis::start(&redis_dir.path);
+        std::mem::forget(redis_dir); // lives as long as the test's temp dirs
+        opts.http = format!(
+            "{}{PROTECTED_SERVER}",
+            cluster_provider_block(redis.port, provider_extra)
+        );
+        let env = Env::start_with(opts);
+        let b_port = free_port();
+        let b_dir = env.dir.join("node-b");
+        let b = TwoNodes::start_b(&env, b_port, &b_dir);
+        TwoNodes {
+            b,
+            b_port,
+            b_dir,
+            env,
+            redis,
+        }
+    }
+
+    fn start_b(env: &Env, port: u16, dir: &Path) -> Nginx {
+        let mut vars = Vars(env.vars.0.clone());
+        vars.set("PORT", port.to_string());
+        Nginx::start(
+            dir,
+            port,
+            true,
+            env.opts.worker_connections,
+            &vars.render(&env.opts.http),
+        )
+    }
+
+    /// A URL on node A.
+    pub fn a(&self, path: &str) -> String {
+        self.env.url(path)
+    }
+
+    /// The same URL on node B.
+    pub fn b(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.b_port)
+    }
+
+    /// Stops node B and starts it again (a new master: its zone starts empty).
+    pub fn restart_b(&mut self) {
+        self.b.stop();
+        let port = self.b_port;
+        wait_for("node B's port to be free", Duration::from_secs(5), || {
+            TcpListener::bind(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        self.b = TwoNodes::start_b(&self.env, self.b_port, &self.b_dir);
+    }
+
+    /// Both nodes' links are up: each worker has its subscriber connected to Redis.
+    pub fn wait_linked(&self) {
+        let want = 2 * 2; // two nodes × two workers
+        wait_for("both nodes to subscribe", Duration::from_secs(10), || {
+            let n = self
+                .redis
+                .cli(&["PUBSUB", "NUMSUB", "ngx-oidc:keycloak:revoked"])
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            (n >= want).then_some(())
+        });
+    }
+
+    /// Both nodes' error logs are clean (see [`Env::assert_error_log_is_clean`]).
+    pub fn assert_error_logs_are_clean(&self) {
+        self.env.assert_error_log_is_clean();
+        let log = self.b.error_log();
+        assert!(
+            !log.contains("[alert]") && !log.contains("exited on signal") && !log.contains("eyJ"),
+            "node B's error.log:\n{log}"
+        );
+    }
+}
+
+/// Polls `f` until it holds or `deadline` passed; returns how long it took.
+pub fn time_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether something listens on `port` of 127.0.0.1.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
