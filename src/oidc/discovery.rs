@@ -126,15 +126,23 @@ pub fn not_found_hint(issuer: &str, fetch_location: &str) -> String {
 /// (also for a document without `token_endpoint`, which Discovery makes optional but the
 /// authorization code flow needs), [`DiscoveryError::IssuerMismatch`].
 pub fn parse(body: &[u8], configured_issuer: &str) -> Result<Discovery, DiscoveryError> {
+    // The issuer first: a wrong `issuer` (a proxy's public URL, the /auth prefix) is the usual
+    // mistake, and its fix should be named even when the document lacks other members.
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        issuer: String,
+    }
+    if let Ok(Issuer { issuer }) = serde_json::from_slice::<Issuer>(body) {
+        if issuer != configured_issuer {
+            return Err(DiscoveryError::IssuerMismatch {
+                found: issuer,
+                configured: configured_issuer.to_string(),
+            });
+        }
+    }
     let m: ProviderMetadata =
         serde_json::from_slice(body).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
     let issuer = m.issuer().as_str();
-    if issuer != configured_issuer {
-        return Err(DiscoveryError::IssuerMismatch {
-            found: issuer.to_string(),
-            configured: configured_issuer.to_string(),
-        });
-    }
     let token_endpoint = m
         .token_endpoint()
         .ok_or_else(|| DiscoveryError::Malformed("missing field `token_endpoint`".into()))?;
@@ -278,6 +286,19 @@ mod tests {
         assert!(matches!(
             parse(DOC.as_bytes(), "http://kc/realms/test/"),
             Err(DiscoveryError::IssuerMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_wrong_issuer_is_named_even_in_a_document_missing_other_members() {
+        let doc = r#"{"issuer":"https://sso.example.com/realms/test","jwks_uri":"https://sso.example.com/j"}"#;
+        assert!(matches!(
+            parse(doc.as_bytes(), "http://127.0.0.1/kc/realms/test"),
+            Err(DiscoveryError::IssuerMismatch { .. })
+        ));
+        assert!(matches!(
+            parse(doc.as_bytes(), "https://sso.example.com/realms/test"),
+            Err(DiscoveryError::Malformed(_))
         ));
     }
 
