@@ -14,6 +14,10 @@ const PAGE: &str = "/some/page?x=1";
 
 /// The contract config with a short refresh leeway, so that tests can use short token
 /// lifetimes (the default leeway of 30 s would refresh on every request).
+/// Tokens that live `access_ttl` seconds, refreshed `leeway` before expiry. The module counts
+/// a second less than `expires_in` and nginx's clock ticks in whole seconds, so a 5 s token
+/// with a 1 s leeway is due 2–3 s after the login and expired 3–4 s after it: the login's own
+/// last request can never find it due (a 3 s token could be, across a second boundary).
 fn env_with(access_ttl: u32, leeway: &str, location_extra: &str) -> Env {
     let provider = provider_block_with(&[&format!("refresh_leeway {leeway};")]);
     let mut opts = EnvOptions::default()
@@ -31,7 +35,7 @@ fn refreshes(env: &Env) -> u64 {
 
 #[test]
 fn thirty_two_concurrent_requests_needing_a_refresh_make_one_refresh_call() {
-    let env = env_with(3, "1s", "");
+    let env = env_with(5, "1s", "");
     let b = logged_in(&env, PAGE, "demo");
     // The refreshed tokens live long, so the check below that the old cookie is served from the
     // shared result cannot meet them due again on a slow machine.
@@ -40,7 +44,7 @@ fn thirty_two_concurrent_requests_needing_a_refresh_make_one_refresh_call() {
         .jar
         .header_for(&url::Url::parse(&env.url(PAGE)).unwrap())
         .unwrap();
-    thread::sleep(Duration::from_millis(3500));
+    thread::sleep(Duration::from_millis(4500));
     assert_eq!(refreshes(&env), 0);
 
     let results = concurrent_gets(&env.url(PAGE), &cookie, 32);
@@ -65,7 +69,7 @@ fn thirty_two_concurrent_requests_needing_a_refresh_make_one_refresh_call() {
 #[test]
 fn the_upstream_always_gets_a_fresh_access_token() {
     let env = env_with(
-        3,
+        5,
         "1s",
         "oidc_pass_access_token on; oidc_set_authorization_header on;",
     );
@@ -82,7 +86,7 @@ fn the_upstream_always_gets_a_fresh_access_token() {
     assert_eq!(claims["aud"], "account", "a Keycloak-shaped access token");
     env.provider.set_token_ttls(600, 600);
 
-    thread::sleep(Duration::from_millis(3500));
+    thread::sleep(Duration::from_millis(4500));
     let r = b.get(&env.url(PAGE), &[]);
     assert_eq!(r.status, 200, "{}", b.transcript());
     let second = r
@@ -122,10 +126,10 @@ fn the_upstream_always_gets_a_fresh_access_token() {
 
 #[test]
 fn a_login_ended_at_the_provider_ends_the_session() {
-    let env = env_with(3, "1s", "");
+    let env = env_with(5, "1s", "");
     let mut b = logged_in(&env, PAGE, "alice");
     env.provider.revoke_grants();
-    thread::sleep(Duration::from_millis(3500));
+    thread::sleep(Duration::from_millis(4500));
 
     let r = b.get(&env.url("/api/data"), &[("Accept", "application/json")]);
     assert_eq!(
@@ -421,7 +425,7 @@ fn a_session_ends_when_its_refresh_token_expires() {
 
 #[test]
 fn a_group_change_at_the_provider_applies_from_the_next_refresh() {
-    let env = env_with(3, "1s", "oidc_require_groups /admins;");
+    let env = env_with(5, "1s", "oidc_require_groups /admins;");
     let mut alice = logged_in(&env, PAGE, "alice");
     let groups = |b: &mut Browser| {
         let r = b.get(&env.url(PAGE), &[("Accept", "application/json")]);
@@ -430,7 +434,7 @@ fn a_group_change_at_the_provider_applies_from_the_next_refresh() {
     assert_eq!(groups(&mut alice), (200, Some("/admins,/staff".into())));
 
     env.provider.set_groups("alice", &["/staff"]);
-    thread::sleep(Duration::from_millis(2500));
+    thread::sleep(Duration::from_millis(3500));
     let (status, _) = groups(&mut alice);
     assert_eq!(
         status, 403,
@@ -440,7 +444,7 @@ fn a_group_change_at_the_provider_applies_from_the_next_refresh() {
 
     env.provider
         .set_groups("alice", &["/admins", "/staff", "/new"]);
-    thread::sleep(Duration::from_millis(2500));
+    thread::sleep(Duration::from_millis(3500));
     assert_eq!(
         groups(&mut alice),
         (200, Some("/admins,/staff,/new".into()))

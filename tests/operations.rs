@@ -431,7 +431,8 @@ fn one_refresh_shared_by_concurrent_requests_counts_done_once_and_waited_for_the
             "cookie_secure      off;",
             "cookie_secure      off;\n        refresh_leeway     1s;",
         ),
-        ..EnvOptions::default().token_ttls(3, 3, 600)
+        // 5 s: the login's own last request cannot find it due (see tests/lifecycle.rs).
+        ..EnvOptions::default().token_ttls(5, 5, 600)
     });
     let mut b = env.browser();
     b.login_ok(&env.url(PAGE), "demo");
@@ -439,8 +440,9 @@ fn one_refresh_shared_by_concurrent_requests_counts_done_once_and_waited_for_the
         .jar
         .header_for(&url::Url::parse(&env.url(PAGE)).unwrap())
         .unwrap();
-    // The access token expires (3 s): every request now needs the refreshed one.
-    std::thread::sleep(Duration::from_millis(3500));
+    // The access token expires (at most 4 s after the login): every request now needs the
+    // refreshed one.
+    std::thread::sleep(Duration::from_millis(4500));
     let results = concurrent_gets(&env.url(PAGE), &cookie, 8);
     assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
     let m = scrape(&env);
@@ -460,7 +462,7 @@ fn one_refresh_shared_by_concurrent_requests_counts_done_once_and_waited_for_the
 
     // The provider ends the login: the next refresh says so, and the session is over.
     env.provider.revoke_grants();
-    std::thread::sleep(Duration::from_millis(3500));
+    std::thread::sleep(Duration::from_millis(4500));
     let r = b.get(&env.url(PAGE), &[("Accept", "application/json")]);
     assert_eq!(r.status, 401, "{}", r.summary());
     let m = scrape(&env);
