@@ -110,10 +110,10 @@ fn poke() {
 /// provider without a cluster store, or whose link is down, gets `Unavailable` at once:
 /// node-local coordination only.
 pub fn claim_refresh(p: &Provider, key: &Key, now: u64) -> Option<Claim> {
-    let pid = id(p);
-    if p.conf.cluster.is_none() || !UP.with(|u| u.borrow().contains(&pid)) {
+    if !link_up(p) {
         return Some(Claim::Unavailable);
     }
+    let pid = id(p);
     let (answer, queued) = ASKS.with(|asks| {
         let mut asks = asks.borrow_mut();
         // Answers nobody came back for (the client went away) are dropped after a while, and
@@ -155,7 +155,7 @@ pub fn link_up(p: &Provider) -> bool {
 /// Tells the other nodes how this node's refresh of `key` ended (see [`Report`]).
 pub fn report_refresh(p: &Provider, key: &Key, report: Report) {
     // With the link down nothing is owed: the lock, if any, expires in Redis.
-    if p.conf.cluster.is_none() || !UP.with(|u| u.borrow().contains(&id(p))) {
+    if !link_up(p) {
         return;
     }
     REPORTS.with(|r| r.borrow_mut().push((id(p), *key, report)));
