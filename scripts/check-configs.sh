@@ -218,7 +218,10 @@ else:
     if path.endswith("k8s/redis.yaml"):
         assert {"Deployment", "Service"} <= {d["kind"] for d in docs}, "a Redis Deployment and its Service"
     if path.endswith("k8s/configmap.yaml"):
-        assert "cluster_store redis://ngx-oidc-redis:6379;" in " ".join(docs[0]["data"]["nginx.conf"].split())
+        conf = " ".join(docs[0]["data"]["nginx.conf"].split())
+        # nginx's resolver looks the name up as written (no search list): the full service name.
+        assert "cluster_store redis://ngx-oidc-redis.default.svc.cluster.local:6379;" in conf, conf
+        assert "resolver " in conf, "a resolver, so that a moved Redis is followed"
 EOF
         say "ok   python3 yaml $y"
     else

@@ -104,6 +104,13 @@ ensure_redis() {
     command -v redis-server >/dev/null 2>&1 || die "redis-server is missing (apt-get install redis-server)"
 }
 
+# Debian's dnsmasq (the binary alone, no service): the DNS server nginx's `resolver` asks in
+# tests/cluster.rs when the Redis of a cluster moves to another address.
+ensure_dnsmasq() {
+    command -v dpkg-query >/dev/null 2>&1 && ! _dpkg_installed dnsmasq-base && _apt_install dnsmasq-base
+    [ -x /usr/sbin/dnsmasq ] || die "dnsmasq is missing (apt-get install dnsmasq-base)"
+}
+
 # npm ci for tests/browser (playwright-core); never downloads a browser.
 ensure_browser_deps() { PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 _ensure_npm_deps tests/browser; }
 

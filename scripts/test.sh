@@ -37,6 +37,7 @@ ensure_idp_deps
 ensure_python_deps # tests/operations.rs parses oidc_metrics with prometheus_client
 ensure_commands wrk curl openssl # wrk: tests/hostile.rs loads nginx during reloads; curl --http2 and a test CA: tests/protocols.rs
 ensure_redis # tests/cluster.rs: two nginx nodes share revocations through a real Redis
+ensure_dnsmasq # tests/cluster.rs: nginx's resolver follows a Redis that moves
 ensure_oauth2_proxy
 export NGX_OIDC_OAUTH2_PROXY
 

@@ -6,7 +6,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::{time_until, TwoNodes};
+use common::cluster::{time_until, Dns, Redis, TwoNodes};
 use common::*;
 
 const PAGE: &str = "/app/page";
@@ -375,5 +375,95 @@ fn a_malformed_cluster_store_fails_nginx_t_naming_the_directive() {
         provider_block_with(&["cluster_store redis://127.0.0.1:6379;"])
     );
     let t = nginx_t(&body, &vars, &[("keys", &new_cookie_key())], true);
+    assert!(t.ok, "{}", t.stderr);
+}
+
+/// The store's host name in the tests that look it up through nginx's `resolver`.
+const STORE_HOST: &str = "redis.cluster.test";
+
+/// A session logged in on node A, signed out there; returns how long node B took to refuse
+/// the copied cookie.
+fn sign_out_reaches_b(nodes: &TwoNodes) -> Duration {
+    let (mut b, stolen) = logged_in_on_a(nodes);
+    let out = b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    assert_eq!(out.status, 302, "{}", out.summary());
+    time_until(
+        "node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    )
+}
+
+#[test]
+fn a_redis_that_moves_to_another_address_is_followed_through_nginxs_resolver_without_a_reload() {
+    let dir = TempDir::new("moving-redis");
+    let port = free_port();
+    let dns = Dns::start(&dir.path, &[(STORE_HOST, "127.0.0.1")]);
+    let first = Redis::start_at(&dir.path, "127.0.0.1", port);
+    let resolver = format!("resolver 127.0.0.1:{} valid=1s ipv6=off;", dns.port);
+    let mut nodes = TwoNodes::start_with(
+        first,
+        &format!("redis://{STORE_HOST}:{port}"),
+        &resolver,
+        &[],
+        EnvOptions::default(),
+    );
+    let took = sign_out_reaches_b(&nodes);
+    eprintln!("through redis.cluster.test at 127.0.0.1: sign-out reached B after {took:?}");
+
+    // The store moves (a failover, a rescheduled pod): DNS answers the new address, the old
+    // server goes away, the new one has its data. Neither nginx is reloaded.
+    dns.set(&[(STORE_HOST, "127.0.0.2")]);
+    nodes.redis.stop();
+    let moved = Instant::now();
+    nodes.redis = Redis::start_at(&dir.path, "127.0.0.2", port);
+    nodes.wait_linked_to(&nodes.redis, Duration::from_secs(30));
+    eprintln!(
+        "every worker of both nodes subscribed at 127.0.0.2 {:?} after the move",
+        moved.elapsed()
+    );
+    let took = sign_out_reaches_b(&nodes);
+    eprintln!("through redis.cluster.test at 127.0.0.2: sign-out reached B after {took:?}");
+    for (node, log) in [("A", nodes.env.error_log()), ("B", nodes.b.error_log())] {
+        assert!(
+            log.contains(&format!("cluster store 127.0.0.2:{port} reachable again")),
+            "node {node} says where the store is now:\n{log}"
+        );
+    }
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_cluster_store_host_name_is_looked_up_at_start_without_a_resolver_and_at_connect_with_one() {
+    let vars = offline_config_vars();
+    let body = |http_extra: &str, host: &str| {
+        format!(
+            "{http_extra}\n{}{PROTECTED_SERVER}",
+            provider_block_with(&[&format!("cluster_store redis://{host}:6379;")])
+        )
+    };
+    let files = [("keys", new_cookie_key())];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, v)| (*n, v.as_str())).collect();
+
+    let t = nginx_t(&body("", "localhost"), &vars, &files, true);
+    assert!(t.ok, "a host the system resolves: {}", t.stderr);
+
+    let t = nginx_t(&body("", "no-such-host.invalid"), &vars, &files, true);
+    assert!(
+        !t.ok,
+        "nginx -t accepted a cluster_store host that does not resolve"
+    );
+    for says in ["cluster_store", "no-such-host.invalid", "resolver"] {
+        assert!(t.stderr.contains(says), "names {says}: {}", t.stderr);
+    }
+
+    // With a resolver the name is looked up when connecting: a Redis whose DNS record does
+    // not exist yet (its service is created after nginx) does not stop nginx.
+    let t = nginx_t(
+        &body("resolver 127.0.0.1:53;", "no-such-host.invalid"),
+        &vars,
+        &files,
+        true,
+    );
     assert!(t.ok, "{}", t.stderr);
 }

@@ -2,7 +2,7 @@
 //! `oidc_provider` block: where the nodes of a cluster share revocations and refresh results.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use zeroize::Zeroizing;
 
@@ -44,7 +44,10 @@ pub struct ClusterStore {
     /// Every key and channel of this provider starts with it, so that several providers or
     /// clusters share one Redis without seeing each other's entries.
     pub prefix: String,
-    /// Where to connect: resolved once at configuration time, like `proxy_pass` host names.
+    /// Where to connect when that is known from the configuration: the URL's IP address, or
+    /// (filled in by the glue when nginx has no `resolver`) the host's addresses looked up
+    /// once at start, like `proxy_pass` host names. Empty for a host name that nginx's
+    /// resolver looks up at every connect.
     pub addrs: Vec<SocketAddr>,
 }
 
@@ -153,8 +156,16 @@ pub fn default_prefix(provider: &str) -> String {
     format!("ngx-oidc:{provider}:")
 }
 
-/// Resolves the store's host once (configuration time, as nginx does for `proxy_pass` host
-/// names); IP addresses need no lookup.
+/// The URL's host as an address, when it is an IP address (IPv6 in brackets); `None` for a
+/// host name, which needs a lookup.
+pub fn literal_addr(url: &StoreUrl) -> Option<SocketAddr> {
+    let ip: IpAddr = url.host.trim_matches(['[', ']']).parse().ok()?;
+    Some(SocketAddr::new(ip, url.port))
+}
+
+/// Looks the store's host up with the system resolver (`getaddrinfo`), once at configuration
+/// time as nginx does for `proxy_pass` host names when no `resolver` is set. Returns every
+/// address; errors name the host.
 pub fn resolve(url: &StoreUrl) -> Result<Vec<SocketAddr>, String> {
     let addrs: Vec<SocketAddr> = (url.host.trim_matches(['[', ']']), url.port)
         .to_socket_addrs()
@@ -226,6 +237,20 @@ mod tests {
         for bad in ["", "a b", "a*", "x".repeat(65).as_str()] {
             assert!(check_prefix(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn only_ip_addresses_are_known_without_a_lookup() {
+        let at = |u: &str| literal_addr(&parse_url(u).unwrap());
+        assert_eq!(
+            at("redis://10.0.0.7:6379"),
+            Some("10.0.0.7:6379".parse().unwrap())
+        );
+        assert_eq!(
+            at("redis://[::1]:6380/2"),
+            Some("[::1]:6380".parse().unwrap())
+        );
+        assert_eq!(at("redis://redis.cluster.local:6379"), None);
     }
 
     #[test]

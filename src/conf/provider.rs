@@ -533,7 +533,9 @@ impl ProviderBuilder {
             }
             url.password = Some(pw);
         }
-        let addrs = cluster::resolve(&url).map_err(invalid)?;
+        // A host name is looked up later: through nginx's `resolver` when the http block has
+        // one (which may come after this block), else once at start.
+        let addrs = cluster::literal_addr(&url).into_iter().collect();
         let prefix = self
             .cluster_store_prefix
             .take()
@@ -1004,13 +1006,17 @@ mod tests {
         b.set("cluster_store_password_file", &["pw"], &r).unwrap();
         let err = b.build().err().unwrap().to_string();
         assert!(err.contains("twice") && !err.contains("\"y\""), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_store_host_name_is_left_for_a_later_lookup() {
+        let d = tmp("cluster-name");
+        let r = |p: &str| d.join(p);
         let mut b = builder_with_keyfile(&d);
-        b.set("cluster_store", &["redis://no-such-host.invalid:6379"], &r)
+        b.set("cluster_store", &["redis://redis.cluster.test:6379"], &r)
             .unwrap();
-        let err = b.build().err().unwrap().to_string();
-        assert!(
-            err.contains("cluster_store") && err.contains("resolve"),
-            "{err}"
-        );
+        let c = b.build().unwrap().cluster.unwrap();
+        assert!(c.addrs.is_empty());
+        assert_eq!(c.url.host, "redis.cluster.test");
     }
 }

@@ -237,6 +237,7 @@ extern "C" fn oidc_provider(
         redirect_uri,
         post_logout_redirect_uri,
         extra_auth_args,
+        cluster_resolver: None,
     });
     NGX_CONF_OK
 }

@@ -19,7 +19,7 @@ use std::cell::{Cell, RefCell};
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_t, ngx_http_module_t, ngx_http_request_t, ngx_int_t, ngx_module_t,
-    ngx_shm_zone_t, ngx_uint_t, NGX_HTTP_MODULE, NGX_LOG_ERR, NGX_LOG_WARN,
+    ngx_shm_zone_t, ngx_uint_t, NGX_ERROR, NGX_HTTP_MODULE, NGX_LOG_ERR, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 
@@ -51,6 +51,9 @@ pub struct Provider {
     pub post_logout_redirect_uri: Option<service::values::Complex>,
     /// `extra_auth_args`: each parameter's name and its value (which may hold variables).
     pub extra_auth_args: Vec<(String, service::values::Complex)>,
+    /// nginx's `resolver` of the http block, when `cluster_store` names a host that it looks up
+    /// at every connect (set at postconfiguration).
+    pub cluster_resolver: Option<ngx::async_::resolver::Resolver>,
 }
 
 #[derive(Default)]
@@ -190,6 +193,9 @@ impl HttpModule for Module {
         // SAFETY: nginx passes the live configuration; the http main conf exists by now.
         unsafe {
             handler::variables::keep_used_tokens(cf);
+            if service::cluster::configure(cf) != NGX_OK as ngx_int_t {
+                return NGX_ERROR as ngx_int_t;
+            }
             handler::access::install(cf)
         }
     }

@@ -11,6 +11,8 @@ use super::*;
 
 /// A `redis-server` of this test, stopped when dropped.
 pub struct Redis {
+    /// The loopback address it listens on (127.0.0.1 unless a test moves it).
+    pub host: String,
     pub port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
@@ -30,10 +32,16 @@ impl Redis {
     /// Starts Redis on a free port with its data (append-only file) under `dir`; waits until
     /// it answers PING.
     pub fn start(dir: &Path) -> Redis {
+        Redis::start_at(dir, "127.0.0.1", free_port())
+    }
+
+    /// Starts Redis on `host:port` (a loopback address) with its data under `dir/redis`.
+    pub fn start_at(dir: &Path, host: &str, port: u16) -> Redis {
         let dir = dir.join("redis");
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = Redis {
-            port: free_port(),
+            host: host.to_string(),
+            port,
             dir,
             child: None,
         };
@@ -46,11 +54,13 @@ impl Redis {
         assert!(self.child.is_none(), "Redis is running");
         let port = self.port;
         wait_for("Redis's port to be free", Duration::from_secs(5), || {
-            TcpListener::bind(("127.0.0.1", port)).ok().map(|_| ())
+            TcpListener::bind((self.host.as_str(), port))
+                .ok()
+                .map(|_| ())
         });
         let log = std::fs::File::create(self.dir.join("redis.stdout")).unwrap();
         let child = Command::new(redis_binary("redis-server"))
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--bind", &self.host, "--port", &port.to_string()])
             .arg("--dir")
             .arg(&self.dir)
             .args(["--save", "", "--appendonly", "yes", "--daemonize", "no"])
@@ -80,7 +90,7 @@ impl Redis {
     /// `redis-cli -p <port> args...`, its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         Command::new(redis_binary("redis-cli"))
-            .args(["-p", &self.port.to_string()])
+            .args(["-h", &self.host, "-p", &self.port.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -139,9 +149,9 @@ pub struct TwoNodes {
     pub redis: Redis,
 }
 
-/// The provider block with `cluster_store` set to `redis`, and `extra` directives.
-pub fn cluster_provider_block(redis_port: u16, extra: &[&str]) -> String {
-    let store = format!("cluster_store redis://127.0.0.1:{redis_port};");
+/// The provider block with `cluster_store` set to `url`, and `extra` directives.
+pub fn cluster_provider_block(url: &str, extra: &[&str]) -> String {
+    let store = format!("cluster_store {url};");
     let mut directives = vec![store.as_str()];
     directives.extend_from_slice(extra);
     provider_block_with(&directives)
@@ -149,13 +159,26 @@ pub fn cluster_provider_block(redis_port: u16, extra: &[&str]) -> String {
 
 impl TwoNodes {
     /// Redis, then node A (with the test provider and upstream), then node B.
-    pub fn start(provider_extra: &[&str], mut opts: EnvOptions) -> TwoNodes {
+    pub fn start(provider_extra: &[&str], opts: EnvOptions) -> TwoNodes {
         let redis_dir = TempDir::new("redis");
         let redis = Redis::start(&redis_dir.path);
         std::mem::forget(redis_dir); // lives as long as the test's temp dirs
+        let url = format!("redis://127.0.0.1:{}", redis.port);
+        TwoNodes::start_with(redis, &url, "", provider_extra, opts)
+    }
+
+    /// Both nodes with `redis` (already running) reached through `url`, and `http_extra`
+    /// directives in their http blocks (e.g. a `resolver`).
+    pub fn start_with(
+        redis: Redis,
+        url: &str,
+        http_extra: &str,
+        provider_extra: &[&str],
+        mut opts: EnvOptions,
+    ) -> TwoNodes {
         opts.http = format!(
-            "{}{PROTECTED_SERVER}",
-            cluster_provider_block(redis.port, provider_extra)
+            "{http_extra}\n{}{PROTECTED_SERVER}",
+            cluster_provider_block(url, provider_extra)
         );
         let env = Env::start_with(opts);
         let b_port = free_port();
@@ -204,10 +227,14 @@ impl TwoNodes {
 
     /// Both nodes' links are up: each worker has its subscriber connected to Redis.
     pub fn wait_linked(&self) {
+        self.wait_linked_to(&self.redis, Duration::from_secs(10));
+    }
+
+    /// Every worker of both nodes has its subscriber connected to `redis`, within `deadline`.
+    pub fn wait_linked_to(&self, redis: &Redis, deadline: Duration) {
         let want = 2 * 2; // two nodes × two workers
-        wait_for("both nodes to subscribe", Duration::from_secs(10), || {
-            let n = self
-                .redis
+        wait_for("both nodes to subscribe", deadline, || {
+            let n = redis
                 .cli(&["PUBSUB", "NUMSUB", "ngx-oidc:keycloak:revoked"])
                 .lines()
                 .nth(1)
@@ -246,4 +273,102 @@ pub fn time_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -
 /// Whether something listens on `port` of 127.0.0.1.
 pub fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A real DNS server for nginx's `resolver`: Debian's `dnsmasq` on a free 127.0.0.1 UDP port,
+/// answering only from its own hosts file (no upstream, no system files), stopped when dropped.
+pub struct Dns {
+    pub port: u16,
+    hosts: PathBuf,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Dns {
+    /// Starts dnsmasq answering `records` (name, IPv4 address) with a 1 s TTL.
+    pub fn start(dir: &Path, records: &[(&str, &str)]) -> Dns {
+        let binary = PathBuf::from("/usr/sbin/dnsmasq");
+        assert!(
+            binary.is_file(),
+            "dnsmasq is missing: scripts/test.sh installs Debian's dnsmasq-base"
+        );
+        let dir = dir.join("dns");
+        std::fs::create_dir_all(&dir).unwrap();
+        let hosts = dir.join("hosts");
+        let port = free_port();
+        write_hosts(&hosts, records);
+        let child = Command::new(binary)
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+            ])
+            .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .args([
+                "--local-ttl=1",
+                "--pid-file=",
+                "--user=root",
+                "--log-queries",
+            ])
+            .arg(format!(
+                "--log-facility={}",
+                dir.join("dnsmasq.log").display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dnsmasq");
+        let dns = Dns {
+            port,
+            hosts,
+            log: dir.join("dnsmasq.log"),
+            child,
+        };
+        dns.wait_read(1);
+        dns
+    }
+
+    /// Replaces the records and waits until dnsmasq has read them (SIGHUP re-reads its hosts
+    /// file and empties its cache).
+    pub fn set(&self, records: &[(&str, &str)]) {
+        let before = self.reads();
+        write_hosts(&self.hosts, records);
+        kill(self.child.id(), "HUP");
+        self.wait_read(before + 1);
+    }
+
+    /// How often dnsmasq has logged reading its hosts file.
+    fn reads(&self) -> usize {
+        let line = format!("read {}", self.hosts.display());
+        std::fs::read_to_string(&self.log)
+            .map(|l| l.matches(&line).count())
+            .unwrap_or(0)
+    }
+
+    fn wait_read(&self, times: usize) {
+        wait_for(
+            "dnsmasq to read its hosts file",
+            Duration::from_secs(10),
+            || (self.reads() >= times).then_some(()),
+        );
+    }
+}
+
+fn write_hosts(path: &Path, records: &[(&str, &str)]) {
+    let text: String = records
+        .iter()
+        .map(|(name, addr)| format!("{addr} {name}\n"))
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

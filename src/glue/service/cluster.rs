@@ -22,13 +22,15 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 
+use ngx::async_::resolver::Resolver;
 use ngx::ffi::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer,
-    ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_exiting, ngx_handle_read_event,
-    ngx_handle_write_event, ngx_int_t, ngx_log_t, ngx_msec_t, ngx_peer_connection_t, ngx_str_t,
-    ngx_terminate, NGX_AGAIN, NGX_ERROR, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
+    ngx_add_timer, ngx_close_connection, ngx_conf_t, ngx_connection_t, ngx_create_pool,
+    ngx_cycle_t, ngx_del_timer, ngx_destroy_pool, ngx_event_connect_peer, ngx_event_get_peer,
+    ngx_event_t, ngx_exiting, ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_log_t,
+    ngx_msec_t, ngx_peer_connection_t, ngx_str_t, ngx_terminate, NGX_AGAIN, NGX_ERROR,
+    NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
 };
-use ngx::http::HttpModuleMainConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
 use super::time::now;
@@ -38,7 +40,7 @@ use crate::cluster::names::Names;
 use crate::cluster::refresh::{self as cluster_refresh, Claim, Report, RESULT_TTL_SECS};
 use crate::cluster::revocation;
 use crate::cluster::wire::{self, Reply};
-use crate::conf::cluster::ClusterStore;
+use crate::conf::cluster::{self, ClusterStore};
 use crate::glue::{Module, Provider};
 use crate::shared::Key;
 
@@ -51,6 +53,9 @@ const REPLY_TIMEOUT: ngx_msec_t = 3000;
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// Revocations delivered per round trip (pipelined).
 const BATCH: usize = 256;
+/// Longest wait for nginx's resolver when the http block's `resolver_timeout` is not set
+/// (nginx's own default).
+const RESOLVER_TIMEOUT: ngx_msec_t = 30_000;
 /// Keys asked for per SCAN step.
 const SCAN_COUNT: &[u8] = b"1000";
 
@@ -228,6 +233,9 @@ enum LinkError {
     Wire(#[from] wire::Malformed),
     #[error("Redis answered \"{0}\"")]
     Refused(String),
+    /// nginx's resolver found no address for the store's host.
+    #[error("{0}")]
+    Resolve(String),
     #[error("Redis answered something unexpected")]
     Unexpected,
     /// The worker is shutting down.
@@ -241,8 +249,14 @@ async fn run(p: &'static Provider, store: &'static ClusterStore) {
     let mut outage = Outage::default();
     let mut next_addr = 0;
     loop {
-        let addr = store.addrs[next_addr % store.addrs.len()];
-        let result = link(p, store, &names, addr, &mut outage, &mut backoff).await;
+        let (peer, result) = match addresses(p, store).await {
+            Ok(addrs) => {
+                let addr = addrs[next_addr % addrs.len()];
+                let result = link(p, store, &names, addr, &mut outage, &mut backoff).await;
+                (addr.to_string(), result)
+            }
+            Err(e) => (format!("{}:{}", store.url.host, store.url.port), Err(e)),
+        };
         link_down(p);
         let e = match result {
             Err(LinkError::Exiting) | Ok(()) => return,
@@ -258,13 +272,121 @@ async fn run(p: &'static Provider, store: &'static ClusterStore) {
                 "oidc: provider \"{}\": cluster store {} unreachable: {}; requests are decided \
                  by this node alone, revocations are queued until it is back",
                 p.conf.name,
-                addr,
+                peer,
                 e
             );
         }
         next_addr += 1;
         ngx::async_::sleep(backoff.next_delay()).await;
     }
+}
+
+/// Where the store is now: the addresses known from the configuration, or what nginx's
+/// `resolver` answers for the host at this moment (so that a Redis whose address changes is
+/// followed without a reload, as `proxy_pass $variable` does). Errors name the host.
+async fn addresses(p: &Provider, store: &ClusterStore) -> Result<Vec<SocketAddr>, LinkError> {
+    let Some(resolver) = &p.cluster_resolver else {
+        return Ok(store.addrs.clone());
+    };
+    let host = &store.url.host;
+    let name = ngx_str_t {
+        len: host.len(),
+        data: host.as_ptr().cast_mut(),
+    };
+    let pool = ScratchPool::new()?;
+    let found = resolver
+        .resolve_name(&name, &pool.0)
+        .await
+        .map_err(|e| LinkError::Resolve(e.to_string()))?;
+    let addrs: Vec<SocketAddr> = found
+        .iter()
+        // SAFETY: the resolver's answers are socket addresses of the length it gives.
+        .filter_map(|a| unsafe { read_sockaddr(a.sockaddr.cast(), a.socklen, store.url.port) })
+        .collect();
+    if addrs.is_empty() {
+        return Err(LinkError::Resolve(format!("\"{host}\" has no address")));
+    }
+    Ok(addrs)
+}
+
+/// A pool for one lookup's answers, destroyed with them: a lookup per reconnect must not
+/// grow the cycle's pool through a long outage.
+struct ScratchPool(ngx::core::Pool);
+
+impl ScratchPool {
+    fn new() -> io::Result<ScratchPool> {
+        // SAFETY: creates a pool owned by this value, logging to the cycle's log.
+        let pool = unsafe { ngx_create_pool(1024, log()) };
+        if pool.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        // SAFETY: a pool just created and not yet destroyed.
+        Ok(ScratchPool(unsafe { ngx::core::Pool::from_ngx_pool(pool) }))
+    }
+}
+
+impl Drop for ScratchPool {
+    fn drop(&mut self) {
+        // SAFETY: the pool is ours and nothing allocated in it outlives this value (the
+        // lookup's answers are dropped first, having been declared after it).
+        unsafe { ngx_destroy_pool(self.0.as_ptr()) };
+    }
+}
+
+/// `postconfiguration`: decides for every `cluster_store` that names a host how it is looked
+/// up. With a `resolver` in the http block, nginx's resolver at every connect; without one,
+/// the system resolver now, once, like `proxy_pass` — and a host that does not resolve fails
+/// `nginx -t`, naming the provider, the directive and both fixes.
+///
+/// # Safety
+/// `cf` must be the http configuration being finished (postconfiguration).
+pub unsafe fn configure(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: per this function's contract.
+    let cf = unsafe { &mut *cf };
+    let Some(main) = Module::main_conf_mut(cf) else {
+        return NGX_OK as ngx_int_t;
+    };
+    let resolver = NgxHttpCoreModule::location_conf(cf).and_then(|clcf| {
+        // SAFETY: the http block's core location conf is merged by now; its resolver is
+        // null, nginx's stand-in without addresses, or a configured one.
+        let configured =
+            !clcf.resolver.is_null() && unsafe { (*clcf.resolver).connections.nelts } > 0;
+        // NGX_CONF_UNSET_MSEC, a C macro the bindings lack.
+        let timeout = if clcf.resolver_timeout == ngx_msec_t::MAX {
+            RESOLVER_TIMEOUT
+        } else {
+            clcf.resolver_timeout
+        };
+        configured.then(|| (ptr::NonNull::new(clcf.resolver), timeout))
+    });
+    for p in main.providers.iter_mut() {
+        let Some(store) = p.conf.cluster.as_mut() else {
+            continue;
+        };
+        if !store.addrs.is_empty() {
+            continue;
+        }
+        if let Some((Some(r), timeout)) = resolver {
+            p.cluster_resolver = Some(Resolver::from_resolver(r, timeout));
+            continue;
+        }
+        match cluster::resolve(&store.url) {
+            Ok(addrs) => store.addrs = addrs,
+            Err(e) => {
+                ngx::ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "oidc_provider \"{}\": cluster_store: {}; fix the host name, or add \
+                     `resolver ADDRESS;` to the http block to look it up at every connect \
+                     instead of once at start",
+                    p.conf.name,
+                    e
+                );
+                return NGX_ERROR as ngx_int_t;
+            }
+        }
+    }
+    NGX_OK as ngx_int_t
 }
 
 /// One life of the link: connect both connections, load, then mirror and deliver until an
@@ -876,6 +998,36 @@ unsafe extern "C" fn event_handler(ev: *mut ngx_event_t) {
         let inner: *mut Inner = (*c).data.cast();
         if let Some(w) = (*inner).waker.take() {
             w.wake();
+        }
+    }
+}
+
+/// The C socket address `sa` of `len` bytes (IPv4 or IPv6) with `port`; `None` for other
+/// families.
+///
+/// # Safety
+/// `sa` must point to `len` readable bytes of a socket address.
+unsafe fn read_sockaddr(
+    sa: *const libc::sockaddr,
+    len: libc::socklen_t,
+    port: u16,
+) -> Option<SocketAddr> {
+    let len = len as usize;
+    // SAFETY: per this function's contract; the family decides the shape, checked against the
+    // length.
+    unsafe {
+        match i32::from((*sa).sa_family) {
+            libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+                let sin = &*sa.cast::<libc::sockaddr_in>();
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                Some(SocketAddr::new(ip.into(), port))
+            }
+            libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+                let sin6 = &*sa.cast::<libc::sockaddr_in6>();
+                let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                Some(SocketAddr::new(ip.into(), port))
+            }
+            _ => None,
         }
     }
 }
