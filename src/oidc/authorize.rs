@@ -50,12 +50,35 @@ pub struct AuthorizationRequest<'a> {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the {what} \"{value}\" is not an absolute URL ({cause})")]
 pub struct AuthorizationUrlError {
-    /// Which input: `issuer`, `authorization_endpoint` or `redirect_uri`.
-    pub what: &'static str,
+    /// Which input.
+    pub what: UrlInput,
     /// The input, for the log.
     pub value: String,
     /// What the URL parser said.
     pub cause: String,
+}
+
+/// The inputs of an authorization request that must be absolute URLs; shown as the name of
+/// the configuration directive or discovery member they come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UrlInput {
+    /// `issuer` (directive).
+    Issuer,
+    /// `authorization_endpoint` (discovery document, OpenID Connect Discovery §3).
+    AuthorizationEndpoint,
+    /// `redirect_uri` (directive, completed with the request's scheme and host when it is a
+    /// path): the only one a client's request can make invalid.
+    RedirectUri,
+}
+
+impl std::fmt::Display for UrlInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UrlInput::Issuer => "issuer",
+            UrlInput::AuthorizationEndpoint => "authorization_endpoint",
+            UrlInput::RedirectUri => "redirect_uri",
+        })
+    }
 }
 
 impl AuthorizationRequest<'_> {
@@ -65,7 +88,7 @@ impl AuthorizationRequest<'_> {
     /// that is no absolute URL.
     pub fn url(&self) -> Result<String, AuthorizationUrlError> {
         fn parse<T>(
-            what: &'static str,
+            what: UrlInput,
             value: &str,
             new: fn(String) -> Result<T, openidconnect::url::ParseError>,
         ) -> Result<T, AuthorizationUrlError> {
@@ -77,15 +100,19 @@ impl AuthorizationRequest<'_> {
         }
         let client = CoreClient::new(
             ClientId::new(self.client_id.to_string()),
-            parse("issuer", self.issuer, IssuerUrl::new)?,
+            parse(UrlInput::Issuer, self.issuer, IssuerUrl::new)?,
             JsonWebKeySet::default(),
         )
         .set_auth_uri(parse(
-            "authorization_endpoint",
+            UrlInput::AuthorizationEndpoint,
             self.endpoint,
             AuthUrl::new,
         )?)
-        .set_redirect_uri(parse("redirect_uri", self.redirect_uri, RedirectUrl::new)?)
+        .set_redirect_uri(parse(
+            UrlInput::RedirectUri,
+            self.redirect_uri,
+            RedirectUrl::new,
+        )?)
         // The configured scope is sent as configured, `openid` included.
         .disable_openid_scope();
         let (state, nonce) = (self.state.to_string(), self.nonce.to_string());
@@ -261,7 +288,7 @@ mod tests {
         let mut r = request("http://idp/auth");
         r.redirect_uri = "/oauth2/callback";
         let err = r.url().unwrap_err();
-        assert_eq!(err.what, "redirect_uri");
+        assert_eq!(err.what, UrlInput::RedirectUri);
         assert!(
             err.to_string()
                 .contains("\"/oauth2/callback\" is not an absolute URL"),
@@ -269,7 +296,7 @@ mod tests {
         );
         assert_eq!(
             request("auth").url().unwrap_err().what,
-            "authorization_endpoint"
+            UrlInput::AuthorizationEndpoint
         );
     }
 

@@ -92,7 +92,7 @@ pub unsafe fn start(
     let url = match request.url() {
         Ok(url) => url,
         // The redirect URI's host is the one the browser sent (a path-only `redirect_uri`).
-        Err(e) if e.what == "redirect_uri" => {
+        Err(e) if e.what == authorize::UrlInput::RedirectUri => {
             ngx_log_error!(
                 NGX_LOG_INFO,
                 log(r),
