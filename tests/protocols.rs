@@ -62,6 +62,32 @@ fn cookie_for(b: &Browser, url: &str) -> String {
         .expect("the browser has cookies for the site")
 }
 
+/// `curl --http2` to `page` trusting `ca`, with one `Cookie` field per entry of `cookies`
+/// (HTTP/2 lets a client split them, RFC 9113 §8.2.3) and `extra` arguments.
+fn h2(page: &str, ca: &str, cookies: &[String], extra: &[&str]) -> CurlResp {
+    let mut args = vec!["--http2".to_string(), "--cacert".into(), ca.into()];
+    for c in cookies {
+        args.extend(["-H".into(), format!("Cookie: {c}")]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(page, &args)
+}
+
+/// The page was served over HTTP/2 to `user`.
+fn assert_served_over_h2(r: &CurlResp, user: &str) {
+    assert_eq!(
+        (r.http_version.as_str(), r.status),
+        ("2", 200),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.upstream_header("x-auth-request-user").as_deref(),
+        Some(user)
+    );
+}
+
 #[test]
 fn over_https_with_http2_a_logged_in_user_is_served_and_an_anonymous_api_call_gets_401() {
     let tls = TestTls::create();
@@ -91,27 +117,8 @@ fn over_https_with_http2_a_logged_in_user_is_served_and_an_anonymous_api_call_ge
 
     let mut b = https_browser(&tls);
     b.login_ok(&page, "demo");
-    let cookie = cookie_for(&b, &page);
-    let r = curl(
-        &page,
-        &[
-            "--http2",
-            "--cacert",
-            &ca,
-            "-H",
-            &format!("Cookie: {cookie}"),
-        ],
-    );
-    assert_eq!(
-        (r.http_version.as_str(), r.status),
-        ("2", 200),
-        "{}",
-        r.body
-    );
-    assert_eq!(
-        r.upstream_header("x-auth-request-user").as_deref(),
-        Some("demo")
-    );
+    let r = h2(&page, &ca, &[cookie_for(&b, &page)], &[]);
+    assert_served_over_h2(&r, "demo");
     assert_eq!(
         r.upstream_header("x-auth-request-email").as_deref(),
         Some("demo@example.com")
@@ -134,27 +141,8 @@ fn a_chunked_session_opens_over_http2_also_when_its_cookies_arrive_as_separate_f
     );
 
     // One Cookie field, as HTTP/1.1 clients send it.
-    let cookie = cookie_for(&b, &page);
-    let r = curl(
-        &page,
-        &[
-            "--http2",
-            "--cacert",
-            &ca,
-            "-H",
-            &format!("Cookie: {cookie}"),
-        ],
-    );
-    assert_eq!(
-        (r.http_version.as_str(), r.status),
-        ("2", 200),
-        "{}",
-        r.body
-    );
-    assert_eq!(
-        r.upstream_header("x-auth-request-user").as_deref(),
-        Some("chunky")
-    );
+    let r = h2(&page, &ca, &[cookie_for(&b, &page)], &[]);
+    assert_served_over_h2(&r, "chunky");
     let groups = r
         .upstream_header("x-auth-request-groups")
         .unwrap_or_default();
@@ -162,23 +150,10 @@ fn a_chunked_session_opens_over_http2_also_when_its_cookies_arrive_as_separate_f
 
     // One field per cookie, as HTTP/2 lets a client split them (RFC 9113 8.2.3, Chromium
     // does): nginx joins the crumbs, and the session still opens — in any order.
-    let mut args = vec!["--http2".to_string(), "--cacert".into(), ca.clone()];
-    for name in chunks.iter().rev() {
-        args.push("-H".into());
-        args.push(format!("Cookie: {name}={}", b.jar.get(name).unwrap()));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = curl(&page, &args);
-    assert_eq!(
-        (r.http_version.as_str(), r.status),
-        ("2", 200),
-        "{}",
-        r.body
-    );
-    assert_eq!(
-        r.upstream_header("x-auth-request-user").as_deref(),
-        Some("chunky")
-    );
+    let field = |name: &String| format!("{name}={}", b.jar.get(name).unwrap());
+    let fields: Vec<String> = chunks.iter().rev().map(field).collect();
+    let r = h2(&page, &ca, &fields, &[]);
+    assert_served_over_h2(&r, "chunky");
     // Our cookies stay ours: the upstream gets none of them.
     let upstream_cookie = r.upstream_header("cookie").unwrap_or_default();
     assert!(
@@ -187,14 +162,9 @@ fn a_chunked_session_opens_over_http2_also_when_its_cookies_arrive_as_separate_f
     );
 
     // A missing chunk over HTTP/2 is no session, not an error.
-    let mut args = vec!["--http2".to_string(), "--cacert".into(), ca.clone()];
-    for name in chunks.iter().skip(1) {
-        args.push("-H".into());
-        args.push(format!("Cookie: {name}={}", b.jar.get(name).unwrap()));
-    }
-    args.extend(["-H".into(), "Accept: application/json".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_eq!(curl(&page, &args).status, 401);
+    let fields: Vec<String> = chunks.iter().skip(1).map(field).collect();
+    let r = h2(&page, &ca, &fields, &["-H", "Accept: application/json"]);
+    assert_eq!(r.status, 401);
     env.assert_error_log_is_clean();
 }
 

@@ -293,35 +293,67 @@ extern "C" fn provider_line(
     }
 }
 
-/// The provider a location directive names: literally (checked now, `nginx -t` names an
-/// unknown one) or through variables (looked up per request).
-fn provider_ref(
+/// The part every location directive shares: this block's [`LocConf`] and the directive's
+/// words (its name first) for `parse`, whose error text becomes the `nginx -t` message.
+fn location_directive(
     cf: *mut ngx_conf_t,
-    directive: &str,
-    name: &str,
-) -> Result<ProviderRef, ConfResult> {
-    if !has_variables(name) {
-        return provider_index(cf, directive, name).map(ProviderRef::Index);
+    conf: *mut c_void,
+    parse: impl FnOnce(&mut LocConf, &[&str]) -> Result<(), String>,
+) -> ConfResult {
+    // SAFETY: nginx passes this module's location conf for the block being parsed.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: called by nginx while parsing this directive.
+    let argv = match unsafe { args(cf) } {
+        Ok(argv) => argv,
+        Err(_) => return emerg(cf, "oidc: a directive's values must be UTF-8"),
+    };
+    match parse(lcf, &argv) {
+        Ok(()) => NGX_CONF_OK,
+        Err(why) => emerg(cf, &why),
     }
-    // SAFETY: cf is the configuration being parsed.
-    unsafe { Complex::compile(cf, name) }
-        .map(ProviderRef::Named)
-        .ok_or_else(|| emerg(cf, &format!("{directive}: \"{name}\" did not compile")))
 }
 
-/// Looks a provider up by name for a location directive.
-fn provider_index(cf: *mut ngx_conf_t, directive: &str, name: &str) -> Result<usize, ConfResult> {
+/// Refuses a directive given twice in one block.
+fn once(directive: &str, already: bool) -> Result<(), String> {
+    if already {
+        Err(format!("{directive} is duplicate in this block"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The provider a location directive names: literally (checked now, `nginx -t` names an
+/// unknown one) or through variables (looked up per request).
+fn provider_ref(cf: *mut ngx_conf_t, directive: &str, name: &str) -> Result<ProviderRef, String> {
+    if has_variables(name) {
+        // SAFETY: cf is the configuration being parsed.
+        return unsafe { Complex::compile(cf, name) }
+            .map(ProviderRef::Named)
+            .ok_or_else(|| format!("{directive}: \"{name}\" did not compile"));
+    }
     // SAFETY: cf is an http-level configuration, so it has a main conf for this module.
     let main = unsafe { Module::main_conf(&*cf) };
-    main.and_then(|m| m.find(name)).ok_or_else(|| {
-        emerg(
-            cf,
-            &format!(
+    main.and_then(|m| m.find(name))
+        .map(ProviderRef::Index)
+        .ok_or_else(|| {
+            format!(
                 "{directive}: unknown provider \"{name}\"; define it before use with \
                  `oidc_provider {name} {{ issuer ...; client_id ...; }}` in the http block"
-            ),
-        )
-    })
+            )
+        })
+}
+
+/// Makes this location answer with `handler` (its content phase).
+fn set_content_handler(
+    cf: *mut ngx_conf_t,
+    directive: &str,
+    handler: ngx::ffi::ngx_http_handler_pt,
+) -> Result<(), String> {
+    // SAFETY: cf is a location block, so the core module has a location conf for it.
+    let clcf: &mut ngx_http_core_loc_conf_t = unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }
+        .ok_or_else(|| format!("{directive}: no location configuration"))?;
+    clcf.handler = handler;
+    Ok(())
 }
 
 extern "C" fn oidc_auth(
@@ -329,23 +361,14 @@ extern "C" fn oidc_auth(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> ConfResult {
-    // SAFETY: `conf` is this module's location conf for the current block.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    // SAFETY: called by nginx while parsing this directive.
-    let Ok(argv) = (unsafe { args(cf) }) else {
-        return emerg(cf, "oidc_auth: the value must be UTF-8");
-    };
-    if lcf.auth != AuthMode::Unset {
-        return emerg(cf, "oidc_auth is duplicate in this block");
-    }
-    lcf.auth = match argv[1] {
-        "off" => AuthMode::Off,
-        name => match provider_ref(cf, "oidc_auth", name) {
-            Ok(which) => AuthMode::Provider(which),
-            Err(e) => return e,
-        },
-    };
-    NGX_CONF_OK
+    location_directive(cf, conf, |lcf, argv| {
+        once("oidc_auth", lcf.auth != AuthMode::Unset)?;
+        lcf.auth = match argv[1] {
+            "off" => AuthMode::Off,
+            name => AuthMode::Provider(provider_ref(cf, "oidc_auth", name)?),
+        };
+        Ok(())
+    })
 }
 
 extern "C" fn oidc_endpoints(
@@ -353,29 +376,18 @@ extern "C" fn oidc_endpoints(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> ConfResult {
-    // SAFETY: `conf` is this module's location conf for the current block.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    // SAFETY: called by nginx while parsing this directive.
-    let Ok(argv) = (unsafe { args(cf) }) else {
-        return emerg(cf, "oidc_endpoints: the value must be UTF-8");
-    };
-    if lcf.endpoints.is_some() {
-        return emerg(cf, "oidc_endpoints is duplicate in this location");
-    }
-    if lcf.metrics {
-        return emerg(cf, METRICS_WITH_ENDPOINTS);
-    }
-    match provider_ref(cf, "oidc_endpoints", argv[1]) {
-        Ok(which) => lcf.endpoints = Some(which),
-        Err(e) => return e,
-    }
-    // SAFETY: cf is a location block, so the core module has a location conf for it.
-    let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
-        return emerg(cf, "oidc_endpoints: no location configuration");
-    };
-    let clcf: &mut ngx_http_core_loc_conf_t = clcf;
-    clcf.handler = Some(super::handler::endpoints::content_handler);
-    NGX_CONF_OK
+    location_directive(cf, conf, |lcf, argv| {
+        once("oidc_endpoints", lcf.endpoints.is_some())?;
+        if lcf.metrics {
+            return Err(METRICS_WITH_ENDPOINTS.into());
+        }
+        lcf.endpoints = Some(provider_ref(cf, "oidc_endpoints", argv[1])?);
+        set_content_handler(
+            cf,
+            "oidc_endpoints",
+            Some(super::handler::endpoints::content_handler),
+        )
+    })
 }
 
 const METRICS_WITH_ENDPOINTS: &str = "oidc_metrics and oidc_endpoints cannot share a \
@@ -388,68 +400,48 @@ extern "C" fn oidc_metrics(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> ConfResult {
-    // SAFETY: `conf` is this module's location conf for the current block.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    if lcf.metrics {
-        return emerg(cf, "oidc_metrics is duplicate in this location");
-    }
-    if lcf.endpoints.is_some() {
-        return emerg(cf, METRICS_WITH_ENDPOINTS);
-    }
-    lcf.metrics = true;
-    // SAFETY: cf is a location block, so the core module has a location conf for it.
-    let Some(clcf) = (unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) }) else {
-        return emerg(cf, "oidc_metrics: no location configuration");
-    };
-    let clcf: &mut ngx_http_core_loc_conf_t = clcf;
-    clcf.handler = Some(super::handler::metrics::content_handler);
-    NGX_CONF_OK
+    location_directive(cf, conf, |lcf, _| {
+        once("oidc_metrics", lcf.metrics)?;
+        if lcf.endpoints.is_some() {
+            return Err(METRICS_WITH_ENDPOINTS.into());
+        }
+        lcf.metrics = true;
+        set_content_handler(
+            cf,
+            "oidc_metrics",
+            Some(super::handler::metrics::content_handler),
+        )
+    })
 }
 
 /// `oidc_pass_access_token`, `oidc_set_authorization_header`, `oidc_bearer`,
-/// `oidc_skip_preflight`: `on` or `off`.
+/// `oidc_skip_preflight`: `on` or `off`, refused twice in one block.
 extern "C" fn oidc_flag(
     cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
+    _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> ConfResult {
-    // SAFETY: `conf` is this module's location conf for the current block; `cmd` is the entry
-    // of our static table being applied.
-    let (lcf, name) = unsafe { (&mut *(conf as *mut LocConf), (*cmd).name) };
-    let name = core::str::from_utf8(super::service::http::bytes(&name)).unwrap_or("");
-    let slot = match name {
-        "oidc_pass_access_token" => &mut lcf.pass_access_token,
-        "oidc_set_authorization_header" => &mut lcf.set_authorization_header,
-        "oidc_bearer" => &mut lcf.bearer,
-        "oidc_skip_preflight" => &mut lcf.skip_preflight,
-        _ => return emerg(cf, &format!("{name}: not an on/off directive")),
-    };
-    flag(cf, slot, name)
-}
-
-/// Parses an `on`/`off` directive into `slot`, refusing duplicates.
-fn flag(cf: *mut ngx_conf_t, slot: &mut Option<bool>, directive: &str) -> ConfResult {
-    // SAFETY: called by nginx while parsing this directive.
-    let Ok(argv) = (unsafe { args(cf) }) else {
-        return emerg(
-            cf,
-            &format!("{directive}: the value must be \"on\" or \"off\""),
-        );
-    };
-    if slot.is_some() {
-        return emerg(cf, &format!("{directive} is duplicate in this block"));
-    }
-    *slot = match argv[1] {
-        "on" => Some(true),
-        "off" => Some(false),
-        other => {
-            return emerg(
-                cf,
-                &format!("{directive}: \"{other}\" must be \"on\" or \"off\""),
-            )
-        }
-    };
-    NGX_CONF_OK
+    location_directive(cf, conf, |lcf, argv| {
+        let directive = argv[0];
+        let slot = match directive {
+            "oidc_pass_access_token" => &mut lcf.pass_access_token,
+            "oidc_set_authorization_header" => &mut lcf.set_authorization_header,
+            "oidc_bearer" => &mut lcf.bearer,
+            "oidc_skip_preflight" => &mut lcf.skip_preflight,
+            _ => return Err(format!("{directive}: not an on/off directive")),
+        };
+        once(directive, slot.is_some())?;
+        *slot = Some(match argv[1] {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(format!(
+                    "{directive}: \"{other}\" must be \"on\" or \"off\""
+                ))
+            }
+        });
+        Ok(())
+    })
 }
 
 extern "C" fn oidc_unauth_action(
@@ -457,27 +449,20 @@ extern "C" fn oidc_unauth_action(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> ConfResult {
-    // SAFETY: `conf` is this module's location conf for the current block.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    // SAFETY: called by nginx while parsing this directive.
-    let Ok(argv) = (unsafe { args(cf) }) else {
-        return emerg(cf, "oidc_unauth_action: use auto, redirect or 401");
-    };
-    if lcf.unauth_action.is_some() {
-        return emerg(cf, "oidc_unauth_action is duplicate in this block");
-    }
-    lcf.unauth_action = Some(match argv[1] {
-        "auto" => UnauthAction::Auto,
-        "redirect" => UnauthAction::Redirect,
-        "401" => UnauthAction::Unauthorized,
-        other => {
-            return emerg(
-                cf,
-                &format!("oidc_unauth_action: \"{other}\" must be auto, redirect or 401"),
-            )
-        }
-    });
-    NGX_CONF_OK
+    location_directive(cf, conf, |lcf, argv| {
+        once("oidc_unauth_action", lcf.unauth_action.is_some())?;
+        lcf.unauth_action = Some(match argv[1] {
+            "auto" => UnauthAction::Auto,
+            "redirect" => UnauthAction::Redirect,
+            "401" => UnauthAction::Unauthorized,
+            other => {
+                return Err(format!(
+                    "oidc_unauth_action: \"{other}\" must be auto, redirect or 401"
+                ))
+            }
+        });
+        Ok(())
+    })
 }
 
 /// `oidc_require_groups`, `oidc_require_roles`, `oidc_require_claim`, `oidc_email_domains`:
@@ -487,15 +472,9 @@ extern "C" fn oidc_rule(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> ConfResult {
-    // SAFETY: `conf` is this module's location conf for the current block.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    // SAFETY: called by nginx while parsing this directive.
-    let argv = match unsafe { args(cf) } {
-        Ok(argv) => argv,
-        Err(_) => return emerg(cf, "oidc_require_*: values must be UTF-8"),
-    };
-    match lcf.rules.set(argv[0], &argv[1..]) {
-        Ok(()) => NGX_CONF_OK,
-        Err(e) => emerg(cf, &e.to_string()),
-    }
+    location_directive(cf, conf, |lcf, argv| {
+        lcf.rules
+            .set(argv[0], &argv[1..])
+            .map_err(|e| e.to_string())
+    })
 }
