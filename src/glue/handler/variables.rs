@@ -11,7 +11,7 @@ use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 use crate::glue::service::ctx;
 use crate::glue::service::http::{bytes, pool_str};
 use crate::glue::Module;
-use crate::session::{Session, Verified};
+use crate::session::Verified;
 
 const CLAIM_PREFIX: &str = "oidc_claim_";
 const ACCESS_TOKEN: &str = "oidc_access_token";
@@ -23,23 +23,47 @@ type Getter = unsafe extern "C" fn(
     usize,
 ) -> ngx_int_t;
 
+/// What a session variable renders: the `data` its getter is registered with.
+#[derive(Clone, Copy)]
+enum Field {
+    User,
+    Email,
+    Groups,
+    AccessToken,
+    IdToken,
+}
+
+const FIELDS: [Field; 5] = [
+    Field::User,
+    Field::Email,
+    Field::Groups,
+    Field::AccessToken,
+    Field::IdToken,
+];
+
 /// # Safety
 /// `cf` must be the http configuration being parsed (preconfiguration).
 pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let vars: [(&str, Getter, u32); 7] = [
-        ("oidc_fetch_url", fetch_url, NGX_HTTP_VAR_NOCACHEABLE),
-        (ACCESS_TOKEN, access_token, NGX_HTTP_VAR_NOCACHEABLE),
-        (ID_TOKEN, id_token, NGX_HTTP_VAR_NOCACHEABLE),
-        ("oidc_user", user, NGX_HTTP_VAR_NOCACHEABLE),
-        ("oidc_email", email, NGX_HTTP_VAR_NOCACHEABLE),
-        ("oidc_groups", groups, NGX_HTTP_VAR_NOCACHEABLE),
+    let field = |f: Field| {
+        (
+            session_field as Getter,
+            f as usize,
+            NGX_HTTP_VAR_NOCACHEABLE,
+        )
+    };
+    let vars: [(&str, (Getter, usize, u32)); 7] = [
+        ("oidc_fetch_url", (fetch_url, 0, NGX_HTTP_VAR_NOCACHEABLE)),
+        (ACCESS_TOKEN, field(Field::AccessToken)),
+        (ID_TOKEN, field(Field::IdToken)),
+        ("oidc_user", field(Field::User)),
+        ("oidc_email", field(Field::Email)),
+        ("oidc_groups", field(Field::Groups)),
         (
             CLAIM_PREFIX,
-            claim,
-            NGX_HTTP_VAR_NOCACHEABLE | NGX_HTTP_VAR_PREFIX,
+            (claim, 0, NGX_HTTP_VAR_NOCACHEABLE | NGX_HTTP_VAR_PREFIX),
         ),
     ];
-    for (name, get, flags) in vars {
+    for (name, (get, data, flags)) in vars {
         let mut name = ngx_str_t {
             len: name.len(),
             data: name.as_ptr() as *mut u8,
@@ -50,7 +74,10 @@ pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
             return NGX_ERROR as ngx_int_t;
         }
         // SAFETY: ngx_http_add_variable returned a valid variable slot.
-        unsafe { (*v).get_handler = Some(get) };
+        unsafe {
+            (*v).get_handler = Some(get);
+            (*v).data = data;
+        }
     }
     NGX_OK as ngx_int_t
 }
@@ -81,16 +108,7 @@ unsafe fn set_value(
 }
 
 /// The session of this request, or of its main request (variables are often evaluated in
-/// subrequests and upstream contexts).
-///
-/// # Safety
-/// `r` must be a live request.
-unsafe fn session<'a>(r: *mut ngx_http_request_t) -> Option<&'a Session> {
-    // SAFETY: per this function's contract.
-    unsafe { verified(r) }.map(|v| &v.session)
-}
-
-/// The session of this request or of its main request, with what it renders (see `session`).
+/// subrequests and upstream contexts), with what it renders.
 ///
 /// # Safety
 /// `r` must be a live request.
@@ -121,43 +139,36 @@ unsafe extern "C" fn fetch_url(
 unsafe fn from_session(
     r: *mut ngx_http_request_t,
     v: *mut ngx_http_variable_value_t,
-    f: impl Fn(&Session) -> Option<String>,
+    f: impl Fn(&Verified) -> Option<String>,
 ) -> ngx_int_t {
     // SAFETY: called from a getter with a live request and value slot.
     unsafe {
-        let value = session(r).and_then(f);
+        let value = verified(r).and_then(f);
         set_value(r, v, value.as_deref().map(str::as_bytes))
     }
 }
 
-unsafe extern "C" fn user(
+/// `$oidc_user`, `$oidc_email`, `$oidc_groups`, and the session's tokens as NGINX Plus names
+/// them: `$oidc_access_token` (the current one, renewed by a refresh before the request goes
+/// on) and `$oidc_id_token`. The module never logs the tokens.
+unsafe extern "C" fn session_field(
     r: *mut ngx_http_request_t,
     v: *mut ngx_http_variable_value_t,
-    _: usize,
+    data: usize,
 ) -> ngx_int_t {
+    let Some(&field) = FIELDS.get(data) else {
+        return NGX_ERROR as ngx_int_t;
+    };
     // SAFETY: called by nginx with a live request and value slot.
     unsafe {
-        let user = verified(r).and_then(|s| s.user.clone());
-        set_value(r, v, user.as_deref().map(str::as_bytes))
+        from_session(r, v, |s| match field {
+            Field::User => s.user.clone(),
+            Field::Email => s.session.claim("email"),
+            Field::Groups => s.session.claim("groups"),
+            Field::AccessToken => s.session.at.clone(),
+            Field::IdToken => s.session.idt.clone(),
+        })
     }
-}
-
-unsafe extern "C" fn email(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_http_variable_value_t,
-    _: usize,
-) -> ngx_int_t {
-    // SAFETY: called by nginx with a live request and value slot.
-    unsafe { from_session(r, v, |s| s.claim("email")) }
-}
-
-unsafe extern "C" fn groups(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_http_variable_value_t,
-    _: usize,
-) -> ngx_int_t {
-    // SAFETY: called by nginx with a live request and value slot.
-    unsafe { from_session(r, v, |s| s.claim("groups")) }
 }
 
 unsafe extern "C" fn claim(
@@ -171,34 +182,7 @@ unsafe extern "C" fn claim(
         let name = std::str::from_utf8(&full[CLAIM_PREFIX.len().min(full.len())..])
             .unwrap_or("")
             .to_string();
-        from_session(r, v, |s| s.claim(&name))
-    }
-}
-
-/// The session's access token (NGINX Plus's `$oidc_access_token`): the current one, renewed
-/// by a refresh before the request goes on. Never logged by the module.
-unsafe extern "C" fn access_token(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_http_variable_value_t,
-    _: usize,
-) -> ngx_int_t {
-    // SAFETY: called by nginx with a live request and value slot.
-    unsafe {
-        let at = session(r).and_then(|s| s.at.clone());
-        set_value(r, v, at.as_deref().map(str::as_bytes))
-    }
-}
-
-/// The session's ID token (NGINX Plus's `$oidc_id_token`).
-unsafe extern "C" fn id_token(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_http_variable_value_t,
-    _: usize,
-) -> ngx_int_t {
-    // SAFETY: called by nginx with a live request and value slot.
-    unsafe {
-        let idt = session(r).and_then(|s| s.idt.clone());
-        set_value(r, v, idt.as_deref().map(str::as_bytes))
+        from_session(r, v, |s| s.session.claim(&name))
     }
 }
 
