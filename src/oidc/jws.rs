@@ -271,20 +271,9 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    /// A JWKS with one key per algorithm and a token signed by each, made with Node's crypto
-    /// (OpenSSL) by `testdata/algorithms.mjs`: an implementation independent of ours.
-    const VECTORS: &str = include_str!("testdata/algorithms.json");
-
     fn vectors() -> (JwkSet, Vec<(String, String)>) {
-        let v: Value = serde_json::from_str(VECTORS).unwrap();
-        let jwks = serde_json::from_value(v["jwks"].clone()).unwrap();
-        let tokens = v["tokens"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, t)| (k.clone(), t.as_str().unwrap().to_string()))
-            .collect();
-        (jwks, tokens)
+        let (jwks, tokens) = crate::oidc::test_vectors::algorithm_vectors();
+        (serde_json::from_value(jwks).unwrap(), tokens)
     }
 
     fn check(jwks: &JwkSet, token: &str) -> Result<(), JwsError> {

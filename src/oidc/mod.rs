@@ -10,6 +10,8 @@ pub mod numeric;
 #[cfg(test)]
 mod openidconnect_fit;
 pub mod query;
+#[cfg(test)]
+mod test_vectors;
 pub mod token;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

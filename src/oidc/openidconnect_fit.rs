@@ -16,10 +16,6 @@ use super::id_token::{self, Expectations, JwtError};
 use super::jws::JwkSet;
 use super::token;
 
-/// A JWKS with one key per algorithm Keycloak 26 offers and an ID token signed with each
-/// (Node's crypto, see testdata/algorithms.mjs); claims: iss http://kc/realms/test, aud and azp
-/// test, nonce n1, iat 1800000000, exp 1800000300.
-const VECTORS: &str = include_str!("testdata/algorithms.json");
 /// A real Keycloak 26.5 token response (password grant, realm tests/keycloak/realm-test.json)
 /// and the realm's JWKS at the time: one RS256 signing key and one RSA-OAEP encryption key.
 const KEYCLOAK_TOKENS: &str = include_str!("testdata/keycloak-26-token-response.json");
@@ -69,15 +65,12 @@ fn oidc_verify(v: &CoreIdTokenVerifier, token: &str) -> Result<String, ClaimsVer
         .map(|c| c.subject().as_str().to_string())
 }
 
+/// A JWKS with one key per algorithm Keycloak 26 offers and an ID token signed with each
+/// (see `test_vectors`); claims: iss http://kc/realms/test, aud and azp test, nonce n1, iat
+/// 1800000000, exp 1800000300.
 fn vectors() -> (String, Vec<(String, String)>) {
-    let v: Value = serde_json::from_str(VECTORS).unwrap();
-    let tokens = v["tokens"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, t)| (k.clone(), t.as_str().unwrap().to_string()))
-        .collect();
-    (v["jwks"].to_string(), tokens)
+    let (jwks, tokens) = super::test_vectors::algorithm_vectors();
+    (jwks.to_string(), tokens)
 }
 
 #[test]
