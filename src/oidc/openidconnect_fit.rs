@@ -251,3 +251,29 @@ fn openidconnect_reads_keycloaks_token_response_but_not_string_or_fractional_lif
     assert!(serde_json::from_str::<CoreTokenResponse>(untyped).is_err());
     assert!(token::parse(200, untyped.as_bytes()).is_ok());
 }
+
+#[test]
+fn openidconnect_cannot_hint_a_logout_with_an_id_token_whose_claims_it_does_not_read() {
+    // RP-Initiated Logout 1.0 §2: id_token_hint is the ID token as received. openidconnect's
+    // LogoutRequest::set_id_token_hint takes a parsed IdToken, and parsing reads the claims:
+    // Auth0 sends updated_at as a date string (OIDC Core §5.1 says seconds), some providers
+    // email_verified as "true". The module accepts both tokens (neither claim is checked) and
+    // must hint the logout with them, so end_session_url stays the module's.
+    for (claim, value) in [
+        ("updated_at", json!("2023-01-01T00:00:00.000Z")),
+        ("email_verified", json!("true")),
+    ] {
+        let (mine, _) = both(&with(claim, value.clone()));
+        assert_eq!(mine, Ok(()), "{claim}");
+        let token = rs256(&with(claim, value));
+        let parsed: Result<CoreIdToken, _> = token.parse();
+        assert!(parsed.is_err(), "{claim}");
+        let url = super::authorize::end_session_url(
+            "http://kc/logout",
+            "test",
+            Some(&token),
+            "http://app/",
+        );
+        assert!(url.contains(&format!("id_token_hint={token}")), "{url}");
+    }
+}
