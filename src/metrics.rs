@@ -173,7 +173,8 @@ pub fn bearer_refusal(e: &JwtError) -> Counter {
         | JwtError::Time(_)
         | JwtError::NotYetValid(_)
         | JwtError::Nonce
-        | JwtError::Subject => Counter::BearerClaims,
+        | JwtError::Subject
+        | JwtError::NotALogoutToken(_) => Counter::BearerClaims,
     }
 }
 

@@ -41,6 +41,8 @@ pub enum JwtError {
     Subject,
     #[error("the token is not an access token: {0}")]
     NotAnAccessToken(&'static str),
+    #[error("the token is not a back-channel logout token: {0}")]
+    NotALogoutToken(&'static str),
 }
 
 impl From<JwsError> for JwtError {
@@ -349,7 +351,10 @@ pub struct LogoutToken {
 }
 
 /// Verifies a `logout_token`: signature, iss, aud ∋ client_id, iat, the back-channel logout
-/// event, `sid` or `sub`, and no `nonce` (so an ID token cannot be passed off as one).
+/// event, `sid` or `sub`, and no `nonce` (so an ID token cannot be passed off as one). An
+/// explicit type must be a logout token's (Back-Channel Logout 1.0 §2.4, §4.1 cross-JWT
+/// confusion): the header `typ` absent, `JWT` (Keycloak's) or `logout+jwt`; Keycloak's payload
+/// `typ`, when present, `Logout`.
 pub fn verify_logout_token(
     token: &str,
     jwks: &JwkSet,
@@ -367,6 +372,23 @@ pub fn verify_logout_token(
         leeway,
         &["iat", "iss", "aud"],
     )?;
+    let header_typ = jws::header(token)
+        .and_then(|h| h.typ)
+        .map(|t| t.to_ascii_lowercase());
+    let media = header_typ
+        .as_deref()
+        .map(|t| t.strip_prefix("application/").unwrap_or(t));
+    if !matches!(media, None | Some("jwt") | Some("logout+jwt")) {
+        return Err(JwtError::NotALogoutToken(
+            "its header typ names another kind of JWT",
+        ));
+    }
+    if matches!(claims.get("typ"), Some(t) if !t.as_str().is_some_and(|t| t.eq_ignore_ascii_case("logout")))
+    {
+        return Err(JwtError::NotALogoutToken(
+            "its typ claim names another kind of token",
+        ));
+    }
     let is_logout = matches!(claims.get("events"), Some(Value::Object(e)) if e.contains_key(BACKCHANNEL_LOGOUT_EVENT));
     if !is_logout {
         return Err(JwtError::MissingClaim("events".into()));
@@ -701,6 +723,44 @@ mod tests {
         assert!(check(other_aud).is_err());
         // An ID token (it carries a nonce and no event) is not a logout token.
         assert!(check(good()).is_err());
+    }
+
+    #[test]
+    fn a_logout_token_typed_as_another_kind_of_jwt_is_refused() {
+        let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
+        let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        let claims = json!({"iss":"http://kc/realms/test","aud":"test","iat":NOW,"jti":"j",
+                            "sid":"s1","events":event});
+        let check = |typ: Option<&str>, claims: &Value| {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some("test-key".into());
+            header.typ = typ.map(str::to_string);
+            let key = EncodingKey::from_rsa_der(DER);
+            let t = jsonwebtoken::encode(&header, claims, &key).unwrap();
+            verify_logout_token(&t, &jwks, "http://kc/realms/test", "test", NOW, 60)
+        };
+        for typ in [
+            None,
+            Some("JWT"),
+            Some("logout+jwt"),
+            Some("application/logout+jwt"),
+        ] {
+            assert!(check(typ, &claims).is_ok(), "{typ:?}");
+        }
+        // Keycloak's own logout tokens carry the payload typ "Logout".
+        let mut keycloak = claims.clone();
+        keycloak["typ"] = json!("Logout");
+        assert!(check(Some("JWT"), &keycloak).is_ok());
+        assert!(matches!(
+            check(Some("at+jwt"), &claims),
+            Err(JwtError::NotALogoutToken(_))
+        ));
+        let mut bearer = claims;
+        bearer["typ"] = json!("Bearer");
+        assert!(matches!(
+            check(Some("JWT"), &bearer),
+            Err(JwtError::NotALogoutToken(_))
+        ));
     }
 
     #[test]
