@@ -274,6 +274,46 @@ fn two_tabs_can_log_in_at_the_same_time() {
     env.assert_error_log_is_clean();
 }
 
+#[test]
+fn users_coming_back_from_the_provider_at_once_to_a_freshly_started_worker_all_log_in() {
+    let env = Env::start();
+    let mut users: Vec<(Browser, String, String)> = (1..=3)
+        .map(|i| {
+            let mut b = env.browser();
+            let page = format!("/user/{i}");
+            let callback = b
+                .authorize(&env.url(&page), "demo", "demo")
+                .unwrap_or_else(|r| panic!("{}", r.summary()));
+            (b, page, callback)
+        })
+        .collect();
+    // New workers know nothing of the provider yet, and the provider answers the discovery
+    // document only once all three callbacks have asked for it: at least two of them (two
+    // workers) wait for it in one worker at the same time.
+    env.nginx.reload_and_drain();
+    env.provider.hold("discovery", 3);
+    let results: Vec<_> = users
+        .drain(..)
+        .map(|(mut b, page, callback)| {
+            thread::spawn(move || {
+                let r = b.get(&callback, &[]);
+                (b, page, r)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for (b, page, r) in &results {
+        assert_eq!(assert_on_site_redirect(&env, b, r), *page);
+    }
+    assert_eq!(
+        env.provider.stats()["token_requests"]["authorization_code"],
+        3
+    );
+    env.assert_error_log_is_clean();
+}
+
 /// Starts a login from each of `pages` in one browser before any comes back (a browser
 /// restoring its tabs), then completes them oldest first; each lands on its own page.
 fn tabs_opened_together_all_log_in(env: &Env, pages: &[String]) {

@@ -453,6 +453,15 @@ impl Provider {
             .expect("POST /_test/fault");
     }
 
+    /// `POST /_test/fault?what=..&kind=hold&n=N`: the next `n` answers of `what` wait until
+    /// all `n` requests have arrived, so `n` provider calls are in flight at once.
+    pub fn hold(&self, what: &str, n: usize) {
+        plain_agent()
+            .post(&self.url(&format!("/_test/fault?what={what}&kind=hold&n={n}")))
+            .call()
+            .expect("POST /_test/fault?kind=hold");
+    }
+
     /// `POST /_test/fault?clear=1`.
     pub fn clear_faults(&self) {
         plain_agent()
@@ -963,6 +972,17 @@ impl Nginx {
         });
         // Give the old workers a moment to stop accepting.
         thread::sleep(Duration::from_millis(200));
+    }
+
+    /// [`Nginx::reload`], then waits until both old workers have exited: every request from
+    /// now on is served by a new worker (whose per-worker caches start empty).
+    pub fn reload_and_drain(&self) {
+        let exited = |log: &str| log.matches("exited with code 0").count();
+        let before = exited(&self.error_log());
+        self.reload();
+        wait_for("the old workers to exit", Duration::from_secs(10), || {
+            (exited(&self.error_log()) >= before + 2).then_some(())
+        });
     }
 
     pub fn stop(&mut self) {

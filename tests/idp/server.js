@@ -118,8 +118,23 @@ function resetStats() {
 // POST /_test/fault?what=token|discovery|jwks&kind=500|badjson|huge|hugechunked[&n=N] makes
 // the next N (default: all, until cleared) answers of that endpoint a 500, invalid JSON or a
 // 10 MB body;
-// POST /_test/fault?clear=1 ends every fault.
+// POST /_test/fault?what=..&kind=hold&n=N holds the next N answers of that endpoint until all
+// N requests have arrived, then answers them together: N provider calls certainly in flight at
+// once (no timing luck);
+// POST /_test/fault?clear=1 ends every fault and releases held requests.
 const FAULT_WHATS = ['token', 'discovery', 'jwks'];
+const holds = new Map();
+async function holdIfAsked(what) {
+  const h = holds.get(what);
+  if (!h) return;
+  await new Promise((release) => {
+    h.waiting.push(release);
+    if (h.waiting.length >= h.n) {
+      holds.delete(what);
+      h.waiting.forEach((r) => r());
+    }
+  });
+}
 const FAULT_KINDS = ['500', 'badjson', 'huge', 'hugechunked'];
 const faults = new Map();
 function serveFault(req, res, what) {
@@ -744,10 +759,18 @@ const server = http.createServer(async (req, res) => {
       const q = new URLSearchParams(req.url.split('?')[1] || '');
       if (q.get('clear')) {
         faults.clear();
+        holds.forEach((h) => h.waiting.forEach((r) => r()));
+        holds.clear();
         return sendJson(res, 200, { faults: {} });
       }
       const what = q.get('what');
       const kind = q.get('kind');
+      if (kind === 'hold' && FAULT_WHATS.includes(what)) {
+        const n = parseInt(q.get('n') || '', 10);
+        if (!(n > 1)) return sendJson(res, 400, { error: 'hold needs n > 1' });
+        holds.set(what, { n, waiting: [] });
+        return sendJson(res, 200, { holding: what, n });
+      }
       if (!FAULT_WHATS.includes(what) || !FAULT_KINDS.includes(kind)) {
         return sendJson(res, 400, { error: `what must be one of ${FAULT_WHATS}, kind one of ${FAULT_KINDS}` });
       }
@@ -808,6 +831,7 @@ const server = http.createServer(async (req, res) => {
     }
     if (sub === '/.well-known/openid-configuration') stats.discovery_requests += 1;
     if (sub === `${KC}/certs`) stats.jwks_requests += 1;
+    if (sub === '/.well-known/openid-configuration') await holdIfAsked('discovery');
     if (sub === '/.well-known/openid-configuration' && serveFault(req, res, 'discovery')) return undefined;
     if (sub === `${KC}/certs` && serveFault(req, res, 'jwks')) return undefined;
     if (sub === `${KC}/token` && req.method === 'POST' && serveFault(req, res, 'token')) {

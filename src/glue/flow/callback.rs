@@ -163,7 +163,7 @@ pub unsafe fn callback(
 
     let token = match rctx.token.take() {
         Some(t) => t,
-        None => match rctx.take_fetched() {
+        None => match rctx.take_fetched(Endpoint::Token) {
             None => {
                 // SAFETY: per this function's contract.
                 let Some(redirect_uri) = (unsafe { redirect_uri(r, p) }) else {

@@ -66,7 +66,7 @@ pub unsafe fn refresh(
     let key = shared::key(rt.as_bytes());
     if rctx.refresh == RefreshState::Fetching {
         rctx.refresh = RefreshState::Idle;
-        let (status, body) = rctx.take_fetched().unwrap_or_default();
+        let (status, body) = rctx.take_fetched(Endpoint::Refresh).unwrap_or_default();
         match token::parse(status, &body) {
             Ok(t) if t.id_token.is_some() || jws::header(&t.access_token).is_some() => {
                 rctx.token = Some(t);

@@ -11,13 +11,13 @@ use zeroize::Zeroizing;
 
 use crate::session::Verified;
 
-/// A provider call made through the fetch location.
+/// A provider call made through the fetch location, and which endpoint it went to.
 pub enum FetchSlot {
     Idle,
-    Pending,
+    Pending(Endpoint),
     /// HTTP status (0 when no response arrived, [`super::fetch::TOO_BIG`] when it did not fit)
     /// and body.
-    Done(u16, Zeroizing<Vec<u8>>),
+    Done(Endpoint, u16, Zeroizing<Vec<u8>>),
 }
 
 /// Where this request stands with refreshing its session's access token.
@@ -84,12 +84,16 @@ impl Default for RequestCtx {
 }
 
 impl RequestCtx {
-    /// Takes a finished fetch result, leaving the slot idle.
-    pub fn take_fetched(&mut self) -> Option<(u16, Zeroizing<Vec<u8>>)> {
+    /// Takes the finished result of a call to `endpoint`, leaving the slot idle. The answer of
+    /// another endpoint is dropped: a step that found its document cached meanwhile (another
+    /// request of this worker fetched it first) leaves its own answer behind, which must never
+    /// be read as the next step's (a discovery document taken for a token response).
+    pub fn take_fetched(&mut self, endpoint: Endpoint) -> Option<(u16, Zeroizing<Vec<u8>>)> {
         match std::mem::replace(&mut self.fetch, FetchSlot::Idle) {
-            FetchSlot::Done(status, body) => Some((status, body)),
-            other => {
-                self.fetch = other;
+            FetchSlot::Done(e, status, body) if e == endpoint => Some((status, body)),
+            FetchSlot::Done(..) | FetchSlot::Idle => None,
+            pending @ FetchSlot::Pending(_) => {
+                self.fetch = pending;
                 None
             }
         }

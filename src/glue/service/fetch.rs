@@ -176,7 +176,7 @@ pub unsafe fn start(
             },
         )
         .ok_or(())?;
-        (*rctx).fetch = FetchSlot::Pending;
+        (*rctx).fetch = FetchSlot::Pending(req.endpoint);
         (*rctx).fetch_timer = Some((req.endpoint, ngx_current_msec, req.zone));
         Ok(())
     }
@@ -193,7 +193,7 @@ unsafe extern "C" fn fetch_done(
     // the main request ends); `sr` is the finished subrequest.
     unsafe {
         let rctx = &mut *(data as *mut RequestCtx);
-        if matches!(rctx.fetch, FetchSlot::Pending) {
+        if let FetchSlot::Pending(endpoint) = rctx.fetch {
             let too_big = ctx::get(sr).is_some_and(|c| c.too_big);
             let status = if too_big {
                 TOO_BIG
@@ -217,7 +217,7 @@ unsafe extern "C" fn fetch_done(
                     m.observe(endpoint, ms as u64, (200..300).contains(&status));
                 }
             }
-            rctx.fetch = FetchSlot::Done(status, body);
+            rctx.fetch = FetchSlot::Done(endpoint, status, body);
             wipe_request(sr);
         }
         // An error here would terminate the browser's request with no answer; the parent

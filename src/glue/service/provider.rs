@@ -62,7 +62,7 @@ unsafe fn provider_document<T>(
         Endpoint::Jwks => "JWKS",
         _ => "discovery",
     };
-    let Some((status, body)) = rctx.take_fetched() else {
+    let Some((status, body)) = rctx.take_fetched(endpoint) else {
         let req = FetchRequest {
             endpoint,
             zone: p.zone,
