@@ -3,10 +3,13 @@
 
 mod common;
 
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::{time_until, Dns, Redis, TwoNodes};
+use common::cluster::{
+    cluster_provider_block, redis_dir, time_until, Dns, Redis, RedisCerts, RedisTls, TwoNodes,
+};
 use common::*;
 
 const PAGE: &str = "/app/page";
@@ -466,4 +469,290 @@ fn a_cluster_store_host_name_is_looked_up_at_start_without_a_resolver_and_at_con
         true,
     );
     assert!(t.ok, "{}", t.stderr);
+}
+
+// ------------------------------------------------------------------------ rediss:// (TLS)
+
+/// The `cluster_store` of a TLS Redis at `host` (a name or 127.0.0.1), trusting `ca`, with a
+/// client certificate when `client` is given: the URL and the other directives.
+fn rediss(
+    host: &str,
+    redis: &Redis,
+    ca: &Path,
+    client: Option<&RedisCerts>,
+) -> (String, Vec<String>) {
+    let url = format!("rediss://{host}:{}", redis.port);
+    let mut directives = vec![format!(
+        "cluster_store_trusted_certificate {};",
+        ca.display()
+    )];
+    if let Some(c) = client {
+        directives.push(format!(
+            "cluster_store_certificate {};",
+            c.client_cert.display()
+        ));
+        directives.push(format!(
+            "cluster_store_certificate_key {};",
+            c.client_key.display()
+        ));
+    }
+    (url, directives)
+}
+
+/// [`rediss`] as a provider block.
+fn rediss_block(host: &str, redis: &Redis, ca: &Path, client: Option<&RedisCerts>) -> String {
+    let (url, directives) = rediss(host, redis, ca, client);
+    let directives: Vec<&str> = directives.iter().map(String::as_str).collect();
+    cluster_provider_block(&url, &directives)
+}
+
+/// Both nodes on a TLS `redis`, reached as [`rediss`] says.
+fn two_nodes_over_tls(
+    redis: Redis,
+    host: &str,
+    ca: &Path,
+    client: Option<&RedisCerts>,
+) -> TwoNodes {
+    let (url, directives) = rediss(host, &redis, ca, client);
+    let directives: Vec<&str> = directives.iter().map(String::as_str).collect();
+    TwoNodes::start_with(redis, &url, "", &directives, EnvOptions::default())
+}
+
+/// One node (with `provider_block`) on a Redis it cannot use, and `demo` logged in: the node
+/// is not ready, the user does not notice, and the error log has one warning per worker
+/// saying why, whatever the number of attempts. Returns the warning.
+fn refused_link_is_invisible_and_logged_once(
+    provider_block: &str,
+    redis: &Redis,
+    says: &str,
+) -> String {
+    let before = redis.accepted();
+    let env = one_node(provider_block);
+    let b = logged_in(&env, PAGE, "demo");
+    let cookie = session_cookie(&b);
+    // The link retries every 100 ms at first, then less often: several attempts from each
+    // worker within a few seconds, counted in Redis's log.
+    time_until(
+        "a few attempts from each worker",
+        Duration::from_secs(15),
+        || redis.accepted() >= before + 8,
+    );
+    assert_eq!(
+        status_with(&env.url(PAGE), &cookie),
+        200,
+        "Redis down is invisible"
+    );
+    assert_eq!(status_with(&env.url("/oauth2/ready"), ""), 503);
+    let log = env.error_log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("[warn]") && l.contains("cluster store"))
+        .collect();
+    assert!(
+        (1..=2).contains(&warnings.len()) && warnings.iter().all(|w| w.contains(says)),
+        "one warning per worker naming \"{says}\", not one per attempt:\n{log}"
+    );
+    env.assert_error_log_is_clean();
+    warnings[0].to_string()
+}
+
+/// One node with `provider_block` (no second node: what it logs is what is tested).
+fn one_node(provider_block: &str) -> Env {
+    Env::start_with(EnvOptions {
+        http: format!("{provider_block}{PROTECTED_SERVER}"),
+        ..Default::default()
+    })
+}
+
+fn tls_redis(certs: &RedisCerts, auth_clients: bool) -> Redis {
+    Redis::start_tls(&redis_dir(), certs.redis_tls(auth_clients))
+}
+
+#[test]
+fn over_rediss_a_sign_out_on_node_a_ends_a_copied_session_on_node_b() {
+    let certs = RedisCerts::create();
+    let redis = tls_redis(&certs, false);
+    // By name: the certificate's DNS name is checked and sent as SNI.
+    let nodes = two_nodes_over_tls(redis, "localhost", &certs.tls.ca, None);
+    let (mut b, stolen) = logged_in_on_a(&nodes);
+    assert_eq!(status_with(&nodes.a("/oauth2/ready"), ""), 200);
+    assert_eq!(status_with(&nodes.b("/oauth2/ready"), ""), 200);
+
+    b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    let took = time_until(
+        "node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+    eprintln!("propagation over TLS: sign-out on A refused on B after {took:?}");
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn a_redis_whose_certificate_comes_from_another_ca_is_refused_and_users_do_not_notice() {
+    let ours = RedisCerts::create();
+    let theirs = RedisCerts::create();
+    let redis = tls_redis(&theirs, false);
+    let warning = refused_link_is_invisible_and_logged_once(
+        &rediss_block("127.0.0.1", &redis, &ours.tls.ca, None),
+        &redis,
+        // OpenSSL's words: Redis sends its CA along, which nginx does not trust.
+        "certificate verify failed: self-signed certificate in certificate chain",
+    );
+    eprintln!("the operator reads: {warning}");
+}
+
+#[test]
+fn a_redis_certificate_for_another_host_is_refused_by_address_and_by_name() {
+    let certs = RedisCerts::create();
+    let (cert, key) = certs.server_cert_for("DNS:redis.invalid");
+    let redis = Redis::start_tls(
+        &redis_dir(),
+        RedisTls {
+            cert,
+            key,
+            ..certs.redis_tls(false)
+        },
+    );
+    for host in ["127.0.0.1", "localhost"] {
+        let warning = refused_link_is_invisible_and_logged_once(
+            &rediss_block(host, &redis, &certs.tls.ca, None),
+            &redis,
+            &format!("certificate verify failed: the certificate is not for \"{host}\""),
+        );
+        eprintln!("the operator reads: {warning}");
+    }
+}
+
+#[test]
+fn mutual_tls_links_with_the_client_certificate() {
+    let certs = RedisCerts::create();
+    let redis = tls_redis(&certs, true);
+    // By IP address: the certificate's iPAddress name is checked.
+    let nodes = two_nodes_over_tls(redis, "127.0.0.1", &certs.tls.ca, Some(&certs));
+    let (mut b, stolen) = logged_in_on_a(&nodes);
+    assert_eq!(status_with(&nodes.b("/oauth2/ready"), ""), 200);
+    b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    time_until(
+        "node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+
+    // A reload brings a new TLS context (the old one goes with the old configuration) and
+    // new links, which work as the old ones did.
+    nodes.b.reload();
+    time_until(
+        "node B is ready after the reload",
+        Duration::from_secs(10),
+        || status_with(&nodes.b("/oauth2/ready"), "") == 200,
+    );
+    let (mut b, stolen) = logged_in_on_a(&nodes);
+    b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    time_until(
+        "the reloaded node B refuses the copied cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &stolen) == 401,
+    );
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn without_a_client_certificate_a_redis_that_asks_for_one_refuses_and_the_warning_says_so() {
+    let certs = RedisCerts::create();
+    let redis = tls_redis(&certs, true);
+    let warning = refused_link_is_invisible_and_logged_once(
+        &rediss_block("127.0.0.1", &redis, &certs.tls.ca, None),
+        &redis,
+        "set cluster_store_certificate and cluster_store_certificate_key",
+    );
+    eprintln!("the operator reads: {warning}");
+}
+
+#[test]
+fn tls_settings_mistakes_fail_nginx_t_naming_the_directive_and_the_fix() {
+    let certs = RedisCerts::create();
+    let other = RedisCerts::create();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let files = [
+        ("keys", new_cookie_key()),
+        ("ca.pem", read(&certs.tls.ca)),
+        ("client.pem", read(&certs.client_cert)),
+        ("client.key", read(&certs.client_key)),
+        ("other.key", read(&other.client_key)),
+        ("hello.txt", "hello\n".to_string()),
+        (
+            "broken.pem",
+            "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".to_string(),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    let vars = offline_config_vars();
+    let check = |directives: &[&str]| {
+        let body = format!("{}{PROTECTED_SERVER}", provider_block_with(directives));
+        nginx_t(&body, &vars, &files, true)
+    };
+    let rediss = "cluster_store rediss://127.0.0.1:6380;";
+    let trusted = |f: &str| format!("cluster_store_trusted_certificate @DIR@/{f};");
+    let cert = "cluster_store_certificate @DIR@/client.pem;";
+    let key = |f: &str| format!("cluster_store_certificate_key @DIR@/{f};");
+    for (directives, names, says) in [
+        (
+            vec!["cluster_store redis://127.0.0.1:6379;", &trusted("ca.pem")],
+            "cluster_store_trusted_certificate",
+            "rediss://",
+        ),
+        (
+            vec![cert, &key("client.key")],
+            "cluster_store_certificate",
+            "rediss://",
+        ),
+        (
+            vec![rediss, &trusted("missing.pem")],
+            "cluster_store_trusted_certificate",
+            "missing.pem",
+        ),
+        (
+            vec![rediss, &trusted("hello.txt")],
+            "cluster_store_trusted_certificate",
+            "no PEM",
+        ),
+        (
+            vec![rediss, &trusted("broken.pem")],
+            "cluster_store_trusted_certificate",
+            "PEM file of the CA",
+        ),
+        (
+            vec![rediss, cert],
+            "cluster_store_certificate",
+            "cluster_store_certificate_key FILE",
+        ),
+        (
+            vec![rediss, &key("client.key")],
+            "cluster_store_certificate_key",
+            "cluster_store_certificate FILE",
+        ),
+        (
+            vec![rediss, cert, &key("ca.pem")],
+            "cluster_store_certificate_key",
+            "no PEM private key",
+        ),
+        (
+            vec![rediss, cert, &key("other.key")],
+            "cluster_store_certificate",
+            "its own",
+        ),
+    ] {
+        let t = check(&directives);
+        assert!(!t.ok, "nginx -t accepted {directives:?}");
+        assert!(
+            t.stderr.contains(&format!("\"{names}\"")) && t.stderr.contains(says),
+            "{directives:?}: {}",
+            t.stderr
+        );
+    }
+    let t = check(&[rediss, &trusted("ca.pem"), cert, &key("client.key")]);
+    assert!(t.ok, "{}", t.stderr);
+    let t = check(&[rediss]);
+    assert!(t.ok, "OpenSSL's default trust store: {}", t.stderr);
 }

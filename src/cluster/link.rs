@@ -53,6 +53,36 @@ impl Outage {
     }
 }
 
+/// The message of a line nginx logged (`2026/01/02 03:04:05 [info] 7#0: *3 SSL_read() failed
+/// ...`): without the time, level, process and connection number.
+pub fn log_message(nginx_line: &str) -> &str {
+    let line = nginx_line.trim_end();
+    let message = line
+        .find("] ")
+        .and_then(|i| line[i + 2..].split_once(": "))
+        .map_or(line, |(_, rest)| rest);
+    message
+        .strip_prefix('*')
+        .and_then(|m| m.split_once(' '))
+        .filter(|(n, _)| n.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(message, |(_, rest)| rest)
+}
+
+/// Why a TLS connection to Redis failed, from the line nginx's SSL layer logged about it: its
+/// message, and what to do when the cause is a usual setup mistake.
+pub fn tls_failure(nginx_line: &str) -> String {
+    let message = log_message(nginx_line);
+    let hint = if message.contains("certificate required") {
+        "; Redis asks for a client certificate (tls-auth-clients): set \
+         cluster_store_certificate and cluster_store_certificate_key"
+    } else if message.contains("wrong version number") || message.contains("packet length") {
+        "; is this port a TLS port of Redis (tls-port), or should the URL be redis://?"
+    } else {
+        ""
+    };
+    format!("{message}{hint}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +106,23 @@ mod tests {
         }
         assert_eq!(o.working(), Some(Event::Back));
         assert_eq!(o.working(), None);
+    }
+
+    #[test]
+    fn a_tls_failure_keeps_nginxs_message_and_says_what_to_do() {
+        let line = "2026/11/30 11:00:00 [info] 4242#0: *7 SSL_read() failed (SSL: \
+                    error:0A00045C:SSL routines::tlsv13 alert certificate required:SSL alert \
+                    number 116)\n";
+        let why = tls_failure(line);
+        assert!(
+            why.starts_with("SSL_read() failed (SSL: error:0A00045C"),
+            "{why}"
+        );
+        assert!(why.contains("set cluster_store_certificate and"), "{why}");
+        let line = "2026/11/30 11:00:00 [crit] 4242#0: SSL_do_handshake() failed (SSL: \
+                    error:0A00010B:SSL routines::wrong version number)";
+        assert!(tls_failure(line).contains("tls-port"));
+        let line = "2026/11/30 11:00:00 [info] 1#0: peer closed connection in SSL handshake";
+        assert_eq!(tls_failure(line), "peer closed connection in SSL handshake");
     }
 }

@@ -1,8 +1,11 @@
-//! `cluster_store`, `cluster_store_password_file` and `cluster_store_prefix` of an
-//! `oidc_provider` block: where the nodes of a cluster share revocations and refresh results.
+//! `cluster_store`, `cluster_store_password_file`, `cluster_store_prefix` and the TLS
+//! settings of `rediss://` (`cluster_store_trusted_certificate`, `cluster_store_certificate`,
+//! `cluster_store_certificate_key`) of an `oidc_provider` block: where the nodes of a cluster
+//! share revocations and refresh results.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
@@ -49,6 +52,62 @@ pub struct ClusterStore {
     /// once at start, like `proxy_pass` host names. Empty for a host name that nginx's
     /// resolver looks up at every connect.
     pub addrs: Vec<SocketAddr>,
+    /// `rediss://`: how the TLS link is set up; `None` for `redis://`.
+    pub tls: Option<StoreTls>,
+}
+
+/// The TLS settings of a `rediss://` store. The server's certificate is always verified (the
+/// chain, RFC 5280, and the URL's host, RFC 6125); only what it is verified against changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreTls {
+    /// `cluster_store_trusted_certificate`: PEM CA certificates the server's chain must end
+    /// in; `None` uses OpenSSL's default trust store (as `redis-cli --tls` does).
+    pub trusted_certificate: Option<PathBuf>,
+    /// `cluster_store_certificate` and `cluster_store_certificate_key`: the client certificate
+    /// for a Redis with `tls-auth-clients yes` (its default).
+    pub client: Option<ClientCertificate>,
+}
+
+/// A client certificate (PEM, leaf first, intermediates after it) and its unencrypted PEM key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What a PEM file given to a TLS directive must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pem {
+    /// One or more certificates (`-----BEGIN CERTIFICATE-----`).
+    Certificates,
+    /// A private key (`-----BEGIN PRIVATE KEY-----`, or its RSA or EC form), not encrypted:
+    /// nginx has no one to ask for a pass phrase at reload.
+    PrivateKey,
+}
+
+/// Checks that `text` (the contents of `path`) is PEM of the `kind` asked for, so that a file
+/// swapped for another or for a DER file fails `nginx -t` with the fix instead of an OpenSSL
+/// error. OpenSSL parses the file right after; this only catches the common mix-ups.
+pub fn check_pem(kind: Pem, path: &Path, text: &[u8]) -> Result<(), String> {
+    let has = |label: &str| memchr::memmem::find(text, label.as_bytes()).is_some();
+    let shown = path.display();
+    match kind {
+        Pem::Certificates if has("-----BEGIN CERTIFICATE-----") => Ok(()),
+        Pem::Certificates => Err(format!(
+            "\"{shown}\" holds no PEM certificate (-----BEGIN CERTIFICATE-----); convert a DER \
+             file with `openssl x509 -inform der -in FILE -out FILE.pem`"
+        )),
+        Pem::PrivateKey if has("-----BEGIN ENCRYPTED PRIVATE KEY-----") => Err(format!(
+            "\"{shown}\" is encrypted; nginx cannot ask for its pass phrase, write it \
+             unencrypted with `openssl pkey -in FILE -out FILE.key` and keep it readable only \
+             by nginx's master"
+        )),
+        Pem::PrivateKey if has("PRIVATE KEY-----") => Ok(()),
+        Pem::PrivateKey => Err(format!(
+            "\"{shown}\" holds no PEM private key (-----BEGIN PRIVATE KEY-----); give the \
+             key of the certificate, not the certificate itself"
+        )),
+    }
 }
 
 const EXAMPLE: &str = "write e.g. `cluster_store redis://127.0.0.1:6379;` or \
@@ -251,6 +310,29 @@ mod tests {
             Some("[::1]:6380".parse().unwrap())
         );
         assert_eq!(at("redis://redis.cluster.local:6379"), None);
+    }
+
+    #[test]
+    fn tls_files_must_be_pem_of_the_right_kind() {
+        let p = Path::new("/etc/nginx/redis.pem");
+        let cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+        let rsa = b"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n";
+        assert_eq!(check_pem(Pem::Certificates, p, cert), Ok(()));
+        assert_eq!(check_pem(Pem::PrivateKey, p, key), Ok(()));
+        assert_eq!(check_pem(Pem::PrivateKey, p, rsa), Ok(()));
+        let e = check_pem(Pem::Certificates, p, key).unwrap_err();
+        assert!(e.contains("/etc/nginx/redis.pem") && e.contains("no PEM certificate"));
+        let e = check_pem(Pem::PrivateKey, p, cert).unwrap_err();
+        assert!(e.contains("not the certificate itself"), "{e}");
+        let der = [0x30u8, 0x82, 0x03, 0x01];
+        assert!(check_pem(Pem::Certificates, p, &der)
+            .unwrap_err()
+            .contains("DER"));
+        let enc = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIE\n";
+        assert!(check_pem(Pem::PrivateKey, p, enc)
+            .unwrap_err()
+            .contains("encrypted"));
     }
 
     #[test]

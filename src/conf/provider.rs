@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use zeroize::Zeroizing;
 
-use crate::conf::cluster::{self, ClusterStore, StoreUrl};
+use crate::conf::cluster::{self, ClientCertificate, ClusterStore, Pem, StoreTls, StoreUrl};
 use crate::forwarded;
 use crate::oidc::authorize::{self, ExtraArg};
 use crate::session::codec::{KeyError, KeyRing};
@@ -95,7 +95,9 @@ const KNOWN: &str = "issuer, client_id, client_secret, client_secret_file, cooki
                      cookie_path, cookie_samesite, extra_auth_args, trusted_proxies, \
                      fetch_location, session_lifetime, refresh_leeway, post_logout_redirect_uri, \
                      bearer_audience, clock_skew, allow_unverified_email, user_claim, \
-                     cluster_store, cluster_store_password_file, cluster_store_prefix";
+                     cluster_store, cluster_store_password_file, cluster_store_prefix, \
+                     cluster_store_trusted_certificate, cluster_store_certificate, \
+                     cluster_store_certificate_key";
 
 /// Collects the directives of one provider block.
 #[derive(Default)]
@@ -125,6 +127,9 @@ pub struct ProviderBuilder {
     cluster_store: Option<StoreUrl>,
     cluster_store_password: Option<Zeroizing<String>>,
     cluster_store_prefix: Option<String>,
+    cluster_store_trusted_certificate: Option<PathBuf>,
+    cluster_store_certificate: Option<PathBuf>,
+    cluster_store_certificate_key: Option<PathBuf>,
 }
 
 fn once<T>(slot: &mut Option<T>, directive: &str, value: T) -> Result<(), ConfError> {
@@ -205,6 +210,20 @@ fn read_file(directive: &'static str, path: &Path) -> Result<Zeroizing<String>, 
             path: path.display().to_string(),
             err,
         })
+}
+
+/// A PEM file of a TLS directive: readable now and of the `kind` asked for. Returns the
+/// resolved path (OpenSSL reads the file again when the configuration is applied).
+fn pem_file(directive: &'static str, path: PathBuf, kind: Pem) -> Result<PathBuf, ConfError> {
+    let text = std::fs::read(&path)
+        .map(Zeroizing::new)
+        .map_err(|err| ConfError::File {
+            directive,
+            path: path.display().to_string(),
+            err,
+        })?;
+    cluster::check_pem(kind, &path, &text).map_err(|why| ConfError::Invalid { directive, why })?;
+    Ok(path)
 }
 
 impl ProviderBuilder {
@@ -443,6 +462,30 @@ impl ProviderBuilder {
                 })?;
                 once(&mut self.cluster_store_prefix, directive, value.to_string())
             }
+            "cluster_store_trusted_certificate" => {
+                let path = pem_file(
+                    "cluster_store_trusted_certificate",
+                    resolve(value),
+                    Pem::Certificates,
+                )?;
+                once(&mut self.cluster_store_trusted_certificate, directive, path)
+            }
+            "cluster_store_certificate" => {
+                let path = pem_file(
+                    "cluster_store_certificate",
+                    resolve(value),
+                    Pem::Certificates,
+                )?;
+                once(&mut self.cluster_store_certificate, directive, path)
+            }
+            "cluster_store_certificate_key" => {
+                let path = pem_file(
+                    "cluster_store_certificate_key",
+                    resolve(value),
+                    Pem::PrivateKey,
+                )?;
+                once(&mut self.cluster_store_certificate_key, directive, path)
+            }
             other => Err(ConfError::Unknown(other.to_string())),
         }
     }
@@ -504,7 +547,31 @@ impl ProviderBuilder {
             directive: "cluster_store",
             why,
         };
+        let tls_directive = [
+            (
+                "cluster_store_trusted_certificate",
+                self.cluster_store_trusted_certificate.is_some(),
+            ),
+            (
+                "cluster_store_certificate",
+                self.cluster_store_certificate.is_some(),
+            ),
+            (
+                "cluster_store_certificate_key",
+                self.cluster_store_certificate_key.is_some(),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(d, given)| given.then_some(d));
         let Some(mut url) = self.cluster_store.take() else {
+            if let Some(directive) = tls_directive {
+                return Err(ConfError::Invalid {
+                    directive,
+                    why: "needs `cluster_store rediss://host:port;` (TLS) in the same \
+                          oidc_provider block"
+                        .into(),
+                });
+            }
             return match (&self.cluster_store_password, &self.cluster_store_prefix) {
                 (None, None) => Ok(None),
                 _ => Err(invalid(
@@ -514,14 +581,18 @@ impl ProviderBuilder {
                 )),
             };
         };
-        if url.tls {
-            return Err(invalid(
-                "rediss:// (TLS to Redis) is not supported by this build yet (issue #14); \
-                 use redis:// to a Redis on a private network, or a local TLS tunnel \
-                 (stunnel, spiped) in front of it"
+        let tls = if url.tls {
+            Some(self.store_tls()?)
+        } else if let Some(directive) = tls_directive {
+            return Err(ConfError::Invalid {
+                directive,
+                why: "applies to a TLS link only: write the store as \
+                      `cluster_store rediss://host:port;`"
                     .into(),
-            ));
-        }
+            });
+        } else {
+            None
+        };
         if let Some(pw) = self.cluster_store_password.take() {
             if url.password.is_some() {
                 return Err(invalid(
@@ -540,7 +611,44 @@ impl ProviderBuilder {
             .cluster_store_prefix
             .take()
             .unwrap_or_else(|| cluster::default_prefix(&self.name));
-        Ok(Some(ClusterStore { url, prefix, addrs }))
+        Ok(Some(ClusterStore {
+            url,
+            prefix,
+            addrs,
+            tls,
+        }))
+    }
+
+    /// The TLS settings of a `rediss://` store; a client certificate needs its key and the
+    /// other way round.
+    fn store_tls(&mut self) -> Result<StoreTls, ConfError> {
+        let client = match (
+            self.cluster_store_certificate.take(),
+            self.cluster_store_certificate_key.take(),
+        ) {
+            (Some(certificate), Some(key)) => Some(ClientCertificate { certificate, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfError::Invalid {
+                    directive: "cluster_store_certificate",
+                    why: "needs its private key: add `cluster_store_certificate_key FILE;` \
+                          in the same oidc_provider block"
+                        .into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfError::Invalid {
+                    directive: "cluster_store_certificate_key",
+                    why: "is the key of a client certificate: add \
+                          `cluster_store_certificate FILE;` in the same oidc_provider block"
+                        .into(),
+                })
+            }
+        };
+        Ok(StoreTls {
+            trusted_certificate: self.cluster_store_trusted_certificate.take(),
+            client,
+        })
     }
 
     pub fn build(mut self) -> Result<ProviderConf, ConfError> {
@@ -1018,5 +1126,125 @@ mod tests {
         let c = b.build().unwrap().cluster.unwrap();
         assert!(c.addrs.is_empty());
         assert_eq!(c.url.host, "redis.cluster.test");
+    }
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn rediss_verifies_against_the_trusted_certificate_and_presents_a_client_certificate() {
+        let d = tmp("cluster-tls");
+        let r = |p: &str| d.join(p);
+        std::fs::write(d.join("ca.pem"), CERT).unwrap();
+        std::fs::write(d.join("client.pem"), CERT).unwrap();
+        std::fs::write(d.join("client.key"), KEY).unwrap();
+
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["rediss://127.0.0.1:6380"], &r)
+            .unwrap();
+        let c = b.build().unwrap().cluster.unwrap();
+        assert_eq!(
+            c.tls,
+            Some(StoreTls::default()),
+            "no file: OpenSSL's default trust store"
+        );
+
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["rediss://127.0.0.1:6380"], &r)
+            .unwrap();
+        b.set("cluster_store_trusted_certificate", &["ca.pem"], &r)
+            .unwrap();
+        b.set("cluster_store_certificate", &["client.pem"], &r)
+            .unwrap();
+        b.set("cluster_store_certificate_key", &["client.key"], &r)
+            .unwrap();
+        let tls = b.build().unwrap().cluster.unwrap().tls.unwrap();
+        assert_eq!(tls.trusted_certificate, Some(d.join("ca.pem")));
+        assert_eq!(
+            tls.client,
+            Some(ClientCertificate {
+                certificate: d.join("client.pem"),
+                key: d.join("client.key"),
+            })
+        );
+
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["redis://127.0.0.1:6379"], &r)
+            .unwrap();
+        assert_eq!(b.build().unwrap().cluster.unwrap().tls, None);
+    }
+
+    #[test]
+    fn tls_directive_mistakes_name_the_directive_and_the_fix() {
+        let d = tmp("cluster-tls-bad");
+        let r = |p: &str| d.join(p);
+        std::fs::write(d.join("ca.pem"), CERT).unwrap();
+        std::fs::write(d.join("client.key"), KEY).unwrap();
+
+        let err = |b: ProviderBuilder| b.build().err().unwrap().to_string();
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store_trusted_certificate", &["ca.pem"], &r)
+            .unwrap();
+        let e = err(b);
+        assert!(
+            e.contains("cluster_store_trusted_certificate") && e.contains("rediss://"),
+            "{e}"
+        );
+
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["redis://127.0.0.1:6379"], &r)
+            .unwrap();
+        b.set("cluster_store_certificate_key", &["client.key"], &r)
+            .unwrap();
+        let e = err(b);
+        assert!(
+            e.contains("cluster_store_certificate_key") && e.contains("rediss://"),
+            "{e}"
+        );
+
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["rediss://127.0.0.1:6380"], &r)
+            .unwrap();
+        b.set("cluster_store_certificate", &["ca.pem"], &r).unwrap();
+        let e = err(b);
+        assert!(
+            e.contains("\"cluster_store_certificate\"")
+                && e.contains("cluster_store_certificate_key FILE"),
+            "{e}"
+        );
+
+        let mut b = builder_with_keyfile(&d);
+        b.set("cluster_store", &["rediss://127.0.0.1:6380"], &r)
+            .unwrap();
+        b.set("cluster_store_certificate_key", &["client.key"], &r)
+            .unwrap();
+        let e = err(b);
+        assert!(e.contains("cluster_store_certificate FILE"), "{e}");
+
+        let mut b = builder_with_keyfile(&d);
+        let e = b
+            .set("cluster_store_trusted_certificate", &["missing.pem"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster_store_trusted_certificate") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let e = b
+            .set("cluster_store_certificate", &["client.key"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster_store_certificate") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let e = b
+            .set("cluster_store_certificate_key", &["ca.pem"], &r)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster_store_certificate_key") && e.contains("no PEM private key"),
+            "{e}"
+        );
     }
 }

@@ -16,6 +16,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
+use super::service::cluster_tls;
 use super::service::values::Complex;
 use super::service::zone;
 use super::{
@@ -226,12 +227,21 @@ extern "C" fn oidc_provider(
         );
     };
     let (redirect_uri, post_logout_redirect_uri, extra_auth_args) = compiled;
+    let cluster_tls = match conf.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
+        // SAFETY: cf is the configuration being parsed; the context lives in its pool.
+        Some(tls) => match unsafe { cluster_tls::Context::create(cf, tls) } {
+            Ok(ctx) => Some(ctx),
+            Err(e) => return emerg(cf, &format!("oidc_provider \"{name}\": {e}")),
+        },
+        None => None,
+    };
     main.providers.push(Provider {
         conf,
         cache: RefCell::new(Default::default()),
         sessions: RefCell::new(SessionCache::new(SESSION_CACHE_SIZE)),
         bearers: RefCell::new(SessionCache::new(SESSION_CACHE_SIZE)),
         zone,
+        cluster_tls,
         keep_access_token: Cell::new(false),
         keep_id_token: Cell::new(false),
         redirect_uri,

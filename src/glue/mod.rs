@@ -40,6 +40,8 @@ pub struct Provider {
     pub bearers: RefCell<SessionCache<Verified>>,
     /// Refreshes in flight and logged-out sessions, shared by all workers.
     pub zone: *mut ngx_shm_zone_t,
+    /// The TLS client context of a `rediss://` cluster store.
+    pub cluster_tls: Option<service::cluster_tls::Context>,
     /// Some location passes the access token upstream (or `$oidc_access_token` is used), so
     /// sessions must keep it.
     pub keep_access_token: Cell<bool>,

@@ -1,7 +1,9 @@
-//! A cluster on one machine: a real `redis-server` (Debian's, installed by scripts/lib.sh) on a
-//! free 127.0.0.1 port with its own directory, and two nginx masters ("nodes") that share one
-//! cookie key file and that Redis, each with its own shared zone.
+//! A cluster on one machine: a real `redis-server` (Debian's, installed by scripts/lib.sh, built
+//! with TLS) on a free 127.0.0.1 port with its own directory, plain or TLS only, and two nginx
+//! masters ("nodes") that share one cookie key file and that Redis, each with its own shared
+//! zone.
 
+use std::cell::Cell;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,7 +17,148 @@ pub struct Redis {
     pub host: String,
     pub port: u16,
     pub dir: PathBuf,
+    /// TLS only (`--port 0 --tls-port`), when set.
+    pub tls: Option<RedisTls>,
     child: Option<Child>,
+    /// redis-cli runs so far (each one connection).
+    cli_calls: Cell<usize>,
+}
+
+/// Certificates for Redis over TLS, made with the `openssl` command: a test CA, Redis's
+/// certificate for 127.0.0.1 and localhost ([`TestTls`]) and a client certificate from the
+/// same CA.
+pub struct RedisCerts {
+    pub tls: TestTls,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl RedisCerts {
+    pub fn create() -> RedisCerts {
+        let tls = TestTls::create();
+        let dir = &tls._dir;
+        let ext = dir.write("client.cnf", "extendedKeyUsage=clientAuth\n");
+        for args in [
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=ngx-oidc node",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+            ][..],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext.display().to_string(),
+                "-out",
+                "client.pem",
+            ][..],
+        ] {
+            openssl(&dir.path, args);
+        }
+        RedisCerts {
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+            tls,
+        }
+    }
+
+    /// Another server certificate from this CA, for `san` only (e.g. `DNS:redis.invalid`):
+    /// its certificate and key.
+    pub fn server_cert_for(&self, san: &str) -> (PathBuf, PathBuf) {
+        let dir = &self.tls._dir;
+        let ext = dir.write("other.cnf", &format!("subjectAltName={san}\n"));
+        for args in [
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=other",
+                "-keyout",
+                "other.key",
+                "-out",
+                "other.csr",
+            ][..],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "other.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext.display().to_string(),
+                "-out",
+                "other.pem",
+            ][..],
+        ] {
+            openssl(&dir.path, args);
+        }
+        (dir.join("other.pem"), dir.join("other.key"))
+    }
+
+    /// Redis serving this CA's server certificate; `auth_clients`: it asks for a client
+    /// certificate from this CA (`tls-auth-clients yes`, Redis's default).
+    pub fn redis_tls(&self, auth_clients: bool) -> RedisTls {
+        RedisTls {
+            cert: self.tls.cert.clone(),
+            key: self.tls.key.clone(),
+            ca: self.tls.ca.clone(),
+            auth_clients,
+            cli_cert: self.client_cert.clone(),
+            cli_key: self.client_key.clone(),
+        }
+    }
+}
+
+/// Runs the `openssl` command in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How a TLS Redis is set up, and how redis-cli reaches it.
+#[derive(Clone)]
+pub struct RedisTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA of client certificates, which redis-cli also trusts for Redis's certificate.
+    pub ca: PathBuf,
+    pub auth_clients: bool,
+    pub cli_cert: PathBuf,
+    pub cli_key: PathBuf,
 }
 
 fn redis_binary(name: &str) -> PathBuf {
@@ -37,13 +180,24 @@ impl Redis {
 
     /// Starts Redis on `host:port` (a loopback address) with its data under `dir/redis`.
     pub fn start_at(dir: &Path, host: &str, port: u16) -> Redis {
+        Redis::start_with(dir, host, port, None)
+    }
+
+    /// Starts Redis on 127.0.0.1 and a free port, over TLS only.
+    pub fn start_tls(dir: &Path, tls: RedisTls) -> Redis {
+        Redis::start_with(dir, "127.0.0.1", free_port(), Some(tls))
+    }
+
+    fn start_with(dir: &Path, host: &str, port: u16, tls: Option<RedisTls>) -> Redis {
         let dir = dir.join("redis");
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = Redis {
             host: host.to_string(),
             port,
             dir,
+            tls,
             child: None,
+            cli_calls: Cell::new(0),
         };
         r.start_again();
         r
@@ -59,11 +213,29 @@ impl Redis {
                 .map(|_| ())
         });
         let log = std::fs::File::create(self.dir.join("redis.stdout")).unwrap();
-        let child = Command::new(redis_binary("redis-server"))
-            .args(["--bind", &self.host, "--port", &port.to_string()])
+        let mut cmd = Command::new(redis_binary("redis-server"));
+        cmd.args(["--bind", &self.host]);
+        match &self.tls {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some(tls) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args([
+                    "--tls-auth-clients",
+                    if tls.auth_clients { "yes" } else { "no" },
+                ]),
+        };
+        let child = cmd
             .arg("--dir")
             .arg(&self.dir)
             .args(["--save", "", "--appendonly", "yes", "--daemonize", "no"])
+            // "Accepted" lines: connection attempts can be counted (see `accepted`).
+            .args(["--loglevel", "verbose"])
             .args(["--logfile", "redis.log"])
             .stdin(Stdio::null())
             .stdout(log)
@@ -89,8 +261,18 @@ impl Redis {
 
     /// `redis-cli -p <port> args...`, its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        Command::new(redis_binary("redis-cli"))
-            .args(["-h", &self.host, "-p", &self.port.to_string()])
+        self.cli_calls.set(self.cli_calls.get() + 1);
+        let mut cmd = Command::new(redis_binary("redis-cli"));
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.cli_cert)
+                .arg("--key")
+                .arg(&tls.cli_key);
+        }
+        cmd.args(["-h", &self.host, "-p", &self.port.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -119,6 +301,14 @@ impl Redis {
             }
         }
         out
+    }
+
+    /// Connections Redis accepted since its start, other than redis-cli's (`cli`), from
+    /// its log: nginx's attempts, even those whose TLS handshake failed.
+    pub fn accepted(&self) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let accepted = log.matches(" - Accepted ").count();
+        accepted.saturating_sub(self.cli_calls.get())
     }
 
     /// Forgets the command counts.
@@ -253,6 +443,14 @@ impl TwoNodes {
             "node B's error.log:\n{log}"
         );
     }
+}
+
+/// A directory for a test's Redis, living as long as the test's temp dirs.
+pub fn redis_dir() -> PathBuf {
+    let dir = TempDir::new("redis");
+    let path = dir.path.clone();
+    std::mem::forget(dir);
+    path
 }
 
 /// Polls `f` until it holds or `deadline` passed; returns how long it took.

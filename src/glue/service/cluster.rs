@@ -1,7 +1,8 @@
 //! The cluster store's link to Redis: per worker and provider with `cluster_store`, one task on
 //! nginx's event loop (`ngx::async_`) holding a subscriber connection and a command connection,
 //! both nginx peer connections read and written without ever blocking the worker — the model
-//! of nginx-acme's `src/net/peer_conn.rs`, over plain TCP.
+//! of nginx-acme's `src/net/peer_conn.rs`, over plain TCP or, for `rediss://`, over nginx's
+//! SSL layer (see [`super::cluster_tls`]).
 //!
 //! Requests never talk to Redis: a sign-out or back-channel logout records the revocation in
 //! the zone, marked as owed to the store, and pokes the task, which delivers it (SET with an
@@ -21,21 +22,24 @@ use core::time::Duration;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
+use std::slice;
 
 use ngx::async_::resolver::Resolver;
 use ngx::ffi::{
     ngx_add_timer, ngx_close_connection, ngx_conf_t, ngx_connection_t, ngx_create_pool,
     ngx_cycle_t, ngx_del_timer, ngx_destroy_pool, ngx_event_connect_peer, ngx_event_get_peer,
     ngx_event_t, ngx_exiting, ngx_handle_read_event, ngx_handle_write_event, ngx_int_t, ngx_log_t,
-    ngx_msec_t, ngx_peer_connection_t, ngx_str_t, ngx_terminate, NGX_AGAIN, NGX_ERROR,
-    NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
+    ngx_msec_t, ngx_peer_connection_t, ngx_pool_t, ngx_ssl_handshake, ngx_str_t, ngx_terminate,
+    ngx_uint_t, NGX_AGAIN, NGX_ERROR, NGX_LOG_ALERT, NGX_LOG_EMERG, NGX_LOG_INFO, NGX_LOG_NOTICE,
+    NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
+use super::cluster_tls::{self, Context as TlsContext};
 use super::time::now;
 use super::zone;
-use crate::cluster::link::{Backoff, Event, Outage};
+use crate::cluster::link::{self as cluster_link, Backoff, Event, Outage};
 use crate::cluster::names::Names;
 use crate::cluster::refresh::{self as cluster_refresh, Claim, Report, RESULT_TTL_SECS};
 use crate::cluster::revocation;
@@ -44,8 +48,10 @@ use crate::conf::cluster::{self, ClusterStore};
 use crate::glue::{Module, Provider};
 use crate::shared::Key;
 
-/// Longest wait for a TCP connection to Redis.
+/// Longest wait for a TCP connection to Redis, and then for its TLS handshake.
 const CONNECT_TIMEOUT: ngx_msec_t = 3000;
+/// The pool of a TLS connection: nginx's SSL connection state is allocated from it.
+const TLS_POOL_SIZE: usize = 1024;
 /// Longest wait for a reply to a command: a Redis slower than this counts as down.
 const REPLY_TIMEOUT: ngx_msec_t = 3000;
 /// How often an idle link is checked with PING, so that a vanished Redis (no FIN, no RST) is
@@ -399,7 +405,11 @@ async fn link(
     outage: &mut Outage,
     backoff: &mut Backoff,
 ) -> Result<(), LinkError> {
-    let mut sub = Conn::connect(addr).await?;
+    let tls = p.cluster_tls.as_ref().map(|ctx| Tls {
+        ctx,
+        host: &store.url.host,
+    });
+    let mut sub = Conn::connect(addr, tls).await?;
     hello(&mut sub, store).await?;
     sub.send(&cmd(&[b"SUBSCRIBE", &names.channel()])).await?;
     // Subscribed before loading: nothing published meanwhile is missed.
@@ -408,7 +418,7 @@ async fn link(
         Reply::Error(e) => return Err(LinkError::Refused(e)),
         _ => return Err(LinkError::Unexpected),
     }
-    let mut cmd_conn = Conn::connect(addr).await?;
+    let mut cmd_conn = Conn::connect(addr, tls).await?;
     hello(&mut cmd_conn, store).await?;
     let loaded = load(p, names, &mut cmd_conn).await?;
     UP.with(|u| u.borrow_mut().push(id(p)));
@@ -762,6 +772,14 @@ fn mirror(p: &Provider, reply: &Reply) {
     unsafe { zone::with_table(p.zone, |t| t.revoke_logins(&key, until, since, now)) };
 }
 
+/// TLS on a connection: the provider's context, and the host of the URL that the server's
+/// certificate must be for.
+#[derive(Clone, Copy)]
+struct Tls<'a> {
+    ctx: &'a TlsContext,
+    host: &'a str,
+}
+
 /// One connection to Redis: an nginx peer connection whose events wake the task.
 struct Conn {
     inner: Box<Inner>,
@@ -778,10 +796,18 @@ struct Inner {
     name: ngx_str_t,
     name_text: String,
     waker: Option<Waker>,
+    /// The connection's own pool, with TLS (nginx's SSL connection lives in it); destroyed
+    /// after the connection is closed.
+    pool: *mut ngx_pool_t,
+    /// With TLS: the last line nginx logged about this connection (its SSL layer's reason for
+    /// a failure), which goes into the one outage warning instead of a line per attempt.
+    logged: Option<String>,
+    /// The TLS handshake ended, well or not, after it had to wait.
+    handshake_ended: bool,
 }
 
 impl Conn {
-    async fn connect(addr: SocketAddr) -> io::Result<Conn> {
+    async fn connect(addr: SocketAddr, tls: Option<Tls<'_>>) -> io::Result<Conn> {
         // SAFETY: zeroed peer connection, log copy and sockaddr are valid starting points
         // (nginx's own modules start from ngx_pcalloc'ed ones).
         let mut inner = Box::new(unsafe {
@@ -792,11 +818,22 @@ impl Conn {
                 name: mem::zeroed(),
                 name_text: addr.to_string(),
                 waker: None,
+                pool: ptr::null_mut(),
+                logged: None,
+                handshake_ended: false,
             }
         });
         inner.log.handler = None;
         inner.log.data = ptr::null_mut();
         inner.log.action = ptr::null_mut();
+        if tls.is_some() {
+            // What nginx's SSL layer says about a failure (at info level for peer errors) is
+            // kept, not written: the link's warning carries it, once per outage.
+            inner.log.writer = Some(keep_log_line);
+            inner.log.wdata = ptr::addr_of_mut!(*inner).cast::<c_void>();
+            inner.log.next = ptr::null_mut();
+            inner.log.log_level = NGX_LOG_INFO as ngx_uint_t;
+        }
         let socklen = write_sockaddr(&mut inner.sockaddr, addr);
         inner.name = ngx_str_t {
             len: inner.name_text.len(),
@@ -840,7 +877,105 @@ impl Conn {
         if rc == NGX_AGAIN as ngx_int_t {
             poll_fn(|cx| conn.poll_connected(cx)).await?;
         }
+        if let Some(tls) = tls {
+            conn.start_tls(tls).await?;
+        }
         Ok(conn)
+    }
+
+    /// The TLS handshake on the connected socket, then the check of Redis's certificate.
+    async fn start_tls(&mut self, tls: Tls<'_>) -> io::Result<()> {
+        // SAFETY: the pool's log is this connection's, which lives in the same box.
+        let pool = unsafe { ngx_create_pool(TLS_POOL_SIZE, &mut self.inner.log) };
+        if pool.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        self.inner.pool = pool;
+        let c: *mut ngx_connection_t = self.inner.pc.connection;
+        // SAFETY: a live, connected peer connection, now with a pool that outlives it.
+        let rc = unsafe {
+            (*c).pool = pool;
+            cluster_tls::start(c, tls.ctx, tls.host).map_err(io::Error::other)?;
+            ngx_ssl_handshake(c)
+        };
+        if rc == NGX_AGAIN as ngx_int_t {
+            // SAFETY: nginx's handshake handlers now drive the events; the SSL handler (called
+            // when the handshake ends or times out) wakes this task.
+            unsafe {
+                (*(*c).ssl).handler = Some(handshake_ended);
+                ngx_add_timer((*c).read, CONNECT_TIMEOUT);
+            }
+            poll_fn(|cx| self.poll_handshake(cx)).await?;
+        } else if rc != NGX_OK as ngx_int_t {
+            return Err(self.failure(io::ErrorKind::ConnectionReset));
+        }
+        // SAFETY: the handshake is done: the events are this module's again, and recv/send
+        // are nginx's SSL ones.
+        unsafe {
+            (*(*c).read).handler = Some(event_handler);
+            (*(*c).write).handler = Some(event_handler);
+            cluster_tls::verify(c, tls.host).map_err(io::Error::other)
+        }
+    }
+
+    fn poll_handshake(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        if !self.inner.handshake_ended {
+            self.watch(cx);
+            return Poll::Pending;
+        }
+        let c = self.inner.pc.connection;
+        // SAFETY: a live connection with an SSL connection on it.
+        unsafe {
+            let rev = (*c).read;
+            if (*rev).timer_set() != 0 {
+                ngx_del_timer(rev);
+            }
+            if (*(*c).ssl).handshaked() != 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if (*rev).timedout() != 0 {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the TLS handshake timed out",
+                )));
+            }
+        }
+        Poll::Ready(Err(self.failure(io::ErrorKind::ConnectionReset)))
+    }
+
+    /// With TLS, after a failed write: Redis may have closed the connection with an alert
+    /// that says why (a TLS 1.3 client learns that its certificate was refused only after
+    /// its side of the handshake, typically from a reset when it first writes). Reading it
+    /// makes nginx's SSL layer log the alert, which then beats the bare reset as the reason.
+    fn read_alert(&mut self) {
+        if self.inner.pool.is_null() {
+            return;
+        }
+        let before = self.inner.logged.take();
+        let mut chunk = [0u8; 512];
+        let c = self.connection();
+        // SAFETY: a live connection; recv is always set on one (nginx's SSL recv here).
+        unsafe {
+            let recv = c.recv.unwrap_unchecked();
+            recv(c, chunk.as_mut_ptr(), chunk.len());
+        }
+        if !self
+            .inner
+            .logged
+            .as_ref()
+            .is_some_and(|l| l.contains("alert"))
+        {
+            self.inner.logged = before;
+        }
+    }
+
+    /// The error of a failed read, write or handshake: with TLS, the reason nginx's SSL
+    /// layer gave; otherwise `kind`.
+    fn failure(&mut self, kind: io::ErrorKind) -> io::Error {
+        match self.inner.logged.take() {
+            Some(line) => io::Error::other(cluster_link::tls_failure(&line)),
+            None => kind.into(),
+        }
     }
 
     fn connection(&mut self) -> &mut ngx_connection_t {
@@ -913,10 +1048,10 @@ impl Conn {
             return Poll::Ready(Ok(()));
         }
         if n == 0 {
-            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            return Poll::Ready(Err(self.failure(io::ErrorKind::UnexpectedEof)));
         }
         if n != NGX_AGAIN as isize {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            return Poll::Ready(Err(self.failure(io::ErrorKind::ConnectionReset)));
         }
         // SAFETY: re-arms the read event of a live connection.
         if unsafe { ngx_handle_read_event(rev, 0) } != NGX_OK as ngx_int_t {
@@ -941,7 +1076,8 @@ impl Conn {
                     continue;
                 }
                 if n != NGX_AGAIN as isize {
-                    return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+                    self.read_alert();
+                    return Poll::Ready(Err(self.failure(io::ErrorKind::BrokenPipe)));
                 }
                 // SAFETY: re-arms the write event of a live connection.
                 if unsafe { ngx_handle_write_event(wev, 0) } != NGX_OK as ngx_int_t {
@@ -984,10 +1120,59 @@ impl Drop for Conn {
     fn drop(&mut self) {
         if !self.inner.pc.connection.is_null() {
             // SAFETY: the connection is ours; closing also removes its timers and events.
-            unsafe { ngx_close_connection(self.inner.pc.connection) };
+            unsafe {
+                cluster_tls::shutdown(self.inner.pc.connection);
+                ngx_close_connection(self.inner.pc.connection);
+            }
             self.inner.pc.connection = ptr::null_mut();
         }
+        if !self.inner.pool.is_null() {
+            // SAFETY: the connection that used the pool is closed.
+            unsafe { ngx_destroy_pool(self.inner.pool) };
+            self.inner.pool = ptr::null_mut();
+        }
     }
+}
+
+/// The SSL handler of a connection whose handshake had to wait: it ended (or timed out).
+unsafe extern "C" fn handshake_ended(c: *mut ngx_connection_t) {
+    // SAFETY: nginx passes a connection whose `data` is its boxed Inner.
+    unsafe {
+        let inner: *mut Inner = (*c).data.cast();
+        (*inner).handshake_ended = true;
+        if let Some(w) = (*inner).waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The log writer of a TLS connection: keeps the line for the outage warning. Alerts (the
+/// system failing, not Redis) still reach the error log.
+unsafe extern "C" fn keep_log_line(
+    log: *mut ngx_log_t,
+    level: ngx_uint_t,
+    buf: *mut u8,
+    len: usize,
+) {
+    // SAFETY: nginx passes the connection's log, whose `wdata` is its boxed Inner, and the
+    // formatted line of `len` bytes.
+    let (inner, line) = unsafe {
+        let inner: *mut Inner = (*log).wdata.cast();
+        (
+            inner,
+            String::from_utf8_lossy(slice::from_raw_parts(buf, len)),
+        )
+    };
+    if level <= NGX_LOG_ALERT as ngx_uint_t {
+        ngx_log_error!(
+            level,
+            self::log(),
+            "oidc: cluster store: {}",
+            cluster_link::log_message(&line)
+        );
+    }
+    // SAFETY: as above; the Inner outlives its connection.
+    unsafe { (*inner).logged = Some(line.into_owned()) };
 }
 
 /// Read and write events of both connections: wake the task that owns the connection.

@@ -4,6 +4,7 @@
 //! request context, the pause, the clock, directive values with variables and nginx helpers.
 
 pub mod cluster;
+pub mod cluster_tls;
 pub mod ctx;
 pub mod fetch;
 pub mod http;
