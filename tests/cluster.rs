@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    cluster_provider_block, redis_dir, time_until, Dns, Redis, RedisCerts, RedisTls, TwoNodes,
+    cluster_provider_block, redis_dir, time_until, Dns, Redis, RedisCerts, RedisOptions, RedisTls,
+    TwoNodes,
 };
 use common::*;
 
@@ -755,4 +756,174 @@ fn tls_settings_mistakes_fail_nginx_t_naming_the_directive_and_the_fix() {
     assert!(t.ok, "{}", t.stderr);
     let t = check(&[rediss]);
     assert!(t.ok, "OpenSSL's default trust store: {}", t.stderr);
+}
+
+// ------------------------------------------------------- Redis password, ACL user, database
+
+/// A password for Redis that no other text of the test contains.
+fn redis_password() -> String {
+    format!("redis-pw-{}", random_hex(12))
+}
+
+fn assert_no_node_logs(nodes: &TwoNodes, secret: &str) {
+    for (node, log) in [("A", nodes.env.error_log()), ("B", nodes.b.error_log())] {
+        assert!(
+            !log.contains(secret),
+            "node {node}'s error.log shows the Redis password"
+        );
+    }
+}
+
+/// Redis with `requirepass` set to `password`, its data under `dir`.
+fn redis_with_password(dir: &TempDir, password: &str) -> Redis {
+    Redis::start_with(
+        &dir.path,
+        RedisOptions {
+            password: Some(password.to_string()),
+            ..RedisOptions::default()
+        },
+    )
+}
+
+#[test]
+fn a_cluster_behind_a_redis_password_keeps_to_its_database_and_never_logs_the_password() {
+    let password = redis_password();
+    let dir = TempDir::new("redis-password");
+    let file = dir.write("redis-password", &format!("{password}\n"));
+    let redis = redis_with_password(&dir, &password);
+    let url = format!("redis://127.0.0.1:{}/3", redis.port);
+    let password_file = format!("cluster_store_password_file {};", file.display());
+    let nodes = TwoNodes::start_with(redis, &url, "", &[&password_file], EnvOptions::default());
+    sign_out_reaches_b(&nodes);
+
+    let in_db3 = nodes.redis.cli(&["-n", "3", "--scan"]);
+    assert!(
+        in_db3
+            .lines()
+            .any(|k| k.starts_with("ngx-oidc:keycloak:rev:")),
+        "the revocation is in database 3: {in_db3:?}"
+    );
+    let in_db0 = nodes.redis.cli(&["-n", "0", "--scan"]);
+    assert_eq!(in_db0.trim(), "", "nothing in database 0");
+    assert_no_node_logs(&nodes, &password);
+    nodes.assert_error_logs_are_clean();
+}
+
+#[test]
+fn an_acl_user_confined_to_the_clusters_keys_is_all_the_nodes_need() {
+    let password = redis_password();
+    let dir = TempDir::new("redis-acl");
+    // The default user has another password: the nodes work only if they log in as `ngx`.
+    let redis = Redis::start_with(
+        &dir.path,
+        RedisOptions {
+            password: Some(redis_password()),
+            users: vec![format!(
+                "ngx on >{password} ~ngx-oidc:* &ngx-oidc:* +@all -@dangerous"
+            )],
+            ..RedisOptions::default()
+        },
+    );
+    let url = format!("redis://ngx:{password}@127.0.0.1:{}/3", redis.port);
+    let nodes = TwoNodes::start_with(redis, &url, "", &[], EnvOptions::default());
+    sign_out_reaches_b(&nodes);
+
+    let in_db3 = nodes.redis.cli(&["-n", "3", "--scan"]);
+    assert!(
+        in_db3
+            .lines()
+            .any(|k| k.starts_with("ngx-oidc:keycloak:rev:")),
+        "{in_db3:?}"
+    );
+    wait_for(
+        "every worker of both nodes to link as ngx (two connections each)",
+        Duration::from_secs(10),
+        || {
+            let clients = nodes.redis.cli(&["CLIENT", "LIST"]);
+            let as_ngx = clients.lines().filter(|c| c.contains(" user=ngx ")).count();
+            (as_ngx == 2 * 2 * 2).then_some(())
+        },
+    );
+    assert_no_node_logs(&nodes, &password);
+    nodes.assert_error_logs_are_clean();
+}
+
+/// How often Redis refused a password since it started.
+fn wrong_passwords(nodes: &TwoNodes) -> u64 {
+    nodes
+        .redis
+        .cli(&["INFO", "errorstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("errorstat_WRONGPASS:count="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_wrong_redis_password_is_named_once_per_worker_and_a_reload_with_the_right_one_links_up() {
+    let password = redis_password();
+    let wrong = redis_password();
+    let dir = TempDir::new("redis-wrong-password");
+    let file = dir.write("redis-password", &format!("{wrong}\n"));
+    let redis = redis_with_password(&dir, &password);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let password_file = format!("cluster_store_password_file {};", file.display());
+    let nodes = TwoNodes::start_with(redis, &url, "", &[&password_file], EnvOptions::default());
+    // Logins and logged-in requests never wait for Redis.
+    let mut b = logged_in(&nodes.env, PAGE, "demo");
+    let cookie = session_cookie(&b);
+    assert_eq!(status_with(&nodes.a(PAGE), &cookie), 200);
+    assert_eq!(status_with(&nodes.b(PAGE), &cookie), 200);
+    // Every worker of both nodes tries, and tries again as it backs off.
+    wait_for(
+        "each of the 4 workers to be refused three times",
+        Duration::from_secs(10),
+        || (wrong_passwords(&nodes) >= 4 * 3).then_some(()),
+    );
+    for url in [nodes.a("/oauth2/ready"), nodes.b("/oauth2/ready")] {
+        assert_eq!(status_with(&url, ""), 503, "{url}: not ready without Redis");
+    }
+    for (node, log) in [("A", nodes.env.error_log()), ("B", nodes.b.error_log())] {
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("[warn]") && l.contains("cluster store"))
+            .collect();
+        assert_eq!(
+            warnings.len(),
+            2,
+            "node {node}: one warning per worker, not one per attempt:\n{log}"
+        );
+        for w in &warnings {
+            assert!(w.contains("WRONGPASS"), "names the refused password: {w}");
+        }
+        eprintln!("node {node}, each worker: {}", warnings[0]);
+    }
+    assert_no_node_logs(&nodes, &wrong);
+    assert_no_node_logs(&nodes, &password);
+
+    // The operator fixes the file and reloads both nodes.
+    dir.write("redis-password", &format!("{password}\n"));
+    nodes.env.nginx.reload();
+    nodes.b.reload();
+    for url in [nodes.a("/oauth2/ready"), nodes.b("/oauth2/ready")] {
+        let took = time_until(
+            "the reloaded node is ready",
+            Duration::from_secs(10),
+            || status_with(&url, "") == 200,
+        );
+        eprintln!("reload with the right password: {url} ready after {took:?}");
+    }
+    nodes.wait_linked();
+    // The session from before the fix still works, and its sign-out now reaches node B.
+    assert_eq!(status_with(&nodes.b(PAGE), &cookie), 200);
+    let out = b.get(&nodes.a("/oauth2/sign_out"), &[]);
+    assert_eq!(out.status, 302, "{}", out.summary());
+    time_until(
+        "node B refuses the signed-out cookie",
+        Duration::from_secs(1),
+        || status_with(&nodes.b(PAGE), &cookie) == 401,
+    );
+    assert_no_node_logs(&nodes, &wrong);
+    assert_no_node_logs(&nodes, &password);
+    nodes.assert_error_logs_are_clean();
 }

@@ -17,8 +17,7 @@ pub struct Redis {
     pub host: String,
     pub port: u16,
     pub dir: PathBuf,
-    /// TLS only (`--port 0 --tls-port`), when set.
-    pub tls: Option<RedisTls>,
+    opts: RedisOptions,
     child: Option<Child>,
     /// redis-cli runs so far (each one connection).
     cli_calls: Cell<usize>,
@@ -150,7 +149,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// How a TLS Redis is set up, and how redis-cli reaches it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RedisTls {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -159,6 +158,18 @@ pub struct RedisTls {
     pub auth_clients: bool,
     pub cli_cert: PathBuf,
     pub cli_key: PathBuf,
+}
+
+/// How a test's Redis differs from the default one (no password, one user allowed everything).
+#[derive(Clone, Debug, Default)]
+pub struct RedisOptions {
+    /// `requirepass`: the password of the `default` user; [`Redis::cli`] logs in with it.
+    pub password: Option<String>,
+    /// ACL users, one rule each as `redis.conf` writes it after `user`, e.g.
+    /// `ngx on >secret ~ngx-oidc:* &ngx-oidc:* +@all`.
+    pub users: Vec<String>,
+    /// TLS only (`--port 0 --tls-port`), when set.
+    pub tls: Option<RedisTls>,
 }
 
 fn redis_binary(name: &str) -> PathBuf {
@@ -180,22 +191,31 @@ impl Redis {
 
     /// Starts Redis on `host:port` (a loopback address) with its data under `dir/redis`.
     pub fn start_at(dir: &Path, host: &str, port: u16) -> Redis {
-        Redis::start_with(dir, host, port, None)
+        Redis::launch(dir, host, port, RedisOptions::default())
     }
 
     /// Starts Redis on 127.0.0.1 and a free port, over TLS only.
     pub fn start_tls(dir: &Path, tls: RedisTls) -> Redis {
-        Redis::start_with(dir, "127.0.0.1", free_port(), Some(tls))
+        let opts = RedisOptions {
+            tls: Some(tls),
+            ..Default::default()
+        };
+        Redis::launch(dir, "127.0.0.1", free_port(), opts)
     }
 
-    fn start_with(dir: &Path, host: &str, port: u16, tls: Option<RedisTls>) -> Redis {
+    /// [`Redis::start`] with a password and ACL users.
+    pub fn start_with(dir: &Path, opts: RedisOptions) -> Redis {
+        Redis::launch(dir, "127.0.0.1", free_port(), opts)
+    }
+
+    fn launch(dir: &Path, host: &str, port: u16, opts: RedisOptions) -> Redis {
         let dir = dir.join("redis");
         std::fs::create_dir_all(&dir).unwrap();
         let mut r = Redis {
             host: host.to_string(),
             port,
             dir,
-            tls,
+            opts,
             child: None,
             cli_calls: Cell::new(0),
         };
@@ -213,11 +233,11 @@ impl Redis {
                 .map(|_| ())
         });
         let log = std::fs::File::create(self.dir.join("redis.stdout")).unwrap();
-        let mut cmd = Command::new(redis_binary("redis-server"));
-        cmd.args(["--bind", &self.host]);
-        match &self.tls {
-            None => cmd.args(["--port", &port.to_string()]),
-            Some(tls) => cmd
+        let mut server = Command::new(redis_binary("redis-server"));
+        server.args(["--bind", &self.host]);
+        match &self.opts.tls {
+            None => server.args(["--port", &port.to_string()]),
+            Some(tls) => server
                 .args(["--port", "0", "--tls-port", &port.to_string()])
                 .arg("--tls-cert-file")
                 .arg(&tls.cert)
@@ -230,13 +250,21 @@ impl Redis {
                     if tls.auth_clients { "yes" } else { "no" },
                 ]),
         };
-        let child = cmd
+        server
             .arg("--dir")
             .arg(&self.dir)
             .args(["--save", "", "--appendonly", "yes", "--daemonize", "no"])
             // "Accepted" lines: connection attempts can be counted (see `accepted`).
             .args(["--loglevel", "verbose"])
-            .args(["--logfile", "redis.log"])
+            .args(["--logfile", "redis.log"]);
+        if let Some(pw) = &self.opts.password {
+            server.args(["--requirepass", pw]);
+        }
+        for rule in &self.opts.users {
+            // redis-server joins the words up to the next `--option` into one config line.
+            server.arg("--user").args(rule.split_whitespace());
+        }
+        let child = server
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(Stdio::null())
@@ -259,12 +287,12 @@ impl Redis {
         }
     }
 
-    /// `redis-cli -p <port> args...`, its stdout.
+    /// `redis-cli -h <host> -p <port> args...` (as the `default` user), its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         self.cli_calls.set(self.cli_calls.get() + 1);
-        let mut cmd = Command::new(redis_binary("redis-cli"));
-        if let Some(tls) = &self.tls {
-            cmd.arg("--tls")
+        let mut cli = Command::new(redis_binary("redis-cli"));
+        if let Some(tls) = &self.opts.tls {
+            cli.arg("--tls")
                 .arg("--cacert")
                 .arg(&tls.ca)
                 .arg("--cert")
@@ -272,7 +300,11 @@ impl Redis {
                 .arg("--key")
                 .arg(&tls.cli_key);
         }
-        cmd.args(["-h", &self.host, "-p", &self.port.to_string()])
+        if let Some(pw) = &self.opts.password {
+            // From the environment: no "using a password on the command line" warning.
+            cli.env("REDISCLI_AUTH", pw);
+        }
+        cli.args(["-h", &self.host, "-p", &self.port.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .output()
