@@ -7,10 +7,26 @@
 #          follows Set-Cookie like a browser (a refreshed cookie replaces the old one).
 #   long   tokens live a day: wrk at full speed with one valid session (raw throughput), and a
 #          second wrk with garbage session cookies (expects 401 on every request).
-# Every 30 s: each worker's RSS (VmRSS) and open fds (/proc/PID/fd). At the end, checks:
+# Before the load, a warm-up (scripts/bench/soak_warmup.py, then both wrk for SOAK_WARMUP_WRK s)
+# brings every worker to the state the soak keeps it in: SOAK_WARMUP_SESSIONS (2048) distinct
+# logins, each sent to every worker, fill its session cache of the short provider (512 entries
+# of ≈ 7 KiB: ≈ 3.5 MiB that a healthy worker gains once, not a leak; the long provider's only
+# ever holds wrk's one session), and every path of the soak (session, refresh, garbage cookie,
+# sign-out) runs once in every worker, and every worker holds more connections at once than
+# the load can give it (both wrk's and every client's, requests half sent), all reached through
+# a `reuseport` listener per node that only the warm-up uses.
+# nginx runs with glibc's heap trimming off (GLIBC_TUNABLES trim_threshold): otherwise an idle
+# worker's free() may hand the top of its heap back, which the next load takes again at once,
+# and idle samples wander by up to ~0.9 MiB; without trimming a worker's heap is its high-water
+# mark, which only a leak (or new fragmentation) moves.
+# After the warm-up (idle), every SOAK_SAMPLE s and after the load (idle again): each worker's
+# memory from /proc/PID/status — heap and other private memory (RssAnon), the shared zones
+# (RssShmem), mapped files and code (RssFile) — and open fds (/proc/PID/fd). At the end, checks:
 #   zero non-2xx and zero socket errors for valid sessions; every invalid-cookie request a 401;
-#   RSS growth < 1 MiB per worker after warm-up (first sample); idle fd count the same before
-#   and after;
+#   RssAnon growth < 1 MiB per worker from after the warm-up to the end (what a leak grows);
+#   idle fd count the same before and after; RssShmem (against the zones' size) and RssFile
+#   growth are shown, not checked: pages of the zones and of the code count once a worker
+#   first touches them;
 #   refresh_token calls at the short provider within ±(1 per user) of users*elapsed/(TTL-1-LEEWAY);
 #   no [alert] / crashed worker in error.log.
 # SOAK_NODES=2 (issue 14): two nginx masters (nodes A and B, one key file) sharing a real
@@ -22,8 +38,8 @@
 # Results: target/soak/summary.txt (+ samples.tsv, raw wrk output, logs in target/soak/run/).
 #
 # Environment: SOAK_SECONDS (600), SOAK_CONNECTIONS (16, per wrk), SOAK_TTL (20),
-#   SOAK_LEEWAY (5), SOAK_SAMPLE (30 s), SOAK_NODES (1 or 2), NGX_OIDC_SKIP_BUILD=1 uses the
-#   last build as is.
+#   SOAK_LEEWAY (5), SOAK_SAMPLE (30 s), SOAK_NODES (1 or 2), SOAK_WARMUP_SESSIONS (2048),
+#   SOAK_WARMUP_WRK (10 s), NGX_OIDC_SKIP_BUILD=1 uses the last build as is.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -35,6 +51,8 @@ ttl="${SOAK_TTL:-20}"
 leeway="${SOAK_LEEWAY:-5}"
 sample_every="${SOAK_SAMPLE:-30}"
 nodes="${SOAK_NODES:-1}"
+warmup_sessions="${SOAK_WARMUP_SESSIONS:-2048}"
+warmup_wrk="${SOAK_WARMUP_WRK:-10}"
 [ "$nodes" = 1 ] || [ "$nodes" = 2 ] || die "SOAK_NODES must be 1 or 2"
 users=(demo alice bob)
 [ "$ttl" -gt "$leeway" ] || die "SOAK_TTL must be larger than SOAK_LEEWAY"
@@ -55,7 +73,7 @@ printf '%s\n' '<!doctype html><title>ngx-oidc soak</title><p>soak' >"$run/html/i
 path=/index.html
 (umask 077 && head -c 32 /dev/urandom | base64 >"$run/cookie-keys")
 
-read -r P_S P_L P_IDS P_IDL P_S2 P_L2 P_REDIS < <(free_ports 7)
+read -r P_S P_L P_IDS P_IDL P_S2 P_L2 P_REDIS P_W P_W2 < <(free_ports 9)
 
 idp_s="" idp_l="" nginx_pid="" nginx_b_pid="" redis_pid="" bg_pids=()
 cleanup() {
@@ -72,7 +90,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 say "starting the providers: short TTL ${ttl}s on $P_IDS, long TTL on $P_IDL"
-start_test_idp "$P_IDS" "$P_S" "$ttl" "$run/idp-short.log"
+start_test_idp "$P_IDS" "$P_S $P_W" "$ttl" "$run/idp-short.log"
 idp_s=$!
 start_test_idp "$P_IDL" "$P_L" 86400 "$run/idp-long.log"
 idp_l=$!
@@ -97,7 +115,7 @@ redis_memory() { # used_memory in bytes (0 without Redis)
     fi
 }
 
-write_conf() { # $1 = prefix dir, $2 = short site port, $3 = long site port
+write_conf() { # $1 = prefix dir, $2 = short site port, $3 = long site port, $4 = warm-up port
     mkdir -p "$1/tmp"
     {
         nginx_conf_prelude "$1" "$run/ngx_http_oidc_module.so" on 2
@@ -118,39 +136,68 @@ $(oidc_provider_block long "$P_IDL" "$run/cookie-keys" "$store")
         location /oauth2/ { oidc_endpoints long; }
         location / { oidc_auth long; }
     }
+    # The warm-up's way to every worker: one socket per worker, and the worker's pid.
+    server {
+        listen 127.0.0.1:$4 reuseport;
+        keepalive_requests 1000000;
+        location = /_soak/worker { return 200 "\$pid"; }
+        location /_oidc { internal; proxy_pass \$oidc_fetch_url; }
+        location /oauth2/ { oidc_endpoints short; }
+        location / { oidc_auth short; }
+    }
 }
 EOF
     } >"$1/nginx.conf"
     "$run/nginx" -p "$1/" -e "$1/error.log" -c "$1/nginx.conf" -t -q || die "nginx -t failed ($1)"
 }
-write_conf "$run" "$P_S" "$P_L"
+write_conf "$run" "$P_S" "$P_L" "$P_W"
 say "starting nginx (2 workers; short site $P_S, long site $P_L)"
-"$run/nginx" -p "$run/" -e "$run/error.log" -c "$run/nginx.conf" &
+no_trim=glibc.malloc.trim_threshold=$((1 << 40))
+GLIBC_TUNABLES=$no_trim "$run/nginx" -p "$run/" -e "$run/error.log" -c "$run/nginx.conf" &
 nginx_pid=$!
 wait_port "$P_S" 30
 if [ "$nodes" = 2 ]; then
-    write_conf "$run/b" "$P_S2" "$P_L2"
+    write_conf "$run/b" "$P_S2" "$P_L2" "$P_W2"
     say "starting node B (2 workers; short site $P_S2, long site $P_L2)"
-    "$run/nginx" -p "$run/b/" -e "$run/b/error.log" -c "$run/b/nginx.conf" &
+    GLIBC_TUNABLES=$no_trim "$run/nginx" -p "$run/b/" -e "$run/b/error.log" -c "$run/b/nginx.conf" &
     nginx_b_pid=$!
     wait_port "$P_S2" 30
 fi
 sleep 0.5
-workers() { # of every node's master
+workers() { # of the masters given, else of every node's master
     local m
-    for m in $nginx_pid $nginx_b_pid; do tr ' ' '\n' <"/proc/$m/task/$m/children"; done | grep -v '^$' | sort -n
+    for m in ${@:-$nginx_pid $nginx_b_pid}; do tr ' ' '\n' <"/proc/$m/task/$m/children"; done | grep -v '^$' | sort -n
 }
 mapfile -t wpids < <(workers)
 [ "${#wpids[@]}" = $((2 * nodes)) ] || die "expected $((2 * nodes)) nginx workers, found: ${wpids[*]:-none}"
 
-say "logging in: ${users[*]} (short), demo (long)"
+cookie_long="$(python3 "$helpers/login.py" "http://127.0.0.1:$P_L$path" demo demo)" || die "login (long) failed"
+cookie_garbage="$(garbage_cookie "$cookie_long")"
+
+say "warm-up: $warmup_sessions sessions through every worker, every path of the soak in every worker"
+for w in "${wpids[@]}"; do
+    printf '%s\t%s\n' "$w" "$(awk '/^RssAnon:/ {print $2}' "/proc/$w/status")"
+done >"$out/raw/heap-before-warmup.tsv"
+python3 "$helpers/soak_warmup.py" "http://127.0.0.1:$P_W$path" "$(IFS=,; echo "${users[*]}")" \
+    "$warmup_sessions" $((ttl - 1 - leeway)) "$([ "$nodes" = 2 ] && echo 1 || echo 0)" \
+    $((2 * conns + ${#users[@]} + 4)) "$out/raw/warmup.json" "$P_W:$(workers "$nginx_pid" | paste -sd,)" \
+    ${nginx_b_pid:+"$P_W2:$(workers "$nginx_b_pid" | paste -sd,)"} >"$out/raw/warmup.log" 2>&1 \
+    || die "the warm-up failed: $(tail -n 3 "$out/raw/warmup.log") (see $run/error.log, $run/idp-short.log)"
+garbage_port="$P_L"
+if [ "$nodes" = 2 ]; then garbage_port="$P_L2"; fi
+wrk -t1 -c"$conns" -d"${warmup_wrk}s" -H "Cookie: $cookie_long" "http://127.0.0.1:$P_L$path" >/dev/null 2>&1 &
+warm_wrk=$!
+wrk -t1 -c"$conns" -d"${warmup_wrk}s" -H "Cookie: $cookie_garbage" "http://127.0.0.1:$garbage_port$path" >/dev/null 2>&1 \
+    || die "wrk (warm-up) failed"
+wait "$warm_wrk" || die "wrk (warm-up) failed"
+say "warm-up done: $(cat "$out/raw/warmup.json")"
+
+say "logging in: ${users[*]} (short)"
 declare -A ucookie
 for u in "${users[@]}"; do
     ucookie[$u]="$(python3 "$helpers/login.py" "http://127.0.0.1:$P_S$path" "$u" "$u")" \
         || die "login as $u failed (see $run/error.log, $run/idp-short.log)"
 done
-cookie_long="$(python3 "$helpers/login.py" "http://127.0.0.1:$P_L$path" demo demo)" || die "login (long) failed"
-cookie_garbage="$(garbage_cookie "$cookie_long")"
 # Refreshes from now on only.
 python3 -c 'import urllib.request,sys; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="POST")).read()' \
     "http://127.0.0.1:$P_IDS/_test/reset"
@@ -238,24 +285,24 @@ while time.time() < end:
 json.dump(stats, open(outfile, "w"))
 PY
 
-sample() { # elapsed -> one line per worker in samples.tsv
-    local w rss fds
+sample() { # elapsed -> one line per worker in samples.tsv (memory in KiB)
+    local w mem fds
     for w in "${wpids[@]}"; do
-        rss="$(awk '/^VmRSS:/ {print $2}' "/proc/$w/status" 2>/dev/null || echo 0)"
+        mem="$(awk '$1 ~ /^(VmRSS|RssAnon|RssFile|RssShmem):$/ {printf "%s\t", $2}' "/proc/$w/status" 2>/dev/null)"
         fds="$(find "/proc/$w/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)"
-        printf '%s\t%s\t%s\t%s\n' "$1" "$w" "${rss:-0}" "$fds" >>"$out/samples.tsv"
+        printf '%s\t%s\t%s%s\n' "$1" "$w" "${mem:-0	0	0	0	}" "$fds" >>"$out/samples.tsv"
     done
     printf '%s\t%s\n' "$1" "$(redis_memory)" >>"$out/redis.tsv"
 }
 printf 'elapsed_s\tused_memory\n' >"$out/redis.tsv"
-printf 'elapsed_s\tworker\trss_kib\tfds\n' >"$out/samples.tsv"
+printf 'elapsed_s\tworker\trss_kib\tanon_kib\tfile_kib\tshmem_kib\tfds\n' >"$out/samples.tsv"
 
 say "soak: ${secs}s — ${#users[@]} refreshing sessions (TTL ${ttl}s, leeway ${leeway}s), wrk -c$conns valid (long TTL), wrk -c$conns garbage cookies"
 sample 0
 started=$(date +%s)
-short_ports="$P_S" garbage_port="$P_L"
+short_ports="$P_S"
 if [ "$nodes" = 2 ]; then
-    short_ports="$P_S,$P_S2" garbage_port="$P_L2"
+    short_ports="$P_S,$P_S2"
     python3 "$run/signout_client.py" "$helpers/login.py" "$P_S" "$P_S2" "$path" "$secs" "$out/raw/signout.json" &
     bg_pids+=($!)
 fi
@@ -274,7 +321,7 @@ while :; do
     now=$(($(date +%s) - started))
     if [ "$now" -ge "$next" ]; then
         sample "$now"
-        say "  ${now}s: $(tail -n "${#wpids[@]}" "$out/samples.tsv" | awk '{printf "worker %s rss %s KiB fds %s; ", $2, $3, $4}')"
+        say "  ${now}s: $(tail -n "${#wpids[@]}" "$out/samples.tsv" | awk '{printf "worker %s heap %s KiB fds %s; ", $2, $4, $7}')"
         next=$((next + sample_every))
     fi
     alive=0
@@ -332,17 +379,26 @@ refresh = st["token_requests"]["refresh_token"]
 expected = nusers * elapsed / (ttl - 1 - leeway)
 rows.append(("refresh_token calls", f"{refresh} (expected ≈ {expected:.1f} = {nusers} users × {elapsed}s / ({ttl}-1-{leeway})s)"))
 check("refresh calls ≈ expected (± 1 per user)", abs(refresh - expected) <= nusers + 0.01, f"{refresh} vs {expected:.1f}")
+warm = json.load(open(f"{out}/raw/warmup.json"))
+heap_before_warmup = dict(l.split("\t") for l in open(f"{out}/raw/heap-before-warmup.tsv").read().splitlines())
+rows.append(("warm-up", f'{warm["seconds"]}s ({warm["fill_seconds"]}s filling the caches): {warm["sessions_per_worker"]} sessions, {warm["refreshes"]} refreshes, {warm["signouts"]} sign-outs, {warm["peak_connections_per_worker"]} connections held; requests per worker {warm["requests_per_worker"]}'))
+# Two providers (short, long), each with a 1 MiB zone (ZONE_SIZE in src/glue/service/zone.rs).
+zones_kib = 2 * 1024
 samples = [l.split("\t") for l in open(f"{out}/samples.tsv").read().splitlines()[1:]]
+mib = lambda k: f"{k / 1024:.2f}"
 for w in wpids:
-    s = [(int(e), int(r), int(f)) for e, pid, r, f in samples if pid == w]
-    warm = [x for x in s if x[0] > 0]
-    base = warm[0] if len(warm) > 1 else s[0]
-    last = s[-1]
-    series = " ".join(f"{r//1024}.{(r%1024)*10//1024}" for _, r, _ in s)
-    rows.append((f"worker {w} RSS MiB", series))
-    rows.append((f"worker {w} fds", " ".join(str(f) for _, _, f in s)))
-    check(f"worker {w}: RSS growth after warm-up ({base[0]}s) < 1 MiB", last[1] - base[1] < 1024, f"{last[1] - base[1]:+d} KiB")
-    check(f"worker {w}: fd count flat (idle before vs idle after)", last[2] <= s[0][2], f"{s[0][2]} -> {last[2]} (under load {min(x[2] for x in warm[:-1] or s)}..{max(x[2] for x in warm[:-1] or s)})")
+    # (elapsed, VmRSS, RssAnon, RssFile, RssShmem, fds); the first sample is idle after the
+    # warm-up, the last one idle after the load, the others under load.
+    s = [tuple(int(x) for x in (e, *rest)) for e, pid, *rest in samples if pid == w]
+    base, last = s[0], s[-1]
+    loaded = s[1:-1] if len(s) > 3 else s
+    rows.append((f"worker {w} heap (RssAnon) MiB", f"{mib(int(heap_before_warmup[w]))} before the warm-up; " + " ".join(mib(x[2]) for x in s)))
+    rows.append((f"worker {w} VmRSS MiB", " ".join(mib(x[1]) for x in s)))
+    rows.append((f"worker {w} zones, files", f"RssShmem {base[4]} -> {last[4]} KiB ({last[4] - base[4]:+d}; the zones are {zones_kib} KiB), RssFile {last[3] - base[3]:+d} KiB"))
+    rows.append((f"worker {w} fds", " ".join(str(x[5]) for x in s)))
+    check(f"worker {w}: heap (RssAnon) growth after the warm-up < 1 MiB", last[2] - base[2] < 1024, f"{last[2] - base[2]:+d} KiB (under load, {loaded[0][0]}s to {loaded[-1][0]}s: {loaded[-1][2] - loaded[0][2]:+d} KiB; VmRSS {last[1] - base[1]:+d} KiB)")
+    under_load = [x[5] for x in s[1:-1]] or [s[0][5]]
+    check(f"worker {w}: fd count flat (idle before vs idle after)", last[5] <= s[0][5], f"{s[0][5]} -> {last[5]} (under load {min(under_load)}..{max(under_load)})")
 if os.path.exists(f"{out}/raw/signout.json"):
     so = json.load(open(f"{out}/raw/signout.json"))
     rows.append(("sign-outs on A checked on B", f'{so["rounds"]} rounds, {so["failures"]} failures, slowest propagation {so["max_propagation_ms"]:.1f} ms' + (f', first bad: {so["first_bad"]}' if so["first_bad"] else "")))

@@ -4,6 +4,7 @@
 Usage: login.py <protected url> <user> <password> [<cookie name>]
 Prints one line: the Cookie header value holding the session (`_oidc=...; _oidc_1=...`; the
 cookie name defaults to the module's `_oidc`, oauth2-proxy's is `_oauth2_proxy`).
+Other scripts import `login()` (scripts/bench/soak_warmup.py logs in thousands of times).
 """
 import html
 import http.cookiejar
@@ -22,9 +23,13 @@ class LoopbackIsSecure(http.cookiejar.DefaultCookiePolicy):
         return host in ("127.0.0.1", "localhost") or super().return_ok_secure(cookie, request)
 
 
-def main():
-    start, user, password = sys.argv[1:4]
-    name = sys.argv[4] if len(sys.argv) > 4 else "_oidc"
+class LoginFailed(Exception):
+    """The flow did not end with a session cookie; the text says where it stopped."""
+
+
+def login(start, user, password, name="_oidc"):
+    """Follows the code flow from `start` as `user` and returns the session's Cookie header
+    value; raises LoginFailed."""
     jar = http.cookiejar.CookieJar(LoopbackIsSecure())
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     # A page navigation: the module answers 302 to the provider (not 401).
@@ -34,10 +39,10 @@ def main():
         form_url = r.geturl()
     m = re.search(r'<form[^>]*id="kc-form-login"[^>]*>', page) or re.search(r"<form[^>]*>", page)
     if not m:
-        sys.exit(f"login.py: no login form at {form_url}")
+        raise LoginFailed(f"login.py: no login form at {form_url}")
     a = re.search(r'action="([^"]*)"', m.group(0))
     if not a:
-        sys.exit(f"login.py: the login form at {form_url} has no action")
+        raise LoginFailed(f"login.py: the login form at {form_url} has no action")
     action = urllib.parse.urljoin(form_url, html.unescape(a.group(1)))
     body = urllib.parse.urlencode({"username": user, "password": password}).encode()
     with opener.open(action, data=body, timeout=20) as r:
@@ -46,9 +51,17 @@ def main():
         status = r.status
     cookies = {c.name: c.value for c in jar if re.fullmatch(re.escape(name) + r"(_[0-9]+)?", c.name)}
     if name not in cookies:
-        sys.exit(f"login.py: no {name} cookie after the login (ended at {final}, HTTP {status})")
+        raise LoginFailed(f"login.py: no {name} cookie after the login (ended at {final}, HTTP {status})")
     names = sorted(cookies, key=lambda n: 0 if n == name else int(n.split("_")[-1]))
-    print("; ".join(f"{n}={cookies[n]}" for n in names))
+    return "; ".join(f"{n}={cookies[n]}" for n in names)
+
+
+def main():
+    name = sys.argv[4] if len(sys.argv) > 4 else "_oidc"
+    try:
+        print(login(*sys.argv[1:4], name))
+    except LoginFailed as e:
+        sys.exit(str(e))
 
 
 if __name__ == "__main__":
