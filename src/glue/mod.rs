@@ -289,6 +289,7 @@ pub static mut ngx_http_oidc_module: ngx_module_t = ngx_module_t {
     commands: unsafe { addr_of_mut!(directives::NGX_HTTP_OIDC_COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as ngx_uint_t,
     init_process: Some(service::cluster::init_process),
+    exit_process: Some(service::cluster::exit_process),
     ..ngx_module_t::default()
 };
 

@@ -78,6 +78,9 @@ thread_local! {
     static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
     /// Providers whose link is up (connected and loaded) in this worker.
     static UP: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Every open connection of this worker's links, closed by [`exit_process`] whatever its
+    /// task awaits at that moment.
+    static OPEN: RefCell<Vec<*mut Inner>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A refresh lock this worker holds in Redis.
@@ -272,13 +275,20 @@ async fn run(p: &'static Provider, store: &'static ClusterStore) {
             return;
         }
         if outage.failed() == Some(Event::Lost) {
+            // Redis that answers with an error (a wrong password, a missing ACL permission) is
+            // reachable: say it refused, so that nobody looks for a network fault.
+            let what = match e {
+                LinkError::Refused(_) => "refused this node",
+                _ => "unreachable",
+            };
             ngx_log_error!(
                 NGX_LOG_WARN,
                 log(),
-                "oidc: provider \"{}\": cluster store {} unreachable: {}; requests are decided \
-                 by this node alone, revocations are queued until it is back",
+                "oidc: provider \"{}\": cluster store {} {}: {}; requests are decided by this \
+                 node alone, revocations are queued until it is back",
                 p.conf.name,
                 peer,
+                what,
                 e
             );
         }
@@ -856,6 +866,7 @@ impl Conn {
             inner,
             buf: Vec::new(),
         };
+        OPEN.with(|o| o.borrow_mut().push(this));
         if rc == NGX_ERROR as ngx_int_t || conn.inner.pc.connection.is_null() {
             return Err(io::ErrorKind::ConnectionRefused.into());
         }
@@ -1116,21 +1127,45 @@ impl Conn {
     }
 }
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if !self.inner.pc.connection.is_null() {
+impl Inner {
+    /// Closes the connection (after TLS's close_notify) and frees its pool; a second call does
+    /// nothing.
+    fn close(&mut self) {
+        if !self.pc.connection.is_null() {
             // SAFETY: the connection is ours; closing also removes its timers and events.
             unsafe {
-                cluster_tls::shutdown(self.inner.pc.connection);
-                ngx_close_connection(self.inner.pc.connection);
+                cluster_tls::shutdown(self.pc.connection);
+                ngx_close_connection(self.pc.connection);
             }
-            self.inner.pc.connection = ptr::null_mut();
+            self.pc.connection = ptr::null_mut();
         }
-        if !self.inner.pool.is_null() {
+        if !self.pool.is_null() {
             // SAFETY: the connection that used the pool is closed.
-            unsafe { ngx_destroy_pool(self.inner.pool) };
-            self.inner.pool = ptr::null_mut();
+            unsafe { ngx_destroy_pool(self.pool) };
+            self.pool = ptr::null_mut();
         }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let this: *mut Inner = &mut *self.inner;
+        OPEN.with(|o| o.borrow_mut().retain(|p| *p != this));
+        self.inner.close();
+    }
+}
+
+/// `exit_process`: closes the links' connections before nginx looks for sockets left open. A
+/// worker that stops while a task waits for a connect, a handshake or a reply (a reload just
+/// after a start, or while Redis refuses the password) would otherwise leave them to the
+/// cycle's end, and nginx logs "open socket left" and aborts.
+///
+/// # Safety
+/// nginx calls it with the exiting worker's cycle, after the event loop stopped.
+pub unsafe extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    for inner in OPEN.with(|o| std::mem::take(&mut *o.borrow_mut())) {
+        // SAFETY: registered by a live Conn, whose Drop removes it first; its box is alive.
+        unsafe { (*inner).close() };
     }
 }
 
