@@ -35,44 +35,11 @@ pub struct RedisCerts {
 impl RedisCerts {
     pub fn create() -> RedisCerts {
         let tls = TestTls::create();
-        let dir = &tls._dir;
-        let ext = dir.write("client.cnf", "extendedKeyUsage=clientAuth\n");
-        for args in [
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=ngx-oidc node",
-                "-keyout",
-                "client.key",
-                "-out",
-                "client.csr",
-            ][..],
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "client.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &ext.display().to_string(),
-                "-out",
-                "client.pem",
-            ][..],
-        ] {
-            openssl(&dir.path, args);
-        }
+        let (client_cert, client_key) =
+            tls.issue("client", "/CN=ngx-oidc node", "extendedKeyUsage=clientAuth");
         RedisCerts {
-            client_cert: dir.join("client.pem"),
-            client_key: dir.join("client.key"),
+            client_cert,
+            client_key,
             tls,
         }
     }
@@ -80,42 +47,8 @@ impl RedisCerts {
     /// Another server certificate from this CA, for `san` only (e.g. `DNS:redis.invalid`):
     /// its certificate and key.
     pub fn server_cert_for(&self, san: &str) -> (PathBuf, PathBuf) {
-        let dir = &self.tls._dir;
-        let ext = dir.write("other.cnf", &format!("subjectAltName={san}\n"));
-        for args in [
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=other",
-                "-keyout",
-                "other.key",
-                "-out",
-                "other.csr",
-            ][..],
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "other.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &ext.display().to_string(),
-                "-out",
-                "other.pem",
-            ][..],
-        ] {
-            openssl(&dir.path, args);
-        }
-        (dir.join("other.pem"), dir.join("other.key"))
+        self.tls
+            .issue("other", "/CN=other", &format!("subjectAltName={san}"))
     }
 
     /// Redis serving this CA's server certificate; `auth_clients`: it asks for a client
@@ -130,22 +63,6 @@ impl RedisCerts {
             cli_key: self.client_key.clone(),
         }
     }
-}
-
-/// Runs the `openssl` command in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// How a TLS Redis is set up, and how redis-cli reaches it.

@@ -2211,73 +2211,94 @@ pub struct TestTls {
 impl TestTls {
     pub fn create() -> TestTls {
         let dir = TempDir::new("tls");
-        let p = |name: &str| dir.join(name);
-        let ext = dir.write("san.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir.path)
-                .stdin(Stdio::null())
-                .output()
-                .expect("run openssl (apt-get install openssl)");
-            assert!(
-                out.status.success(),
-                "openssl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ngx-oidc test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext.display().to_string(),
-            "-out",
-            "server.pem",
-        ]);
-        TestTls {
-            ca: p("ca.pem"),
-            cert: p("server.pem"),
-            key: p("server.key"),
+        openssl(
+            &dir.path,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=ngx-oidc test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        );
+        let mut tls = TestTls {
+            ca: dir.join("ca.pem"),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
             _dir: dir,
-        }
+        };
+        (tls.cert, tls.key) = tls.issue(
+            "server",
+            "/CN=127.0.0.1",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        );
+        tls
     }
+
+    /// A certificate signed by this CA for `subject` with the X.509 extension lines `ext`
+    /// (e.g. `subjectAltName=DNS:redis.invalid`, `extendedKeyUsage=clientAuth`), as
+    /// `<name>.pem` and its key `<name>.key` in the CA's directory.
+    pub fn issue(&self, name: &str, subject: &str, ext: &str) -> (PathBuf, PathBuf) {
+        let dir = &self._dir;
+        let ext = dir.write(&format!("{name}.cnf"), &format!("{ext}\n"));
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            &dir.path,
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key, "-out",
+                &csr,
+            ],
+        );
+        openssl(
+            &dir.path,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext.display().to_string(),
+                "-out",
+                &pem,
+            ],
+        );
+        (dir.join(&pem), dir.join(&key))
+    }
+}
+
+/// Runs the `openssl` command in `dir`; panics with its stderr when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// What `curl` got: the HTTP version it spoke (`1.1`, `2`), the status, the response headers
