@@ -962,16 +962,20 @@ impl Nginx {
     }
 
     /// `nginx -s reload` (SIGHUP to the master); returns once the new workers have started
-    /// (`start worker process` logged once per worker after the signal).
+    /// and the old ones stopped accepting (each logs `start worker process`, resp. `gracefully
+    /// shutting down` once it has closed its listening sockets).
     pub fn reload(&self) {
-        let count = |log: &str| log.matches("start worker process").count();
-        let before = count(&self.error_log());
+        let count = |log: &str, line: &str| log.matches(line).count();
+        let log = self.error_log();
+        let started = count(&log, "start worker process");
+        let stopping = count(&log, "gracefully shutting down");
         kill(self.master_pid().expect("nginx is running"), "HUP");
         wait_for("nginx to reload", Duration::from_secs(10), || {
-            (count(&self.error_log()) >= before + 2).then_some(())
+            let log = self.error_log();
+            (count(&log, "start worker process") >= started + 2
+                && count(&log, "gracefully shutting down") >= stopping + 2)
+                .then_some(())
         });
-        // Give the old workers a moment to stop accepting.
-        thread::sleep(Duration::from_millis(200));
     }
 
     /// [`Nginx::reload`], then waits until both old workers have exited: every request from
