@@ -169,12 +169,7 @@ fn a_back_channel_logout_by_sub_alone_ends_the_users_sessions_on_both_nodes_not_
 fn a_restarted_node_still_refuses_sessions_revoked_before() {
     let mut nodes = TwoNodes::start(&[], EnvOptions::default());
     let (mut b, stolen) = logged_in_on_a(&nodes);
-    b.get(&nodes.a("/oauth2/sign_out"), &[]);
-    time_until(
-        "node B refuses the copied cookie",
-        Duration::from_secs(1),
-        || status_with(&nodes.b(PAGE), &stolen) == 401,
-    );
+    signed_out_on_a_is_refused_on_b(&nodes, &mut b, &stolen);
 
     nodes.restart_b();
     // The load balancer sends traffic once the readiness probe says so: from then on the
@@ -389,12 +384,18 @@ const STORE_HOST: &str = "redis.cluster.test";
 /// the copied cookie.
 fn sign_out_reaches_b(nodes: &TwoNodes) -> Duration {
     let (mut b, stolen) = logged_in_on_a(nodes);
+    signed_out_on_a_is_refused_on_b(nodes, &mut b, &stolen)
+}
+
+/// `b`, logged in, signs out on node A; returns how long node B took to refuse `stolen`, a
+/// copy of its cookie.
+fn signed_out_on_a_is_refused_on_b(nodes: &TwoNodes, b: &mut Browser, stolen: &str) -> Duration {
     let out = b.get(&nodes.a("/oauth2/sign_out"), &[]);
     assert_eq!(out.status, 302, "{}", out.summary());
     time_until(
         "node B refuses the copied cookie",
         Duration::from_secs(1),
-        || status_with(&nodes.b(PAGE), &stolen) == 401,
+        || status_with(&nodes.b(PAGE), stolen) == 401,
     )
 }
 
@@ -578,13 +579,7 @@ fn over_rediss_a_sign_out_on_node_a_ends_a_copied_session_on_node_b() {
     let (mut b, stolen) = logged_in_on_a(&nodes);
     assert_eq!(status_with(&nodes.a("/oauth2/ready"), ""), 200);
     assert_eq!(status_with(&nodes.b("/oauth2/ready"), ""), 200);
-
-    b.get(&nodes.a("/oauth2/sign_out"), &[]);
-    let took = time_until(
-        "node B refuses the copied cookie",
-        Duration::from_secs(1),
-        || status_with(&nodes.b(PAGE), &stolen) == 401,
-    );
+    let took = signed_out_on_a_is_refused_on_b(&nodes, &mut b, &stolen);
     eprintln!("propagation over TLS: sign-out on A refused on B after {took:?}");
     nodes.assert_error_logs_are_clean();
 }
@@ -633,12 +628,7 @@ fn mutual_tls_links_with_the_client_certificate() {
     let nodes = two_nodes_over_tls(redis, "127.0.0.1", &certs.tls.ca, Some(&certs));
     let (mut b, stolen) = logged_in_on_a(&nodes);
     assert_eq!(status_with(&nodes.b("/oauth2/ready"), ""), 200);
-    b.get(&nodes.a("/oauth2/sign_out"), &[]);
-    time_until(
-        "node B refuses the copied cookie",
-        Duration::from_secs(1),
-        || status_with(&nodes.b(PAGE), &stolen) == 401,
-    );
+    signed_out_on_a_is_refused_on_b(&nodes, &mut b, &stolen);
 
     // A reload brings a new TLS context (the old one goes with the old configuration) and
     // new links, which work as the old ones did.
@@ -648,13 +638,7 @@ fn mutual_tls_links_with_the_client_certificate() {
         Duration::from_secs(10),
         || status_with(&nodes.b("/oauth2/ready"), "") == 200,
     );
-    let (mut b, stolen) = logged_in_on_a(&nodes);
-    b.get(&nodes.a("/oauth2/sign_out"), &[]);
-    time_until(
-        "the reloaded node B refuses the copied cookie",
-        Duration::from_secs(1),
-        || status_with(&nodes.b(PAGE), &stolen) == 401,
-    );
+    sign_out_reaches_b(&nodes);
     nodes.assert_error_logs_are_clean();
 }
 
@@ -919,13 +903,7 @@ fn a_wrong_redis_password_is_named_once_per_worker_and_a_reload_with_the_right_o
     nodes.wait_linked();
     // The session from before the fix still works, and its sign-out now reaches node B.
     assert_eq!(status_with(&nodes.b(PAGE), &cookie), 200);
-    let out = b.get(&nodes.a("/oauth2/sign_out"), &[]);
-    assert_eq!(out.status, 302, "{}", out.summary());
-    time_until(
-        "node B refuses the signed-out cookie",
-        Duration::from_secs(1),
-        || status_with(&nodes.b(PAGE), &cookie) == 401,
-    );
+    signed_out_on_a_is_refused_on_b(&nodes, &mut b, &cookie);
     assert_no_node_logs(&nodes, &wrong);
     assert_no_node_logs(&nodes, &password);
     nodes.assert_error_logs_are_clean();

@@ -62,16 +62,21 @@ class Worker:
         return r
 
 
+def worker_connection(port):
+    """A new connection to the node on `port`, and the pid of the worker that accepted it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/_soak/worker")
+    r = conn.getresponse()
+    return int(r.read().decode().strip()), conn
+
+
 def pin_workers(node_index, port, pids, deadline_s=30):
     """One connection per worker of the node on `port`."""
     want, pinned, end = set(pids), {}, time.time() + deadline_s
     while set(pinned) != want:
         if time.time() > end:
             sys.exit(f"soak_warmup: reached workers {sorted(pinned)} of {sorted(want)} on port {port}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", "/_soak/worker")
-        r = conn.getresponse()
-        pid = int(r.read().decode().strip())
+        pid, conn = worker_connection(port)
         if pid in want and pid not in pinned:
             pinned[pid] = Worker(node_index, pid, conn)
         else:
@@ -86,10 +91,7 @@ def hold_peak(port, pids, per_worker, cookie, deadline_s=60):
     while any(len(c) < per_worker for c in held.values()):
         if time.time() > end:
             sys.exit(f"soak_warmup: held {[len(c) for c in held.values()]} connections of {per_worker} per worker on port {port}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", "/_soak/worker")
-        r = conn.getresponse()
-        pid = int(r.read().decode().strip())
+        pid, conn = worker_connection(port)
         if len(held.get(pid, [None] * per_worker)) < per_worker:
             conn.sock.sendall(head.encode())
             held[pid].append(conn)

@@ -281,13 +281,7 @@ pub enum TokenKind {
 /// tokens carry decide: `nonce`, `at_hash`, `c_hash` (OpenID Connect Core §2, §3.1.3.6) and
 /// `events` (Back-Channel Logout 1.0 §2.4).
 pub fn token_kind(header_typ: Option<&str>, claims: &Map<String, Value>) -> TokenKind {
-    let media = header_typ.map(|t| {
-        let t = t.to_ascii_lowercase();
-        t.strip_prefix("application/")
-            .map(str::to_string)
-            .unwrap_or(t)
-    });
-    match media.as_deref() {
+    match header_typ.map(media_type).as_deref() {
         Some("at+jwt") => return TokenKind::Access,
         Some("logout+jwt") => {
             return TokenKind::Other("its header typ is logout+jwt (a back-channel logout token)")
@@ -320,6 +314,16 @@ pub fn token_kind(header_typ: Option<&str>, claims: &Map<String, Value>) -> Toke
         TokenKind::Other("it has a nonce, at_hash or c_hash claim (an ID token)")
     } else {
         TokenKind::Access
+    }
+}
+
+/// A header `typ` as the media type it names, lowercase and without `application/` (RFC 7515
+/// §4.1.9 lets it be left out).
+fn media_type(typ: &str) -> String {
+    let t = typ.to_ascii_lowercase();
+    match t.strip_prefix("application/") {
+        Some(rest) => rest.to_string(),
+        None => t,
     }
 }
 
@@ -372,13 +376,8 @@ pub fn verify_logout_token(
         leeway,
         &["iat", "iss", "aud"],
     )?;
-    let header_typ = jws::header(token)
-        .and_then(|h| h.typ)
-        .map(|t| t.to_ascii_lowercase());
-    let media = header_typ
-        .as_deref()
-        .map(|t| t.strip_prefix("application/").unwrap_or(t));
-    if !matches!(media, None | Some("jwt") | Some("logout+jwt")) {
+    let media = jws::header(token).and_then(|h| h.typ.as_deref().map(media_type));
+    if !matches!(media.as_deref(), None | Some("jwt") | Some("logout+jwt")) {
         return Err(JwtError::NotALogoutToken(
             "its header typ names another kind of JWT",
         ));
@@ -429,6 +428,13 @@ mod tests {
             _ => EncodingKey::from_rsa_der(DER),
         };
         jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    /// A valid back-channel logout token's claims for session `s1`.
+    fn logout_claims() -> Value {
+        let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+        json!({"iss":"http://kc/realms/test","aud":"test","iat":NOW,"jti":"j",
+               "sid":"s1","events":event})
     }
 
     fn good() -> Value {
@@ -695,9 +701,7 @@ mod tests {
     #[test]
     fn logout_tokens_are_checked_like_the_spec_says() {
         let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
-        let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
-        let base = json!({"iss":"http://kc/realms/test","aud":"test","iat":NOW,"jti":"j",
-                          "sid":"s1","events":event});
+        let base = logout_claims();
         let check = |c: Value| {
             let t = sign(c, Some("test-key"), Algorithm::RS256);
             verify_logout_token(&t, &jwks, "http://kc/realms/test", "test", NOW, 60)
@@ -728,15 +732,12 @@ mod tests {
     #[test]
     fn a_logout_token_typed_as_another_kind_of_jwt_is_refused() {
         let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
-        let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
-        let claims = json!({"iss":"http://kc/realms/test","aud":"test","iat":NOW,"jti":"j",
-                            "sid":"s1","events":event});
+        let claims = logout_claims();
         let check = |typ: Option<&str>, claims: &Value| {
-            let mut header = Header::new(Algorithm::RS256);
-            header.kid = Some("test-key".into());
-            header.typ = typ.map(str::to_string);
-            let key = EncodingKey::from_rsa_der(DER);
-            let t = jsonwebtoken::encode(&header, claims, &key).unwrap();
+            let t = match typ {
+                Some(typ) => sign_with_typ(claims.clone(), typ),
+                None => sign(claims.clone(), Some("test-key"), Algorithm::RS256),
+            };
             verify_logout_token(&t, &jwks, "http://kc/realms/test", "test", NOW, 60)
         };
         for typ in [
